@@ -1,0 +1,93 @@
+"""Turning uint8 images into float32 model inputs, one batch at a time.
+
+Images stay uint8 `(N, 28, 28)` (often memory-mapped) until a batch is gathered; the batch is
+then converted in one step, augmented if asked, and normalised:
+`x = (pixel / 255 - mean) / std` (`mean = 0, std = 1` for plain scaling).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_bp.augment import augment_batch
+
+INPUT_DIM = 784
+
+
+class Normalizer:
+    """pixel (uint8 or [0, 1] float) -> (pixel/255 - mean)/std, as one multiply-add."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0):
+        self.mean, self.std = float(mean), float(std)
+
+    @classmethod
+    def fit(cls, kind: str, images: np.ndarray) -> Normalizer:
+        if kind == "scale":
+            return cls()
+        sample = np.asarray(images[:10000], dtype=np.float32) / 255  # enough for two digits
+        return cls(float(sample.mean()), float(sample.std()))
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std}
+
+    def from_uint8(self, u8: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.multiply(u8, np.float32(1 / (255 * self.std)), out=out)
+        if self.mean:
+            out -= np.float32(self.mean / self.std)
+        return out
+
+    def from_unit(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """`x` in [0, 1] (after augmentation) -> normalised."""
+        if self.mean or self.std != 1:
+            np.subtract(x, np.float32(self.mean), out=out)
+            out *= np.float32(1 / self.std)
+        else:
+            np.copyto(out, x)
+        return out
+
+
+class BatchMaker:
+    """Gathers, converts, augments and normalises batches from uint8 images.
+
+    Returned arrays are buffers reused by the next call of the same maker.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, normalizer: Normalizer,
+                 augment_cfg=None, dtype=np.float32):
+        self.flat = images.reshape(len(images), INPUT_DIM)
+        self.labels = np.asarray(labels)
+        self.normalizer = normalizer
+        self.augment_cfg = augment_cfg
+        self.dtype = dtype
+        self._u8 = self._x = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _buffers(self, n: int):
+        if self._u8 is None or len(self._u8) != n:
+            self._u8 = np.empty((n, INPUT_DIM), np.uint8)
+            self._x = np.empty((n, INPUT_DIM), self.dtype)
+        return self._u8, self._x
+
+    def batch(self, index: np.ndarray, rng: np.random.Generator | None = None):
+        """`(x (B, 784) float32, y (B,) uint8)` for the images at `index`."""
+        u8, x = self._buffers(len(index))
+        np.take(self.flat, index, axis=0, out=u8)
+        y = self.labels[index]
+        if self.augment_cfg is None:
+            return self.normalizer.from_uint8(u8, x), y
+        unit = np.multiply(u8, np.float32(1 / 255), dtype=np.float32).reshape(-1, 28, 28)
+        unit = augment_batch(unit, rng, self.augment_cfg)
+        return self.normalizer.from_unit(unit.reshape(len(index), INPUT_DIM), x), y
+
+    def slice(self, start: int, stop: int, transform=None):
+        """A contiguous, unaugmented chunk (evaluation). `transform(unit, start, stop)` may
+        change the [0, 1] images first (colour inversion and the like)."""
+        u8, x = self._buffers(stop - start)
+        np.copyto(u8, self.flat[start:stop])
+        y = self.labels[start:stop]
+        if transform is None:
+            return self.normalizer.from_uint8(u8, x), y
+        unit = np.multiply(u8, np.float32(1 / 255), dtype=np.float32)
+        return self.normalizer.from_unit(transform(unit, start, stop), x), y

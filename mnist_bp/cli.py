@@ -1,0 +1,276 @@
+"""The `mnist-bp` command line: click commands only; the work happens in the modules.
+
+Heavy modules (numpy, requests, yaml) are imported inside the commands so that
+`mnist-bp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mnist_bp import __version__
+from mnist_bp.datasets import DATASETS
+from mnist_bp.errors import UserError
+
+DATASET_CHOICE = click.Choice(list(DATASETS))
+PATH = click.Path(path_type=Path)
+DATA_DIR_HELP = ("Data dir holding NAME/ folders [default: $MNIST_BP_DATA_DIR, else "
+                 "$XDG_CACHE_HOME/mnist-bp, else ~/.cache/mnist-bp].")
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class Main(click.Group):
+    """Turns a UserError anywhere below into one `Error: ...` line and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mnist-bp")
+def main():
+    """Train multilayer perceptrons on MNIST with backpropagation written in numpy.
+
+    \b
+    Quick start:
+      mnist-bp download                       # fetch and cache MNIST
+      mnist-bp train                          # train configs/default.yaml
+      mnist-bp evaluate runs/<run>/checkpoints/best.npz --invert
+
+    Every command explains itself: mnist-bp COMMAND --help.
+    """
+
+
+# --- download ------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--dataset", "name", type=DATASET_CHOICE, default="mnist", show_default=True,
+              help="Which dataset to fetch.")
+@click.option("--data-dir", type=PATH, help=DATA_DIR_HELP)
+@click.option("--from", "source", type=PATH, metavar="DIR",
+              help="Import the four files from a local folder (gzip or raw IDX) instead of "
+                   "downloading, e.g. --from ~/Downloads/mnist.")
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
+              help="Extra base URL to try first (repeatable; also $MNIST_BP_MIRROR, "
+                   "comma- or space-separated), e.g. --mirror http://127.0.0.1:8000/mnist/.")
+@click.option("--force", is_flag=True, help="Fetch again even when the files are present.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds to wait for a connection or for the next bytes.")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Extra tries per mirror after a transient failure (with backoff).")
+def download(name, data_dir, source, mirrors, force, timeout, retries):
+    """Download and cache a dataset, verifying official checksums.
+
+    Files go to DATA_DIR/NAME/ under their official names, streamed to a .part file,
+    resumed after interruptions and renamed only once the checksum matches. Mirrors are tried
+    in order; any failure falls through to the next.
+
+    \b
+    Examples:
+      mnist-bp download
+      mnist-bp download --dataset fashion-mnist --data-dir ./data
+      mnist-bp download --from ../shared/data/mnist-10k --data-dir ./data
+      MNIST_BP_MIRROR=http://127.0.0.1:8000/ mnist-bp download --force
+    """
+    from mnist_bp.data import load_cached, resolve_data_dir
+    from mnist_bp.datasets import get_dataset
+    from mnist_bp.download import download_dataset, import_from
+
+    spec = get_dataset(name)
+    root = resolve_data_dir(data_dir)
+    if source is not None:
+        reports = import_from(spec, source, root, log=echo_err)
+        for r in reports:
+            verdict = ("matches the official checksum" if r["matches_official"] else
+                       "does NOT match the official checksum (imported as is)")
+            click.echo(f"  {r['file']:<28} {r['count']:>6} items  {verdict}")
+        folder = root / name
+    else:
+        click.echo(f"{name}: fetching into {root / name}")
+        folder = download_dataset(spec, root, mirrors=mirrors, force=force,
+                                  timeout=(min(timeout, 10.0), timeout), retries=retries,
+                                  log=echo_err)
+    ds = load_cached(folder, log=echo_err)
+    click.echo(f"{name} ready in {folder}: {len(ds.train)} training and {len(ds.test)} test images")
+
+
+# --- train ---------------------------------------------------------------------------------
+
+class ConsoleReporter:
+    """Epoch lines on stdout; a live progress bar on stderr when it is a terminal."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            echo_err(message)
+
+    def step_callback(self, epoch: int, epochs: int):
+        if self.quiet or not sys.stderr.isatty():
+            return None
+        from mnist_bp.progress import Progress
+
+        def render(done, elapsed):
+            s = self._sums
+            if not s or not s["seen"]:
+                return ""
+            return (f"loss {s['loss_sum'] / s['seen']:.4f} acc {s['correct'] / s['seen']:.4f} "
+                    f"{s['seen'] / max(elapsed, 1e-9):,.0f} samples/s")
+
+        self._sums = None
+        bar = Progress(f"epoch {epoch}/{epochs}", None, render)
+
+        def on_step(step, steps, sums, elapsed):
+            self._sums = sums
+            bar.total = steps
+            bar.update(step, force=step == steps)
+            if step == steps:
+                sys.stderr.write("\r\033[K")
+
+        return on_step
+
+    def epoch_end(self, row: dict, epochs: int, n_train: int) -> None:
+        if self.quiet:
+            return
+        val = (f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}"
+               if row["val_acc"] is not None else "")
+        click.echo(f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  "
+                   f"train_acc {row['train_acc']:.4f}{val}  lr {row['lr']:.3g}  "
+                   f"{row['train_seconds']:.1f}s ({n_train / row['train_seconds']:,.0f} samples/s)")
+
+    def finished(self, summary: dict) -> None:
+        click.echo(f"run: {summary['run_dir']}")
+        click.echo(f"test accuracy {summary['test_accuracy']:.4f} (loss {summary['test_loss']:.4f}) "
+                   f"with best.npz from epoch {summary['best_epoch']}; "
+                   f"{summary['epochs_run']} epochs in {summary['total_seconds']:.1f}s")
+
+
+@main.command()
+@click.argument("config", required=False, metavar="[CONFIG]")
+@click.option("--data-dir", type=PATH, help=DATA_DIR_HELP)
+@click.option("--run-dir", type=PATH,
+              help="Run directory to write (parents created) [default: runs/<time>-<config>].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key (repeatable), e.g. --set optimizer.learning_rate=0.01 "
+                   "--set model.hidden=[512,512].")
+@click.option("--resume", type=PATH, metavar="CKPT",
+              help="Continue a run from its checkpoint, e.g. runs/x/checkpoints/last.npz "
+                   "(config and run dir come from the checkpoint).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final result.")
+def train(config, data_dir, run_dir, overrides, resume, quiet):
+    """Train an MLP from a YAML config with backpropagation.
+
+    CONFIG is a YAML file or the name of a shipped config (default, classic, bench,
+    mnist-best, mnist-robust, fashion); without it, configs/default.yaml. The dataset is
+    downloaded first if it is not cached. Writes config.yaml, metrics.jsonl/csv,
+    checkpoints/last.npz and best.npz, and summary.json with the test accuracy.
+    Ctrl-C saves last.npz and prints the command that resumes.
+
+    \b
+    Examples:
+      mnist-bp train
+      mnist-bp train configs/classic.yaml --set training.epochs=5
+      mnist-bp train configs/default.yaml --data-dir ./data --run-dir runs/mine
+      mnist-bp train --resume runs/mine/checkpoints/last.npz
+    """
+    from mnist_bp.config import load_config
+    from mnist_bp.train import Interrupted, run
+
+    reporter = ConsoleReporter(quiet)
+    if resume is not None:
+        if config or overrides or run_dir:
+            raise click.UsageError("--resume takes the config and run dir from the checkpoint; "
+                                   "drop CONFIG, --set and --run-dir")
+        cfg, name = None, None
+    else:
+        cfg, source = load_config(config, overrides)
+        name = source.stem
+    try:
+        run(cfg, run_dir, data_dir, config_name=name, resume=resume, reporter=reporter)
+    except Interrupted as stop:
+        echo_err(f"\ninterrupted: saved {stop.checkpoint}\n"
+                 f"resume with: mnist-bp train --resume {stop.checkpoint}"
+                 + (f" --data-dir {data_dir}" if data_dir else ""))
+        sys.exit(130)
+
+
+# --- evaluate ------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("checkpoint", type=PATH)
+@click.option("--data-dir", type=PATH, help=DATA_DIR_HELP)
+@click.option("--dataset", "name", type=DATASET_CHOICE,
+              help="Dataset to score on [default: the one the checkpoint was trained on].")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="Which file pair to score.")
+@click.option("--invert", is_flag=True,
+              help="Score on colour-inverted images (255 - pixel): black digits on white.")
+@click.option("--colors", type=click.Choice(["normal", "random"]), default="normal",
+              show_default=True,
+              help="random: give every image its own foreground/background intensities.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --colors random.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (accuracy, loss, n, per_class, confusion_matrix).")
+def evaluate(checkpoint, data_dir, name, split, invert, colors, seed, as_json):
+    """Score a checkpoint: accuracy, loss, per-class precision/recall/F1, confusion matrix.
+
+    \b
+    Examples:
+      mnist-bp evaluate runs/x/checkpoints/best.npz
+      mnist-bp evaluate runs/x/checkpoints/best.npz --invert --json
+      mnist-bp evaluate runs/x/checkpoints/best.npz --colors random --seed 1
+    """
+    from mnist_bp.scoring import score_checkpoint
+
+    result = score_checkpoint(checkpoint, data_dir, name, split, invert, colors, seed,
+                              log=echo_err)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    from mnist_bp.scoring import format_report
+
+    click.echo(format_report(result))
+
+
+# --- augment-preview -----------------------------------------------------------------------
+
+@main.command("augment-preview")
+@click.argument("config", required=False, metavar="[CONFIG]")
+@click.option("--data-dir", type=PATH, help=DATA_DIR_HELP)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set augment.elastic.p=1.")
+@click.option("--out", type=PATH, default=Path("augment-preview.png"), show_default=True,
+              help="PNG file to write.")
+@click.option("--count", type=click.IntRange(1, 400), default=32, show_default=True,
+              help="How many training images to show.")
+def augment_preview(config, data_dir, overrides, out, count):
+    """Write a PNG grid of training images and their augmented versions.
+
+    Each row of originals is followed by the same images as the network sees them in the
+    first training batch (the config's augment section, the run's seed).
+
+    \b
+    Example:
+      mnist-bp augment-preview configs/mnist-robust.yaml --out preview.png
+    """
+    from mnist_bp.config import load_config
+    from mnist_bp.preview import write_preview
+
+    cfg, _ = load_config(config, overrides)
+    write_preview(cfg, data_dir, out, count)
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""YAML configs become frozen dataclasses here, at one boundary.
+
+Unknown keys, wrong types and out-of-range values are rejected with the dotted key, the bad
+value and what is allowed; `--set dotted.key=value` overrides any key before validation.
+
+    cfg = load_config("configs/default.yaml", overrides=["optimizer.learning_rate=0.01"])
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+
+from mnist_bp.errors import UserError
+
+DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")
+
+
+class ConfigError(UserError):
+    pass
+
+
+def opt(default, *, choices=None, ge=None, gt=None, le=None, lt=None, doc=""):
+    """A config field with its allowed values (used by validation and error messages)."""
+    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    if isinstance(default, (list, dict)) or is_dataclass(default):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = opt("mnist", choices=DATASET_NAMES)
+    validation: int = opt(0, ge=0, doc="images held out of the training files; 0 = none")
+    normalize: str = opt("scale", choices=("scale", "standardize"),
+                         doc="scale: pixel/255; standardize: (pixel/255 - mean) / std")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[int, ...] = opt((256,), ge=1, doc="hidden layer sizes")
+    activation: str = opt("relu", choices=("relu", "leaky_relu", "tanh", "sigmoid", "gelu"))
+    leaky_slope: float = opt(0.01, ge=0.0, lt=1.0)
+    dropout: float = opt(0.0, ge=0.0, lt=1.0, doc="drop probability after each hidden layer")
+    input_dropout: float = opt(0.0, ge=0.0, lt=1.0, doc="drop probability on input pixels")
+    init: str = opt("he", choices=("he", "xavier", "normal"))
+    init_scale: float = opt(1.0, gt=0.0, doc="multiplies the init std (the std itself for normal)")
+    output_activation: str = opt("none", choices=("none", "sigmoid"),
+                                 doc="sigmoid for the classic MSE network; cross_entropy needs none")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = opt("cross_entropy", choices=("cross_entropy", "mse"))
+    label_smoothing: float = opt(0.0, ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = opt("adam", choices=("sgd", "momentum", "nesterov", "adam", "adamw"))
+    learning_rate: float = opt(0.001, gt=0.0)
+    momentum: float = opt(0.9, ge=0.0, lt=1.0)
+    beta1: float = opt(0.9, ge=0.0, lt=1.0)
+    beta2: float = opt(0.999, ge=0.0, lt=1.0)
+    eps: float = opt(1e-8, gt=0.0)
+    weight_decay: float = opt(0.0, ge=0.0, doc="L2 on weights (decoupled for adamw); not biases")
+    max_norm: float = opt(0.0, ge=0.0, doc="max-norm constraint on each unit's incoming weights")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = opt("constant", choices=("constant", "step", "cosine", "onecycle"))
+    warmup_epochs: float = opt(0.0, ge=0.0, doc="linear warmup from 0 (constant, step, cosine)")
+    step_epochs: int = opt(10, ge=1, doc="step: decay every this many epochs")
+    gamma: float = opt(0.1, gt=0.0, le=1.0, doc="step: decay factor")
+    min_lr: float = opt(0.0, ge=0.0, doc="cosine: final learning rate")
+    pct_start: float = opt(0.3, gt=0.0, lt=1.0, doc="onecycle: fraction of steps rising")
+    div_factor: float = opt(25.0, gt=0.0, doc="onecycle: start at learning_rate / div_factor")
+    final_div_factor: float = opt(1e4, gt=0.0, doc="onecycle: end at start / final_div_factor")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = opt(10, ge=1)
+    batch_size: int = opt(128, ge=1)
+    early_stopping_patience: int = opt(0, ge=0, doc="epochs without improvement; 0 = off")
+    early_stopping_metric: str = opt("val_acc", choices=("val_acc", "val_loss"))
+    clip_grad_norm: float = opt(0.0, ge=0.0, doc="clip the global gradient norm; 0 = off")
+    eval_batch_size: int = opt(2000, ge=1)
+
+
+@dataclass(frozen=True)
+class ShiftConfig:
+    p: float = opt(0.0, ge=0.0, le=1.0)
+    pixels: int = opt(2, ge=0, le=14)
+
+
+@dataclass(frozen=True)
+class AffineConfig:
+    p: float = opt(0.0, ge=0.0, le=1.0)
+    degrees: float = opt(10.0, ge=0.0, le=180.0)
+    scale: float = opt(0.1, ge=0.0, lt=1.0, doc="zoom drawn from [1 - scale, 1 + scale]")
+    shear: float = opt(0.1, ge=0.0, le=1.0, doc="shear factor drawn from [-shear, shear]")
+
+
+@dataclass(frozen=True)
+class ElasticConfig:
+    p: float = opt(0.0, ge=0.0, le=1.0)
+    alpha: float = opt(34.0, ge=0.0)
+    sigma: float = opt(4.0, gt=0.0)
+
+
+@dataclass(frozen=True)
+class InvertConfig:
+    p: float = opt(0.0, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class ColorsConfig:
+    p: float = opt(0.0, ge=0.0, le=1.0)
+    min_contrast: float = opt(0.4, gt=0.0, le=1.0, doc="smallest |fg - bg| (pixels in 0..1)")
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    p: float = opt(0.0, ge=0.0, le=1.0)
+    std: float = opt(0.1, ge=0.0)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    shift: ShiftConfig = opt(ShiftConfig())
+    affine: AffineConfig = opt(AffineConfig())
+    elastic: ElasticConfig = opt(ElasticConfig())
+    invert: InvertConfig = opt(InvertConfig())
+    colors: ColorsConfig = opt(ColorsConfig())
+    noise: NoiseConfig = opt(NoiseConfig())
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = opt(0, ge=0)
+    data: DataConfig = opt(DataConfig())
+    model: ModelConfig = opt(ModelConfig())
+    loss: LossConfig = opt(LossConfig())
+    optimizer: OptimizerConfig = opt(OptimizerConfig())
+    schedule: ScheduleConfig = opt(ScheduleConfig())
+    training: TrainingConfig = opt(TrainingConfig())
+    augment: AugmentConfig = opt(AugmentConfig())
+
+
+# --- validation ---------------------------------------------------------------------------
+
+def _near(word: str, options) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _coerce(value, hint, meta, key):
+    """Check `value` against the annotation `hint` and the field's limits."""
+    def bad(allowed):
+        raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
+
+    origin = typing.get_origin(hint)
+    if is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            bad("a list of whole numbers, e.g. [512, 256]")
+        return tuple(_coerce(v, int, meta, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            bad("true or false")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad("a whole number")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad("a number")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            bad("a string")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of "
+                          f"{', '.join(choices)}{_near(str(value), choices)}")
+    limits = [("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+              ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")]
+    for name, ok, sign in limits:
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            bounds = " and ".join(f"{s} {meta[n]}" for n, _, s in limits if meta.get(n) is not None)
+            raise ConfigError(f"{key}: {value!r} is out of range; allowed: {bounds}")
+    return value
+
+
+def _build(cls, raw, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in raw:
+        if key not in names:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{dotted}: unknown key{_near(str(key), names)} "
+                              f"(allowed: {', '.join(names)})")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in raw:
+            dotted = f"{prefix}.{f.name}" if prefix else f.name
+            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], f.metadata, dotted)
+    return cls(**kwargs)
+
+
+def _check_combinations(cfg: Config) -> None:
+    if cfg.loss.name == "cross_entropy" and cfg.model.output_activation != "none":
+        raise ConfigError("model.output_activation: cross_entropy applies its own softmax; "
+                          "set it to none (or use loss.name: mse)")
+    if cfg.training.early_stopping_patience and cfg.data.validation == 0:
+        raise ConfigError("training.early_stopping_patience: needs a validation split; set "
+                          "data.validation above 0 or the patience to 0")
+
+
+def from_dict(raw: dict) -> Config:
+    cfg = _build(Config, raw, "")
+    _check_combinations(cfg)
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dicts and lists (YAML- and JSON-ready)."""
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return plain(asdict(cfg))
+
+
+# --- files and overrides -------------------------------------------------------------------
+
+def packaged_config_dir() -> Path:
+    """Shipped configs: package data in a wheel, the top-level configs/ in a checkout."""
+    packaged = Path(str(resources.files("mnist_bp"))) / "configs"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def read_yaml(path: Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        shipped = ", ".join(sorted(p.name for p in packaged_config_dir().glob("*.yaml")))
+        raise ConfigError(f"{path}: config file not found (shipped configs: {shipped})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the file's syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a mapping of sections (seed, data, model, ...)")
+    return raw
+
+
+def resolve_config_path(name: str | Path | None) -> Path:
+    """A path as given, or the name of a shipped config (`default`, `classic.yaml`...)."""
+    if name is None:
+        return packaged_config_dir() / "default.yaml"
+    path = Path(name)
+    if path.exists():
+        return path
+    for candidate in (packaged_config_dir() / path.name, packaged_config_dir() / f"{path.name}.yaml"):
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Set `dotted.key=value` in the raw dict; the value is parsed as YAML (0.1, [512, 512])."""
+    import yaml
+
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set "
+                          f"optimizer.learning_rate=0.01")
+    parts = key.split(".")
+    cls = Config
+    node = raw
+    for depth, part in enumerate(parts):
+        names = [f.name for f in fields(cls)]
+        dotted = ".".join(parts[: depth + 1])
+        if part not in names:
+            raise ConfigError(f"--set {key}: unknown key '{dotted}'{_near(part, names)} "
+                              f"(allowed: {', '.join(names)})")
+        hint = typing.get_type_hints(cls)[part]
+        if depth == len(parts) - 1:
+            if is_dataclass(hint):
+                raise ConfigError(f"--set {key}: '{dotted}' is a section; set one of its keys, "
+                                  f"e.g. {dotted}.{fields(hint)[0].name}=...")
+            try:
+                node[part] = yaml.safe_load(text)
+            except yaml.YAMLError:
+                node[part] = text
+            return
+        if not is_dataclass(hint):
+            raise ConfigError(f"--set {key}: '{dotted}' is not a section")
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node, cls = child, hint
+
+
+def load_config(path: str | Path | None = None, overrides=()) -> tuple[Config, Path]:
+    """Read, override and validate a config; returns it with the file it came from."""
+    source = resolve_config_path(path)
+    raw = read_yaml(source)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return from_dict(raw), source
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def dump_yaml(cfg: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)

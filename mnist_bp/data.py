@@ -1,0 +1,162 @@
+"""The data dir, the fast cache beside the IDX files, validation splits.
+
+Images stay uint8 `(N, 28, 28)` (memory-mapped from `.npy` files) until a batch is taken;
+conversion to float32 happens per batch in `batches.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_bp import idx
+from mnist_bp.datasets import FILENAMES, ROLES, get_dataset
+from mnist_bp.errors import UserError
+from mnist_bp.fsutil import atomic_write, locked
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images `(N, 28, 28)` uint8 and labels `(N,)` uint8."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+
+
+def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
+    """--data-dir, else $MNIST_BP_DATA_DIR, else $XDG_CACHE_HOME/mnist-bp, else ~/.cache/mnist-bp."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get("MNIST_BP_DATA_DIR"):
+        return Path(os.environ["MNIST_BP_DATA_DIR"]).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home).expanduser() / "mnist-bp"
+
+
+def missing_files(folder: Path) -> list[str]:
+    return [name for name in FILENAMES.values() if not (folder / name).is_file()]
+
+
+def load_dataset(name: str, data_dir: Path | str | None = None, *, fetch: bool = True,
+                 log=None) -> Dataset:
+    """Load `name` from the data dir, downloading it first when files are missing."""
+    spec = get_dataset(name)
+    folder = resolve_data_dir(data_dir) / name
+    if missing_files(folder):
+        if not fetch:
+            raise UserError(f"{folder}: {name} is not downloaded; run "
+                            f"`mnist-bp download --dataset {name}`")
+        from mnist_bp.download import download_dataset
+
+        download_dataset(spec, folder.parent, log=log)
+    return load_cached(folder, log=log)
+
+
+def _fix(folder: Path) -> str:
+    return (f"run `mnist-bp download --dataset {folder.name} --force --data-dir {folder.parent}`"
+            " (or import good files with --from DIR)")
+
+
+def _source_stamp(folder: Path) -> dict:
+    stamp = {}
+    for name in FILENAMES.values():
+        st = (folder / name).stat()
+        stamp[name] = [st.st_size, st.st_mtime_ns]
+    return stamp
+
+
+def parse_sources(folder: Path) -> dict[str, np.ndarray]:
+    """Parse and validate the four IDX files of `folder`, keyed by role."""
+    fix = _fix(folder)
+    arrays = {}
+    for role in ROLES:
+        path = folder / FILENAMES[role]
+        reader = idx.read_images if role.endswith("images") else idx.read_labels
+        arrays[role] = reader(path, fix)
+    for split in ("train", "test"):
+        idx.check_pair(arrays[f"{split}_images"], arrays[f"{split}_labels"],
+                       folder / FILENAMES[f"{split}_images"],
+                       folder / FILENAMES[f"{split}_labels"], fix)
+    return arrays
+
+
+def _cache_dir(folder: Path) -> Path:
+    return folder / "cache"
+
+
+def _read_cache(folder: Path) -> dict[str, np.ndarray] | None:
+    cache = _cache_dir(folder)
+    try:
+        manifest = json.loads((cache / "manifest.json").read_text())
+        if manifest.get("version") != CACHE_VERSION or manifest.get("sources") != _source_stamp(folder):
+            return None
+        arrays = {role: np.load(cache / f"{role}.npy", mmap_mode="r", allow_pickle=False)
+                  for role in ROLES}
+    except (OSError, ValueError, KeyError):
+        return None
+    for role, array in arrays.items():
+        if array.dtype != np.uint8 or list(array.shape) != manifest["shapes"][role]:
+            return None
+    return arrays
+
+
+def _write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+    cache = _cache_dir(folder)
+    stamp = _source_stamp(folder)
+    for role, array in arrays.items():
+        with atomic_write(cache / f"{role}.npy") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+    manifest = {"version": CACHE_VERSION, "sources": stamp,
+                "shapes": {role: list(a.shape) for role, a in arrays.items()}}
+    # The manifest goes last: until it is in place the cache counts as absent.
+    with atomic_write(cache / "manifest.json", "w") as f:
+        json.dump(manifest, f, indent=1)
+
+
+def load_cached(folder: Path, log=None) -> Dataset:
+    """The dataset in `folder`, from the `.npy` cache (rebuilt when the sources changed)."""
+    arrays = _read_cache(folder)
+    if arrays is None:
+        with locked(folder):
+            arrays = _read_cache(folder)
+            if arrays is None:
+                if log:
+                    log(f"parsing {folder.name} IDX files into the cache at {_cache_dir(folder)}")
+                _write_cache(folder, parse_sources(folder))
+                arrays = _read_cache(folder)
+        if arrays is None:
+            raise UserError(f"{_cache_dir(folder)}: cache could not be read back; delete that "
+                            "folder and try again")
+    return Dataset(
+        folder.name,
+        Split(arrays["train_images"], arrays["train_labels"]),
+        Split(arrays["test_images"], arrays["test_labels"]),
+    )
+
+
+def split_validation(train: Split, validation: int) -> tuple[Split, Split | None]:
+    """Hold the last `validation` training images out; they never reach the optimizer."""
+    if validation <= 0:
+        return train, None
+    if validation >= len(train):
+        raise UserError(f"data.validation: {validation} leaves no training images (the set has "
+                        f"{len(train)}); choose a number below {len(train)}")
+    cut = len(train) - validation
+    return (Split(train.images[:cut], train.labels[:cut]),
+            Split(train.images[cut:], train.labels[cut:]))

@@ -1,0 +1,116 @@
+"""IDX files (the MNIST format): read with full validation, write.
+
+Layout: two zero bytes, a dtype code (0x08 = uint8), the number of dimensions, then each
+dimension as a big-endian uint32, then the payload. Files may be gzip-compressed; the reader
+looks at the first bytes rather than trusting the file name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from mnist_bp.errors import UserError
+
+UINT8 = 0x08
+GZIP_MAGIC = b"\x1f\x8b"
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+
+
+class IdxError(UserError):
+    """An IDX file that cannot be used as it is."""
+
+
+def _fail(path, problem, fix):
+    raise IdxError(f"{path}: {problem}; {fix}")
+
+
+def read_bytes(path: Path, fix: str) -> bytes:
+    """The decompressed content of `path` (gzip or raw), or an IdxError naming the file."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        _fail(path, "file not found", fix)
+    except OSError as exc:
+        _fail(path, f"cannot read it ({exc.strerror})", fix)
+    if not raw:
+        _fail(path, "file is empty", fix)
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except EOFError:
+        _fail(path, "gzip data is truncated", fix)
+    except (OSError, zlib.error) as exc:
+        _fail(path, f"gzip data is corrupt ({exc})", fix)
+
+
+def parse(data: bytes, path, fix: str, ndim: int) -> np.ndarray:
+    """Parse IDX bytes holding uint8 data with `ndim` dimensions, validating every field."""
+    if len(data) < 4:
+        _fail(path, f"too short for an IDX header ({len(data)} bytes)", fix)
+    zero, dtype_code, dims = struct.unpack(">HBB", data[:4])
+    if zero != 0:
+        head = data[:8]
+        _fail(path, f"not an IDX file (starts with {head!r})", fix)
+    if dtype_code != UINT8:
+        _fail(path, f"IDX dtype code 0x{dtype_code:02x} is not uint8 (0x08)", fix)
+    if dims != ndim:
+        _fail(path, f"has {dims} dimensions where {ndim} were expected", fix)
+    header = 4 + 4 * dims
+    if len(data) < header:
+        _fail(path, "header is truncated", fix)
+    shape = struct.unpack(f">{dims}I", data[4:header])
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(data) != expected:
+        what = "shorter" if len(data) < expected else "longer"
+        _fail(path, f"payload is {what} than its header says ({len(data)} bytes, "
+              f"header says {expected} for shape {shape})", fix)
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_images(path: Path, fix: str) -> np.ndarray:
+    """Images as a `(N, 28, 28)` uint8 array."""
+    images = parse(read_bytes(path, fix), path, fix, ndim=3)
+    if images.shape[1:] != IMAGE_SHAPE:
+        _fail(path, f"images are {images.shape[1]}x{images.shape[2]}, not 28x28", fix)
+    return images
+
+
+def read_labels(path: Path, fix: str) -> np.ndarray:
+    """Labels as a `(N,)` uint8 array with values in 0..9."""
+    labels = parse(read_bytes(path, fix), path, fix, ndim=1)
+    if labels.size and labels.max() >= NUM_CLASSES:
+        bad = int(labels.max())
+        _fail(path, f"label {bad} is out of range 0..{NUM_CLASSES - 1}", fix)
+    return labels
+
+
+def check_pair(images: np.ndarray, labels: np.ndarray, images_path, labels_path, fix: str):
+    """Images and labels of one split must count the same."""
+    if len(images) != len(labels):
+        raise IdxError(f"{images_path} holds {len(images)} images but {labels_path} holds "
+                       f"{len(labels)} labels; {fix}")
+
+
+def encode(array: np.ndarray) -> bytes:
+    """IDX bytes for a uint8 array (any number of dimensions)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, UINT8, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write(path: Path, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write `array` as IDX to `path`, gzip-compressed when the name ends in .gz."""
+    data = encode(array)
+    if compress is None:
+        compress = str(path).endswith(".gz")
+    if compress:
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    Path(path).write_bytes(data)

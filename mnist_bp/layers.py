@@ -1,0 +1,105 @@
+"""Layers: Linear and Dropout. Activations live in activations.py.
+
+Contract (STYLE.md): `forward(x, training, rng)` keeps only what `backward` needs;
+`backward(grad_out)` returns the gradient for the input and *assigns* `grads[name]` for each
+`params[name]`. Arrays are batch-first: `x` is `(N, D)`. Outputs are written into buffers
+the layer owns and reuses (no allocation per step), so an output is valid until the next
+forward call of the same layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Layer:
+    """Base class: no parameters, reusable output buffers."""
+
+    def __init__(self):
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def buffer(self, name: str, shape, dtype) -> np.ndarray:
+        """A scratch array reused across steps while shape and dtype stay the same."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(shape, dtype)
+        return buf
+
+    def forward(self, x: np.ndarray, training: bool = False, rng=None) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+
+def init_std(init: str, d_in: int, d_out: int, scale: float) -> float:
+    """He for ReLU-like units, Xavier (Glorot) for tanh/sigmoid, or a plain std `scale`."""
+    if init == "he":
+        return scale * np.sqrt(2.0 / d_in)
+    if init == "xavier":
+        return scale * np.sqrt(2.0 / (d_in + d_out))
+    return scale
+
+
+class Linear(Layer):
+    """y = x W + b, with W `(D_in, D_out)` and b `(D_out,)`."""
+
+    def __init__(self, d_in: int, d_out: int, rng: np.random.Generator, init="he",
+                 scale=1.0, dtype=np.float32, input_grad=True):
+        super().__init__()
+        std = init_std(init, d_in, d_out, scale)
+        W = rng.standard_normal((d_in, d_out), dtype=np.float64) * std
+        self.params = {"W": W.astype(dtype), "b": np.zeros(d_out, dtype)}
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        # The first layer's input is data: computing its gradient would be wasted work.
+        self.input_grad = input_grad
+
+    def forward(self, x, training=False, rng=None):
+        self.x = x  # (N, D_in), needed for dW
+        W, b = self.params["W"], self.params["b"]
+        out = self.buffer("out", (x.shape[0], W.shape[1]), x.dtype)
+        np.matmul(x, W, out=out)
+        out += b
+        return out
+
+    def backward(self, grad_out):
+        # dL/dW = x^T g  (D_in, D_out);  dL/db = sum_n g  (D_out,);  dL/dx = g W^T  (N, D_in)
+        np.matmul(self.x.T, grad_out, out=self.grads["W"])
+        np.sum(grad_out, axis=0, out=self.grads["b"])
+        if not self.input_grad:
+            return None
+        dx = self.buffer("dx", self.x.shape, grad_out.dtype)
+        return np.matmul(grad_out, self.params["W"].T, out=dx)
+
+
+class Dropout(Layer):
+    """Inverted dropout: zero each unit with probability p, scale the rest by 1/(1-p).
+
+    Off at evaluation (`training=False`), where it is the identity.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.active = False
+
+    def forward(self, x, training=False, rng=None):
+        self.active = training and self.p > 0
+        if not self.active:
+            return x
+        noise = self.buffer("noise", x.shape, x.dtype)
+        rng.random(out=noise, dtype=x.dtype)
+        self.keep = np.greater_equal(noise, self.p, out=self.buffer("keep", x.shape, np.bool_))
+        self.scale = x.dtype.type(1.0 / (1.0 - self.p))
+        out = np.multiply(x, self.keep, out=self.buffer("out", x.shape, x.dtype))
+        out *= self.scale
+        return out
+
+    def backward(self, grad_out):
+        if not self.active:
+            return grad_out
+        dx = np.multiply(grad_out, self.keep, out=self.buffer("dx", grad_out.shape, grad_out.dtype))
+        dx *= self.scale
+        return dx

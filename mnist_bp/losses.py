@@ -1,0 +1,84 @@
+"""Loss functions with one interface: `forward(outputs, labels) -> mean loss`, `backward() -> dL/doutputs`.
+
+Both average over the batch, and divide by N in exactly one place: the gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class SoftmaxCrossEntropy:
+    """Softmax fused with cross-entropy on logits `(N, K)`, optionally label-smoothed.
+
+    loss = -(1/N) sum_n sum_k t_nk log p_nk, t = (1 - eps) onehot + eps / K;
+    the gradient w.r.t. the logits is (p - t) / N.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.eps = label_smoothing
+
+    def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        n, k = logits.shape
+        rows = np.arange(n)
+        # log-sum-exp with the row max subtracted: exp never overflows
+        shifted = np.subtract(logits, logits.max(axis=1, keepdims=True),
+                              out=_buf(self, "shifted", logits))
+        p = np.exp(shifted, out=_buf(self, "p", logits))
+        total = p.sum(axis=1, keepdims=True)
+        p /= total
+        log_total = np.log(total)[:, 0]
+        log_p_true = shifted[rows, labels] - log_total  # (N,)
+        loss = -(1 - self.eps) * log_p_true.sum(dtype=np.float64)
+        if self.eps:
+            log_p_sum = shifted.sum(axis=1, dtype=np.float64) - k * log_total
+            loss -= self.eps / k * log_p_sum.sum()
+        self.p, self.labels = p, labels
+        return float(loss / n)
+
+    def backward(self) -> np.ndarray:
+        n, k = self.p.shape
+        grad = self.p  # reused in place: p is not needed after this
+        grad[np.arange(n), self.labels] -= grad.dtype.type(1 - self.eps)
+        if self.eps:
+            grad -= grad.dtype.type(self.eps / k)
+        grad *= grad.dtype.type(1.0 / n)
+        return grad
+
+
+class MSE:
+    """Quadratic cost of the classic formulation: C = (1/2N) sum_n ||a_n - onehot(y_n)||^2.
+
+    Used with sigmoid outputs `a` `(N, K)`; dC/da = (a - onehot) / N.
+    """
+
+    def forward(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        diff = _buf(self, "diff", outputs)
+        np.copyto(diff, outputs)
+        diff[np.arange(len(labels)), labels] -= 1
+        self.n = len(labels)
+        return float(0.5 * np.square(diff, dtype=np.float64).sum() / self.n)
+
+    def backward(self) -> np.ndarray:
+        grad = self._diff
+        grad *= grad.dtype.type(1.0 / self.n)
+        return grad
+
+
+def _buf(owner, name: str, like: np.ndarray) -> np.ndarray:
+    """Reuse `owner._<name>` when its shape and dtype fit `like`, else allocate."""
+    attr = "_" + name
+    buf = getattr(owner, attr, None)
+    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+        buf = np.empty_like(like)
+        setattr(owner, attr, buf)
+    return buf
+
+
+LOSSES = {"cross_entropy": SoftmaxCrossEntropy, "mse": MSE}
+
+
+def make_loss(cfg) -> SoftmaxCrossEntropy | MSE:
+    if cfg.name == "cross_entropy":
+        return SoftmaxCrossEntropy(cfg.label_smoothing)
+    return MSE()

@@ -1,0 +1,159 @@
+"""Optimizers: one object walks all parameters and updates them in place.
+
+`step(params, grads, lr)` takes the learning rate from the schedule (a function of the step,
+see schedules.py), so no schedule state hides in here. Per-parameter state is stored under
+the parameter's name (`layers.0.W` -> `velocity`, or `m` and `v`). Weight decay applies to
+weight matrices (`.W`), not biases.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Optimizer:
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, params: dict[str, np.ndarray], cfg):
+        self.cfg = cfg
+        self.weight_decay = cfg.weight_decay
+        self.max_norm = cfg.max_norm
+        self.t = 0  # number of updates done
+        self.state = {name: {s: np.zeros_like(p) for s in self.state_names}
+                      for name, p in params.items()}
+        self._scratch = {name: np.empty_like(p) for name, p in params.items()}
+
+    def decays(self, name: str) -> bool:
+        return self.weight_decay > 0 and name.endswith(".W")
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        self.t += 1
+        for name, p in params.items():
+            self.update(name, p, grads[name], p.dtype.type(lr), self._scratch[name])
+            if self.max_norm > 0 and name.endswith(".W"):
+                apply_max_norm(p, self.max_norm)
+
+    def update(self, name, p, g, lr, tmp) -> None:
+        raise NotImplementedError
+
+    def l2_grad(self, name, p, g, tmp) -> np.ndarray:
+        """g + weight_decay * p (the L2 penalty's gradient), or g itself."""
+        if not self.decays(name):
+            return g
+        np.multiply(p, p.dtype.type(self.weight_decay), out=tmp)
+        tmp += g
+        return tmp
+
+    # checkpoints: per-parameter arrays plus the step counter
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {f"{name}.{s}": a for name, st in self.state.items() for s, a in st.items()}
+
+    def load_state(self, arrays: dict[str, np.ndarray], t: int) -> None:
+        for key, a in self.state_arrays().items():
+            a[...] = arrays[key]
+        self.t = t
+
+
+class SGD(Optimizer):
+    """p <- p - lr (g + wd p)"""
+
+    def update(self, name, p, g, lr, tmp):
+        g = self.l2_grad(name, p, g, tmp)
+        np.multiply(g, lr, out=tmp)
+        p -= tmp
+
+
+class Momentum(Optimizer):
+    """v <- mu v + g;  p <- p - lr v   (PyTorch's convention)"""
+
+    state_names = ("velocity",)
+
+    def update(self, name, p, g, lr, tmp):
+        v = self.state[name]["velocity"]
+        g = self.l2_grad(name, p, g, tmp)
+        v *= v.dtype.type(self.cfg.momentum)
+        v += g
+        np.multiply(v, lr, out=tmp)
+        p -= tmp
+
+
+class Nesterov(Optimizer):
+    """v <- mu v + g;  p <- p - lr (g + mu v)   (PyTorch's convention)"""
+
+    state_names = ("velocity",)
+
+    def update(self, name, p, g, lr, tmp):
+        v = self.state[name]["velocity"]
+        mu = v.dtype.type(self.cfg.momentum)
+        g = self.l2_grad(name, p, g, tmp)  # may be tmp itself
+        v *= mu
+        v += g
+        np.multiply(g, lr, out=tmp)
+        p -= tmp
+        np.multiply(v, lr * mu, out=tmp)
+        p -= tmp
+
+
+class Adam(Optimizer):
+    """m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  p <- p - lr m^ / (sqrt(v^) + eps)
+
+    with bias corrections m^ = m / (1 - b1^t), v^ = v / (1 - b2^t). Weight decay is an L2
+    term added to g (AdamW decouples it instead).
+    """
+
+    state_names = ("m", "v")
+    decoupled = False
+
+    def update(self, name, p, g, lr, tmp):
+        cfg, dt = self.cfg, p.dtype.type
+        m, v = self.state[name]["m"], self.state[name]["v"]
+        if self.decoupled:
+            if self.decays(name):
+                p *= dt(1 - lr * self.weight_decay)
+        else:
+            g = self.l2_grad(name, p, g, tmp)
+        m *= dt(cfg.beta1)
+        m += dt(1 - cfg.beta1) * g
+        np.square(g, out=tmp)
+        tmp *= dt(1 - cfg.beta2)
+        v *= dt(cfg.beta2)
+        v += tmp
+        c1 = 1 - cfg.beta1 ** self.t
+        c2 = 1 - cfg.beta2 ** self.t
+        # lr m^ / (sqrt(v^) + eps) = (lr / c1) m / (sqrt(v) / sqrt(c2) + eps)
+        np.sqrt(v, out=tmp)
+        tmp *= dt(1 / np.sqrt(c2))
+        tmp += dt(cfg.eps)
+        np.divide(m, tmp, out=tmp)
+        tmp *= dt(lr / c1)
+        p -= tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p <- p (1 - lr wd) before the Adam step."""
+
+    decoupled = True
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(params, cfg) -> Optimizer:
+    return OPTIMIZERS[cfg.name](params, cfg)
+
+
+def apply_max_norm(W: np.ndarray, c: float) -> None:
+    """Rescale each column of W `(D_in, D_out)` (one unit's incoming weights) to norm <= c."""
+    norms = np.sqrt(np.einsum("ij,ij->j", W, W))
+    np.maximum(norms, c, out=norms)
+    W *= (c / norms).astype(W.dtype)
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients together so their global L2 norm is at most `max_norm`."""
+    total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    if total > max_norm:
+        scale = max_norm / (total + 1e-12)
+        for g in grads.values():
+            g *= g.dtype.type(scale)
+    return total

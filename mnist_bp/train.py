@@ -1,0 +1,311 @@
+"""The training loop: epochs of shuffled mini-batches, validation, early stopping, checkpoints.
+
+    mnist-bp train configs/default.yaml --data-dir D --run-dir runs/x
+    mnist-bp train --resume runs/x/checkpoints/last.npz
+
+`Trainer.train_epoch` and `Trainer.evaluate` return metrics as dicts; `run` writes the run
+directory (config.yaml, metrics, checkpoints, summary.json) and reports through a reporter
+object, so printing stays at the edge (cli.py).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnist_bp import checkpoint, rng
+from mnist_bp.augment import is_active
+from mnist_bp.batches import BatchMaker, Normalizer
+from mnist_bp.config import Config, dump_yaml, from_dict, to_dict
+from mnist_bp.errors import UserError
+from mnist_bp.evaluate import evaluate
+from mnist_bp.fsutil import atomic_write
+from mnist_bp.losses import make_loss
+from mnist_bp.metrics import write_history, write_summary
+from mnist_bp.model import MLP
+from mnist_bp.optim import clip_grad_norm, make_optimizer
+from mnist_bp.schedules import learning_rate
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving `checkpoint`."""
+
+    def __init__(self, checkpoint_path: Path, signum: int):
+        super().__init__(str(checkpoint_path))
+        self.checkpoint = checkpoint_path
+        self.signum = signum
+
+
+class Diverged(UserError):
+    pass
+
+
+@dataclass
+class Progress:
+    """Where training is; everything the checkpoint needs besides the arrays."""
+
+    epoch: int = 0  # completed epochs
+    step_in_epoch: int = 0  # steps done in the unfinished epoch
+    global_step: int = 0  # optimizer updates done in the whole run
+    best_value: float | None = None
+    best_epoch: int | None = None
+    epochs_since_best: int = 0
+    history: list = field(default_factory=list)
+    partial: dict = field(default_factory=dict)  # sums of the unfinished epoch
+    finished: bool = False
+    stop_reason: str | None = None
+
+
+class Trainer:
+    """Model, optimizer, loss and batch makers of one run."""
+
+    def __init__(self, cfg: Config, train_split, val_split, normalizer: Normalizer):
+        self.cfg = cfg
+        self.model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
+        self.params = self.model.parameters()
+        self.grads = self.model.gradients()
+        self.optimizer = make_optimizer(self.params, cfg.optimizer)
+        self.loss = make_loss(cfg.loss)
+        self.normalizer = normalizer
+        aug = cfg.augment if is_active(cfg.augment) else None
+        self.train_maker = BatchMaker(train_split.images, train_split.labels, normalizer, aug)
+        self.val_maker = (BatchMaker(val_split.images, val_split.labels, normalizer)
+                          if val_split is not None else None)
+        self.batch_size = cfg.training.batch_size
+        self.steps_per_epoch = math.ceil(len(self.train_maker) / self.batch_size)
+
+    def lr(self, global_step: int) -> float:
+        cfg = self.cfg
+        return learning_rate(cfg.schedule, cfg.optimizer.learning_rate, global_step,
+                             self.steps_per_epoch, cfg.training.epochs)
+
+    def train_step(self, x, y, global_step: int, dropout_rng) -> tuple[float, int]:
+        """One forward/backward/update; returns (mean loss, correct predictions)."""
+        out = self.model.forward(x, training=True, rng=dropout_rng)
+        correct = int(np.count_nonzero(out.argmax(axis=1) == y))
+        loss = self.loss.forward(out, y)
+        if not math.isfinite(loss):
+            raise Diverged(
+                f"loss became {loss} at update {global_step + 1}; lower optimizer.learning_rate "
+                f"(now {self.cfg.optimizer.learning_rate}), e.g. --set optimizer.learning_rate="
+                f"{self.cfg.optimizer.learning_rate / 10:g}, or set training.clip_grad_norm")
+        self.model.backward(self.loss.backward())
+        if self.cfg.training.clip_grad_norm > 0:
+            clip_grad_norm(self.grads, self.cfg.training.clip_grad_norm)
+        self.optimizer.step(self.params, self.grads, self.lr(global_step))
+        return loss, correct
+
+    def train_epoch(self, progress: Progress, should_stop, on_step=None) -> dict | None:
+        """Run the rest of epoch `progress.epoch`; returns its metrics, or None if stopped."""
+        cfg, epoch = self.cfg, progress.epoch
+        n = len(self.train_maker)
+        order = rng.stream(cfg.seed, rng.SHUFFLE, epoch).permutation(n)
+        sums = progress.partial or {"loss_sum": 0.0, "correct": 0, "seen": 0, "train_seconds": 0.0}
+        start = time.perf_counter() - sums["train_seconds"]
+        for step in range(progress.step_in_epoch, self.steps_per_epoch):
+            if should_stop():
+                sums["train_seconds"] = time.perf_counter() - start
+                progress.partial = sums
+                return None
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            x, y = self.train_maker.batch(index, rng.stream(cfg.seed, rng.AUGMENT, epoch, step))
+            loss, correct = self.train_step(
+                x, y, progress.global_step, rng.stream(cfg.seed, rng.DROPOUT, epoch, step))
+            sums["loss_sum"] += loss * len(index)
+            sums["correct"] += correct
+            sums["seen"] += len(index)
+            progress.step_in_epoch = step + 1
+            progress.global_step += 1
+            if on_step:
+                on_step(step + 1, self.steps_per_epoch, sums, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        return {"train_loss": sums["loss_sum"] / sums["seen"],
+                "train_acc": sums["correct"] / sums["seen"],
+                "lr": self.lr(progress.global_step - 1), "train_seconds": seconds}
+
+    def evaluate(self, maker: BatchMaker, transform=None) -> dict:
+        return evaluate(self.model, self.loss, maker, self.cfg.training.eval_batch_size, transform)
+
+    # checkpoints -----------------------------------------------------------------------
+    def save(self, path: Path, progress: Progress) -> None:
+        meta = {"config": to_dict(self.cfg), "progress": asdict(progress),
+                "optimizer_steps": self.optimizer.t, "normalization": self.normalizer.to_dict(),
+                "rng": "np.random.SeedSequence([seed, purpose, epoch, step]); see rng.py"}
+        checkpoint.save(path, self.params, self.optimizer.state_arrays(), meta)
+
+    def restore(self, path: Path, params, optim_state, meta) -> None:
+        checkpoint.check_shapes(path, self.params, params)
+        checkpoint.check_shapes(path, self.optimizer.state_arrays(), optim_state,
+                                "optimizer state")
+        self.model.load_parameters(params)
+        self.optimizer.load_state(optim_state, meta["optimizer_steps"])
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves and stops.
+
+    The handler is installed even where the shell started us with SIGINT ignored (a script's
+    background job), so Ctrl-C and `kill -INT` always save the run.
+    """
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def new_run_dir(config_name: str, root: Path = Path("runs")) -> Path:
+    return root / f"{time.strftime('%Y%m%d-%H%M%S')}-{config_name}"
+
+
+def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str = "config",
+        resume: Path | None = None, reporter=None) -> dict:
+    """Train (or resume) a run; returns summary.json's content."""
+    from mnist_bp.data import load_dataset, split_validation
+
+    reporter = reporter or NullReporter()
+    state = None
+    if resume is not None:
+        params, optim_state, meta = checkpoint.load(resume)
+        cfg = from_dict(meta["config"])
+        progress = Progress(**meta["progress"])
+        run_dir = Path(resume).resolve().parent.parent
+        state = (params, optim_state, meta)
+        if progress.finished and (run_dir / "summary.json").is_file():
+            reporter.info(f"run in {run_dir} already finished after {progress.epoch} epoch(s) "
+                          f"({progress.stop_reason or 'all epochs done'}); nothing to resume")
+            import json
+
+            return json.loads((run_dir / "summary.json").read_text())
+    else:
+        run_dir = Path(run_dir) if run_dir else new_run_dir(config_name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(run_dir / "config.yaml", "w") as f:
+            f.write(f"# resolved config of this run ({config_name}); pass it back as CONFIG\n")
+            f.write(dump_yaml(cfg))
+        progress = Progress()
+    reporter.info(f"run directory: {run_dir}")
+
+    dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info)
+    train_split, val_split = split_validation(dataset.train, cfg.data.validation)
+    if state:
+        normalizer = Normalizer(**state[2]["normalization"])
+    else:
+        normalizer = Normalizer.fit(cfg.data.normalize, train_split.images)
+    trainer = Trainer(cfg, train_split, val_split, normalizer)
+    if state:
+        trainer.restore(resume, *state)
+        reporter.info(f"resuming at epoch {progress.epoch + 1}, step {progress.step_in_epoch} "
+                      f"of {trainer.steps_per_epoch}")
+    ckpt_dir = run_dir / "checkpoints"
+    metric = cfg.training.early_stopping_metric if val_split is not None else None
+
+    with _StopFlag() as stop:
+        while not progress.finished:
+            epoch_start = time.perf_counter()
+            row = trainer.train_epoch(progress, stop, reporter.step_callback(progress.epoch + 1,
+                                                                             cfg.training.epochs))
+            if row is None:
+                trainer.save(ckpt_dir / "last.npz", progress)
+                raise Interrupted(ckpt_dir / "last.npz", stop.signum)
+            val = trainer.evaluate(trainer.val_maker) if val_split is not None else None
+            row = {"epoch": progress.epoch + 1, "train_loss": row["train_loss"],
+                   "train_acc": row["train_acc"],
+                   "val_loss": val["loss"] if val else None,
+                   "val_acc": val["accuracy"] if val else None,
+                   "lr": row["lr"], "train_seconds": row["train_seconds"],
+                   "seconds": time.perf_counter() - epoch_start
+                   + progress.partial.get("train_seconds", 0.0)}
+            progress.epoch += 1
+            progress.step_in_epoch = 0
+            progress.partial = {}
+            progress.history.append(row)
+            value = row[metric] if metric else None
+            if metric is None or is_better(metric, value, progress.best_value):
+                progress.best_value, progress.best_epoch = value, progress.epoch
+                progress.epochs_since_best = 0
+                improved = True
+            else:
+                progress.epochs_since_best += 1
+                improved = False
+            patience = cfg.training.early_stopping_patience
+            if progress.epoch >= cfg.training.epochs:
+                progress.finished, progress.stop_reason = True, "all epochs done"
+            elif patience and progress.epochs_since_best >= patience:
+                progress.finished = True
+                progress.stop_reason = f"early stopping: no better {metric} for {patience} epochs"
+            if improved:
+                trainer.save(ckpt_dir / "best.npz", progress)
+            trainer.save(ckpt_dir / "last.npz", progress)
+            write_history(run_dir, progress.history)
+            reporter.epoch_end(row, cfg.training.epochs, len(trainer.train_maker))
+
+    return finish(trainer, progress, dataset.test, run_dir, reporter)
+
+
+def finish(trainer: Trainer, progress: Progress, test_split, run_dir: Path, reporter) -> dict:
+    """Score best.npz on the test split and write summary.json."""
+    start = time.perf_counter()
+    params, _, meta = checkpoint.load(run_dir / "checkpoints" / "best.npz")
+    trainer.model.load_parameters(params)
+    test_maker = BatchMaker(test_split.images, test_split.labels, trainer.normalizer)
+    test = trainer.evaluate(test_maker)
+    history = progress.history
+    best_row = history[progress.best_epoch - 1] if progress.best_epoch else history[-1]
+    summary = {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "best_epoch": progress.best_epoch,
+        "best_val_accuracy": best_row["val_acc"],
+        "best_val_loss": best_row["val_loss"],
+        "epochs_run": progress.epoch,
+        "stop_reason": progress.stop_reason,
+        "final": history[-1],
+        "train_seconds": sum(r["train_seconds"] for r in history),
+        "total_seconds": sum(r["seconds"] for r in history) + time.perf_counter() - start,
+        "dataset": trainer.cfg.data.dataset,
+        "test_images": test["n"],
+        "run_dir": str(run_dir),
+    }
+    write_summary(run_dir, summary)
+    reporter.finished(summary)
+    return summary
+
+
+class NullReporter:
+    """Reports nothing (library use, tests)."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    def step_callback(self, epoch: int, epochs: int):
+        return None
+
+    def epoch_end(self, row: dict, epochs: int, n_train: int) -> None:
+        pass
+
+    def finished(self, summary: dict) -> None:
+        pass
