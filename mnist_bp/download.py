@@ -60,6 +60,7 @@ def file_digest(path: Path, algorithm: str) -> str:
 def _fetch_once(session, url: str, part: Path, timeout, show_progress: bool) -> None:
     """Stream `url` into `part`, continuing a partial file with a Range request."""
     import requests
+    import urllib3
 
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -82,18 +83,25 @@ def _fetch_once(session, url: str, part: Path, timeout, show_progress: bool) -> 
                 f"  {part.name[:-5]}", total,
                 lambda n, t: f"{human_bytes(n)} {human_bytes((n - offset) / max(t, 1e-9))}/s",
                 enabled=show_progress)
+            # Read raw bytes (no Content-Encoding decoding) and let a short body end quietly:
+            # every byte received is kept for the next Range request; the length is checked
+            # below.
+            r.raw.enforce_content_length = False
             with open(part, "ab" if resumed else "wb") as f:
-                for chunk in r.iter_content(CHUNK):
+                while chunk := r.raw.read(CHUNK, decode_content=False):
                     f.write(chunk)
                     done += len(chunk)
                     progress.update(done)
+            if total is not None and done < total:
+                raise MirrorFailure(f"transfer broke off after {done} of {total} bytes",
+                                    retry=True)
             progress.close(done, " (resumed)" if resumed else "")
-    except requests.exceptions.Timeout as exc:
+    except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
         raise MirrorFailure(f"timed out ({type(exc).__name__})", retry=True) from None
     except requests.exceptions.ConnectionError as exc:
         raise MirrorFailure(f"connection failed ({_short(exc)})", retry=True) from None
-    except requests.exceptions.RequestException as exc:
-        # ChunkedEncodingError and friends: the body was cut short. Keep the part file.
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+        # the body was cut short or the connection broke: keep the part file.
         raise MirrorFailure(f"transfer broke off ({_short(exc)})", retry=True) from None
 
 

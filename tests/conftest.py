@@ -1,0 +1,63 @@
+"""Shared test fixtures: small synthetic MNIST-format data, written as real IDX files."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_bp import idx
+from mnist_bp.datasets import FILENAMES, ROLES, DatasetSpec, FileSpec
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` learnable 28x28 uint8 images: one random blob template per class, plus noise."""
+    templates_rng = np.random.default_rng(1234)
+    templates = (templates_rng.random((10, 28, 28)) > 0.75).astype(np.float32)
+    templates[:, :4] = templates[:, -4:] = 0  # a dark border, like MNIST
+    templates[:, :, :4] = templates[:, :, -4:] = 0
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    noise = rng.random((n, 28, 28)) * 0.5
+    images = np.clip((templates[labels] * 0.8 + noise * (templates[labels] > 0)) * 255, 0, 255)
+    return images.astype(np.uint8), labels
+
+
+def dataset_arrays(n_train=600, n_test=200, seed=0) -> dict[str, np.ndarray]:
+    train_images, train_labels = synthetic_digits(n_train, seed)
+    test_images, test_labels = synthetic_digits(n_test, seed + 1)
+    return {"train_images": train_images, "train_labels": train_labels,
+            "test_images": test_images, "test_labels": test_labels}
+
+
+def gz_bytes(array: np.ndarray) -> bytes:
+    return gzip.compress(idx.encode(array), mtime=0)
+
+
+def write_dataset(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for role in ROLES:
+        (folder / FILENAMES[role]).write_bytes(gz_bytes(arrays[role]))
+    return folder
+
+
+def spec_for(name: str, blobs: dict[str, bytes], mirrors=()) -> DatasetSpec:
+    """A registry entry for test files, with their real SHA-256."""
+    files = {role: FileSpec(FILENAMES[role], "sha256", hashlib.sha256(blobs[role]).hexdigest(),
+                            len(blobs[role])) for role in ROLES}
+    return DatasetSpec(name, files, tuple(mirrors))
+
+
+@pytest.fixture(scope="session")
+def small_arrays():
+    return dataset_arrays()
+
+
+@pytest.fixture
+def data_dir(tmp_path, small_arrays) -> Path:
+    """A data dir holding a small synthetic 'mnist'."""
+    write_dataset(tmp_path / "data" / "mnist", small_arrays)
+    return tmp_path / "data"
