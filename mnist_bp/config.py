@@ -178,6 +178,11 @@ def _coerce(value, hint, meta, key):
         if isinstance(value, bool) or not isinstance(value, int):
             bad("a whole number")
     elif hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                bad("a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             bad("a number")
         value = float(value)

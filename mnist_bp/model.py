@@ -62,4 +62,6 @@ class MLP:
         """`grad` = dL/doutputs `(N, 10)`; fills every layer's grads; returns dL/dx if asked."""
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
+            if grad is None:  # the first Linear skips dL/dx: nothing below needs it
+                return None
         return grad

@@ -139,11 +139,15 @@ class Trainer:
         checkpoint.save(path, self.params, self.optimizer.state_arrays(), meta)
 
     def restore(self, path: Path, params, optim_state, meta) -> None:
-        checkpoint.check_shapes(path, self.params, params)
-        checkpoint.check_shapes(path, self.optimizer.state_arrays(), optim_state,
-                                "optimizer state")
+        check_checkpoint(path, self.params, self.optimizer.state_arrays(), params, optim_state)
         self.model.load_parameters(params)
         self.optimizer.load_state(optim_state, meta["optimizer_steps"])
+
+
+def check_checkpoint(path, expected_params, expected_state, params, optim_state) -> None:
+    """The arrays of a checkpoint fit the model and optimizer its config builds."""
+    checkpoint.check_shapes(path, expected_params, params)
+    checkpoint.check_shapes(path, expected_state, optim_state, "optimizer state")
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:
@@ -194,6 +198,10 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
         progress = Progress(**meta["progress"])
         run_dir = Path(resume).resolve().parent.parent
         state = (params, optim_state, meta)
+        model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
+        check_checkpoint(resume, model.parameters(),
+                         make_optimizer(model.parameters(), cfg.optimizer).state_arrays(),
+                         params, optim_state)
         if progress.finished and (run_dir / "summary.json").is_file():
             reporter.info(f"run in {run_dir} already finished after {progress.epoch} epoch(s) "
                           f"({progress.stop_reason or 'all epochs done'}); nothing to resume")
@@ -223,7 +231,9 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
     ckpt_dir = run_dir / "checkpoints"
     metric = cfg.training.early_stopping_metric if val_split is not None else None
 
-    with _StopFlag() as stop:
+    # A diverging run overflows before its loss turns non-finite; that is reported as one
+    # clear error by train_step, not as numpy warnings.
+    with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):
         while not progress.finished:
             epoch_start = time.perf_counter()
             row = trainer.train_epoch(progress, stop, reporter.step_callback(progress.epoch + 1,

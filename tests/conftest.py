@@ -16,9 +16,9 @@ from mnist_bp.datasets import FILENAMES, ROLES, DatasetSpec, FileSpec
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`n` learnable 28x28 uint8 images: one random blob template per class, plus noise."""
     templates_rng = np.random.default_rng(1234)
-    templates = (templates_rng.random((10, 28, 28)) > 0.75).astype(np.float32)
-    templates[:, :4] = templates[:, -4:] = 0  # a dark border, like MNIST
-    templates[:, :, :4] = templates[:, :, -4:] = 0
+    coarse = (templates_rng.random((10, 5, 5)) > 0.6).astype(np.float32)
+    templates = np.zeros((10, 28, 28), np.float32)  # 4x4-pixel blocks, a dark border
+    templates[:, 4:24, 4:24] = coarse.repeat(4, axis=1).repeat(4, axis=2)
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n).astype(np.uint8)
     noise = rng.random((n, 28, 28)) * 0.5

@@ -1,0 +1,116 @@
+"""Kill a training subprocess at arbitrary moments (SIGKILL, SIGINT), resume it, and get
+weights bit-identical to an uninterrupted run, with dropout and augmentation on."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import dataset_arrays, write_dataset
+
+SETTINGS = {
+    "model.hidden": "[256,128]", "model.dropout": "0.2", "model.input_dropout": "0.1",
+    "training.epochs": "3", "training.batch_size": "16", "data.validation": "500",
+    "optimizer.name": "adamw", "optimizer.weight_decay": "0.01", "schedule.name": "cosine",
+    "schedule.warmup_epochs": "0.5", "augment.shift.p": "0.5", "augment.affine.p": "0.3",
+    "augment.elastic.p": "0.3", "augment.invert.p": "0.2", "augment.colors.p": "0.3",
+    "augment.noise.p": "0.2",
+}
+
+
+@pytest.fixture(scope="module")
+def resume_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    write_dataset(root / "data" / "mnist", dataset_arrays(4000, 200, seed=5))
+    return root
+
+
+def command(data_dir, *args):
+    sets = [x for k, v in SETTINGS.items() for x in ("--set", f"{k}={v}")]
+    return [sys.executable, "-m", "mnist_bp", "train", "--data-dir", str(data_dir), *sets, *args]
+
+
+def start(cmd, ignore_sigint=False):
+    def ignore():  # what a non-interactive shell does to a background job
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ignore if ignore_sigint else None)
+
+
+def finish(proc, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def arrays(run):
+    with np.load(run / "checkpoints" / "last.npz", allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k != "meta"}
+
+
+@pytest.fixture(scope="module")
+def reference(resume_data):
+    run = resume_data / "reference"
+    code, out, err = finish(start(command(resume_data / "data", "--run-dir", str(run), "-q")))
+    assert code == 0, err
+    return run
+
+
+def wait_for(path, timeout=60):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def resume_and_compare(run, reference, data_dir):
+    code, out, err = finish(start([sys.executable, "-m", "mnist_bp", "train", "--resume",
+                                   str(run / "checkpoints" / "last.npz"), "--data-dir",
+                                   str(data_dir)]))
+    assert code == 0, err
+    got, want = arrays(run), arrays(reference)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert np.array_equal(got[name], want[name]), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    ref_rows = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        assert [r[key] for r in rows] == [r[key] for r in ref_rows], key
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_accuracy"] == json.loads((reference / "summary.json").read_text())[
+        "test_accuracy"]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.37])
+def test_sigkill_then_resume_is_bit_identical(resume_data, reference, delay):
+    run = resume_data / f"killed-{delay}"
+    proc = start(command(resume_data / "data", "--run-dir", str(run), "-q"))
+    wait_for(run / "checkpoints" / "last.npz")  # something to resume from
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    code, _, _ = finish(proc)
+    assert code == -signal.SIGKILL
+    resume_and_compare(run, reference, resume_data / "data")
+
+
+@pytest.mark.parametrize("ignore_sigint", [False, True], ids=["foreground", "background-job"])
+def test_sigint_saves_mid_epoch_then_resume_is_bit_identical(resume_data, reference,
+                                                            ignore_sigint):
+    run = resume_data / f"interrupted-{ignore_sigint}"
+    proc = start(command(resume_data / "data", "--run-dir", str(run)), ignore_sigint)
+    wait_for(run / "config.yaml")
+    time.sleep(1.2)  # somewhere inside the first or second epoch
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc)
+    assert code == 130, err
+    ckpt = run / "checkpoints" / "last.npz"
+    assert f"resume with: mnist-bp train --resume {ckpt}" in err
+    with np.load(ckpt, allow_pickle=False) as npz:
+        progress = json.loads(str(npz["meta"]))["progress"]
+    assert not progress["finished"] and progress["step_in_epoch"] > 0  # saved mid-epoch
+    resume_and_compare(run, reference, resume_data / "data")

@@ -1,0 +1,193 @@
+"""End to end through the command line on small generated data: train -> evaluate."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mnist_bp import checkpoint
+from mnist_bp.cli import main
+
+SMALL = ["--set", "model.hidden=[32]", "--set", "augment.shift.p=0", "--set", "model.dropout=0", "--set", "training.epochs=3", "--set",
+         "training.batch_size=32", "--set", "data.validation=100", "--set",
+         "optimizer.learning_rate=0.003"]
+
+
+def train(tmp_path, data_dir, *extra, run="run"):
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+                                       str(tmp_path / run), *SMALL, *extra])
+    assert result.exit_code == 0, result.output
+    return tmp_path / run, result
+
+
+def test_train_writes_the_run_directory(tmp_path, data_dir):
+    run, result = train(tmp_path, data_dir)
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoints", "config.yaml", "metrics.csv", "metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.npz", "last.npz"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_seconds",
+                "seconds"} <= set(r)
+        assert 0 < r["train_seconds"] <= r["seconds"]
+    with open(run / "metrics.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [float(r["train_loss"]) for r in csv_rows] == [r["train_loss"] for r in rows]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 3 and summary["test_accuracy"] > 0.9  # learnable blobs
+    best = max(rows, key=lambda r: r["val_acc"])
+    assert summary["best_epoch"] == best["epoch"]
+    assert summary["best_val_accuracy"] == best["val_acc"]
+    assert summary["total_seconds"] > 0
+    assert f"test accuracy {summary['test_accuracy']:.4f}" in result.stdout
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["model"]["hidden"] == [32] and cfg["training"]["epochs"] == 3
+
+
+def test_checkpoint_contents(tmp_path, data_dir):
+    run, _ = train(tmp_path, data_dir, "--set", "optimizer.name=momentum")
+    with np.load(run / "checkpoints" / "last.npz", allow_pickle=False) as npz:
+        names = set(npz.files)
+        meta = json.loads(str(npz["meta"]))
+    params = {"layers.0.W", "layers.0.b", "layers.1.W", "layers.1.b"}
+    assert names == params | {f"optimizer.{p}.velocity" for p in params} | {"meta"}
+    assert meta["version"] == checkpoint.VERSION and meta["config"]["model"]["hidden"] == [32]
+    assert meta["progress"]["epoch"] == 3 and meta["progress"]["finished"] is True
+
+
+def test_config_yaml_passes_back_as_config(tmp_path, data_dir):
+    run, _ = train(tmp_path, data_dir)
+    result = CliRunner().invoke(main, ["train", str(run / "config.yaml"), "--data-dir",
+                                       str(data_dir), "--run-dir", str(tmp_path / "again"), "-q"])
+    assert result.exit_code == 0, result.output
+    a = np.load(run / "checkpoints" / "last.npz")["layers.0.W"]
+    b = np.load(tmp_path / "again" / "checkpoints" / "last.npz")["layers.0.W"]
+    assert np.array_equal(a, b)  # same config, same seed: the same weights
+
+
+def test_evaluate_table_and_json(tmp_path, data_dir):
+    run, _ = train(tmp_path, data_dir)
+    ckpt = str(run / "checkpoints" / "best.npz")
+    result = CliRunner().invoke(main, ["evaluate", ckpt, "--data-dir", str(data_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"accuracy", "loss", "n", "per_class", "confusion_matrix"} <= set(report)
+    summary = json.loads((run / "summary.json").read_text())
+    assert report["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert report["n"] == 200 and np.sum(report["confusion_matrix"]) == 200
+    assert len(report["per_class"]) == 10
+    assert np.trace(report["confusion_matrix"]) / 200 == report["accuracy"]
+    table = CliRunner().invoke(main, ["evaluate", ckpt, "--data-dir", str(data_dir)])
+    assert f"accuracy    {report['accuracy']:.4f}" in table.stdout
+    assert "confusion matrix (rows: true class, columns: predicted class)" in table.stdout
+
+
+def test_evaluate_invert_reports_transformed_accuracy(tmp_path, data_dir):
+    run, _ = train(tmp_path, data_dir)
+    ckpt = str(run / "checkpoints" / "best.npz")
+    plain = json.loads(CliRunner().invoke(main, ["evaluate", ckpt, "--data-dir", str(data_dir),
+                                                 "--json"]).stdout)
+    inverted = json.loads(CliRunner().invoke(main, ["evaluate", ckpt, "--data-dir",
+                                                    str(data_dir), "--json", "--invert"]).stdout)
+    assert inverted["invert"] is True and inverted["accuracy"] < plain["accuracy"] - 0.3
+    colors = CliRunner().invoke(main, ["evaluate", ckpt, "--data-dir", str(data_dir), "--json",
+                                       "--colors", "random", "--seed", "3"])
+    again = CliRunner().invoke(main, ["evaluate", ckpt, "--data-dir", str(data_dir), "--json",
+                                      "--colors", "random", "--seed", "3"])
+    assert json.loads(colors.stdout)["accuracy"] == json.loads(again.stdout)["accuracy"]
+
+
+def test_classic_mse_sigmoid_runs_to_a_number(tmp_path, data_dir):
+    result = CliRunner().invoke(main, ["train", "classic", "--data-dir", str(data_dir),
+                                       "--run-dir", str(tmp_path / "c"), "-q",
+                                       "--set", "training.epochs=2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["test_accuracy"] > 0.9
+
+
+def test_early_stopping(tmp_path, data_dir):
+    run, _ = train(tmp_path, data_dir, "--set", "training.epochs=30", "--set",
+                   "training.early_stopping_patience=2")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] < 30 and summary["stop_reason"].startswith("early stopping")
+    assert summary["epochs_run"] == summary["best_epoch"] + 2
+
+
+def test_divergence_stops_without_touching_best(tmp_path, data_dir):
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+                                       str(tmp_path / "nan"), *SMALL, "--set",
+                                       "optimizer.name=sgd", "--set",
+                                       "optimizer.learning_rate=1e30"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "lower optimizer.learning_rate (now 1e+30)" in errors[0]
+    assert "Warning" not in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "nan" / "checkpoints" / "best.npz").exists()
+
+
+def test_config_written_before_data_is_loaded(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(tmp_path / "empty"),
+                                       "--run-dir", str(tmp_path / "a" / "b" / "run"),
+                                       "--set", "data.dataset=kmnist",
+                                       "--set", "training.epochs=1"],
+                                env={"MNIST_BP_MIRROR": "http://127.0.0.1:9/"})
+    assert result.exit_code == 1  # kmnist cannot be fetched here: no network in tests
+    assert (tmp_path / "a" / "b" / "run" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "checkpoint not found"),
+    ("truncated", "not a readable checkpoint (truncated or corrupt"),
+    ("version", "checkpoint format version 99 is not supported"),
+    ("shapes", "'layers.0.W' has shape (784, 16) but the model needs (784, 32)"),
+])
+def test_bad_checkpoints(tmp_path, data_dir, damage, message):
+    run, _ = train(tmp_path, data_dir)
+    ckpt = run / "checkpoints" / "last.npz"
+    params, optim, meta = checkpoint.load(ckpt)
+    if damage == "missing":
+        ckpt = run / "checkpoints" / "nope.npz"
+    elif damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    elif damage == "version":
+        meta["version"] = 99
+        checkpoint.save(ckpt, params, optim, {k: v for k, v in meta.items()
+                                              if k not in ("format",)})
+        data = dict(np.load(ckpt))
+        data["meta"] = np.array(json.dumps(meta))
+        np.savez(ckpt, **data)
+    elif damage == "shapes":
+        params["layers.0.W"] = params["layers.0.W"][:, :16]
+        checkpoint.save(ckpt, params, optim, meta)
+    for args in (["evaluate", str(ckpt), "--data-dir", str(data_dir)],
+                 ["train", "--resume", str(ckpt), "--data-dir", str(data_dir)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert message in result.stderr and str(ckpt) in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_resume_of_finished_run_says_so(tmp_path, data_dir):
+    run, _ = train(tmp_path, data_dir)
+    before = (run / "metrics.jsonl").read_text()
+    result = CliRunner().invoke(main, ["train", "--resume", str(run / "checkpoints/last.npz"),
+                                       "--data-dir", str(data_dir)])
+    assert result.exit_code == 0
+    assert "already finished after 3 epoch(s)" in result.stderr
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_checkpoint_round_trip(tmp_path):
+    params = {"layers.0.W": np.arange(6, dtype=np.float32).reshape(2, 3),
+              "layers.0.b": np.array([1, 2, 3], np.float32)}
+    optim = {"layers.0.W.m": np.ones((2, 3), np.float32)}
+    checkpoint.save(tmp_path / "c.npz", params, optim, {"epoch": 4, "note": "é"})
+    p2, o2, meta = checkpoint.load(tmp_path / "c.npz")
+    assert all(np.array_equal(params[k], p2[k]) and p2[k].dtype == np.float32 for k in params)
+    assert np.array_equal(o2["layers.0.W.m"], optim["layers.0.W.m"])
+    assert meta["epoch"] == 4 and meta["note"] == "é" and meta["version"] == checkpoint.VERSION
+    assert not list(tmp_path.glob(".*tmp"))
