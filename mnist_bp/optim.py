@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_bp.blas import axpy
+
 
 class Optimizer:
     state_names: tuple[str, ...] = ()
@@ -58,13 +60,27 @@ class SGD(Optimizer):
     """p <- p - lr (g + wd p)"""
 
     def update(self, name, p, g, lr, tmp):
-        g = self.l2_grad(name, p, g, tmp)
-        np.multiply(g, lr, out=tmp)
-        p -= tmp
+        if self.decays(name):
+            p *= p.dtype.type(1 - lr * self.weight_decay)
+        axpy(-lr, g, p)
 
 
 class Momentum(Optimizer):
-    """v <- mu v + g;  p <- p - lr v   (PyTorch's convention)"""
+    """v <- mu v + g + wd p;  p <- p - lr v   (PyTorch's convention)"""
+
+    state_names = ("velocity",)
+
+    def update(self, name, p, g, lr, tmp):
+        v = self.state[name]["velocity"]
+        v *= v.dtype.type(self.cfg.momentum)
+        axpy(1.0, g, v)
+        if self.decays(name):
+            axpy(self.weight_decay, p, v)
+        axpy(-lr, v, p)
+
+
+class Nesterov(Optimizer):
+    """v <- mu v + g';  p <- p - lr (g' + mu v),  g' = g + wd p   (PyTorch's convention)"""
 
     state_names = ("velocity",)
 
@@ -72,26 +88,9 @@ class Momentum(Optimizer):
         v = self.state[name]["velocity"]
         g = self.l2_grad(name, p, g, tmp)
         v *= v.dtype.type(self.cfg.momentum)
-        v += g
-        np.multiply(v, lr, out=tmp)
-        p -= tmp
-
-
-class Nesterov(Optimizer):
-    """v <- mu v + g;  p <- p - lr (g + mu v)   (PyTorch's convention)"""
-
-    state_names = ("velocity",)
-
-    def update(self, name, p, g, lr, tmp):
-        v = self.state[name]["velocity"]
-        mu = v.dtype.type(self.cfg.momentum)
-        g = self.l2_grad(name, p, g, tmp)  # may be tmp itself
-        v *= mu
-        v += g
-        np.multiply(g, lr, out=tmp)
-        p -= tmp
-        np.multiply(v, lr * mu, out=tmp)
-        p -= tmp
+        axpy(1.0, g, v)
+        axpy(-lr, g, p)
+        axpy(-lr * self.cfg.momentum, v, p)
 
 
 class Adam(Optimizer):

@@ -1,0 +1,188 @@
+"""`make bench`: the benchmark workload (configs/bench.yaml) in mnist-bp, PyTorch and
+scikit-learn, alternating in one run, plus the matmul floor, evaluation, start-up and
+dataset-loading times. Only ratios measured in the same run mean anything: absolute times
+drift by +-30 % on a shared machine.
+
+    python benchmarks/bench.py --data-dir D [--rounds 3] [--epochs 3]
+
+Needs Fashion-MNIST in D (`mnist-bp download --dataset fashion-mnist --from
+/usr/share/datasets/fashion-mnist --data-dir D` after `apt-get install dataset-fashion-mnist`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TIME = "/usr/bin/time"
+
+
+def timed(cmd: list[str]) -> tuple[str, float]:
+    """Run `cmd` under /usr/bin/time -v; (stdout, peak RSS in MB)."""
+    proc = subprocess.run([TIME, "-v", *cmd], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    return proc.stdout, rss / 1024
+
+
+def run_mnist_bp(data_dir: str, epochs: int) -> tuple[list[float], float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        _, rss = timed([sys.executable, "-m", "mnist_bp", "train", "configs/bench.yaml", "--set",
+                        f"training.epochs={epochs}", "--quiet", "--data-dir", data_dir,
+                        "--run-dir", f"{tmp}/run"])
+        rows = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+    return [r["train_seconds"] for r in rows], rss
+
+
+def run_reference(script: str, data_dir: str, epochs: int) -> tuple[list[float], float]:
+    out, rss = timed([sys.executable, f"benchmarks/{script}", "--data-dir", data_dir,
+                      "--epochs", str(epochs)])
+    return json.loads(out.strip().splitlines()[-1])["epoch_seconds"], rss
+
+
+def matmul_floor(n_train: int, batch: int = 128, sizes=(784, 512, 512, 10), repeats=200) -> float:
+    """Every float32 matmul of one training step at its real shapes, with out=, scaled to an
+    epoch: forward x@W per layer, backward x^T@g per layer and g@W^T for all but the first."""
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    Ws = [rng.random((a, b), dtype=f32) for a, b in zip(sizes[:-1], sizes[1:])]
+    acts = [rng.random((batch, s), dtype=f32) for s in sizes]
+    dWs = [np.empty_like(W) for W in Ws]
+    dxs = [np.empty((batch, s), f32) for s in sizes]
+
+    def step():
+        for i, W in enumerate(Ws):
+            np.matmul(acts[i], W, out=acts[i + 1])
+        for i in reversed(range(len(Ws))):
+            np.matmul(acts[i].T, acts[i + 1], out=dWs[i])
+            if i:
+                np.matmul(acts[i + 1], Ws[i].T, out=dxs[i])
+
+    for _ in range(20):
+        step()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        times.append((time.perf_counter() - start) / repeats)
+    return statistics.median(times) * n_train / batch
+
+
+def eval_seconds(data_dir: str) -> float:
+    """Forward pass and metrics over the 10,000 test images, data already loaded."""
+    from mnist_bp import rng
+    from mnist_bp.batches import BatchMaker, Normalizer
+    from mnist_bp.config import load_config
+    from mnist_bp.data import load_dataset
+    from mnist_bp.evaluate import evaluate
+    from mnist_bp.losses import make_loss
+    from mnist_bp.model import MLP
+
+    cfg, _ = load_config("bench")
+    test = load_dataset("fashion-mnist", data_dir, fetch=False).test
+    model = MLP(cfg.model, rng.stream(0, rng.INIT))
+    maker = BatchMaker(np.asarray(test.images), np.asarray(test.labels), Normalizer())
+    loss = make_loss(cfg.loss)
+    evaluate(model, loss, maker, cfg.training.eval_batch_size)
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        evaluate(model, loss, maker, cfg.training.eval_batch_size)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def help_seconds() -> float:
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mnist_bp", "--help"], capture_output=True,
+                       check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load_seconds(data_dir: str) -> tuple[float, float]:
+    """(cached load of the training set, parsing the gzip IDX files)."""
+    from mnist_bp.data import load_cached, parse_sources
+
+    folder = Path(data_dir) / "fashion-mnist"
+    cached, parsed = [], []
+    for _ in range(5):
+        start = time.perf_counter()
+        ds = load_cached(folder)
+        np.asarray(ds.train.images).sum(dtype=np.uint64)  # touch every byte of the mmap
+        cached.append(time.perf_counter() - start)
+    for _ in range(2):
+        start = time.perf_counter()
+        parse_sources(folder)
+        parsed.append(time.perf_counter() - start)
+    return statistics.median(cached), statistics.median(parsed)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=3)
+    args = ap.parse_args()
+    from mnist_bp.data import load_dataset, resolve_data_dir
+
+    data_dir = str(resolve_data_dir(args.data_dir))
+    n_train = len(load_dataset("fashion-mnist", data_dir, fetch=False).train)
+
+    contenders = {"mnist-bp": lambda: run_mnist_bp(data_dir, args.epochs)}
+    if importlib.util.find_spec("torch"):
+        contenders["PyTorch"] = lambda: run_reference("torch_ref.py", data_dir, args.epochs)
+    if importlib.util.find_spec("sklearn"):
+        contenders["scikit-learn"] = lambda: run_reference("sklearn_ref.py", data_dir, args.epochs)
+    epochs = {name: [] for name in contenders}
+    rss = {name: [] for name in contenders}
+    floors = []
+    for r in range(args.rounds):  # alternate, so drift hits everyone alike
+        for name, fn in contenders.items():
+            if name == "scikit-learn" and r > 0:
+                continue  # slow and stable: one round is enough
+            seconds, peak = fn()
+            epochs[name] += seconds
+            rss[name].append(peak)
+            print(f"round {r + 1}: {name:<13} epochs {', '.join(f'{s:.2f}' for s in seconds)} s,"
+                  f" peak RSS {peak:.0f} MB", file=sys.stderr)
+        floors.append(matmul_floor(n_train))
+
+    median = {name: statistics.median(v) for name, v in epochs.items()}
+    floor = statistics.median(floors)
+    ref = median.get("PyTorch")
+    lines = ["| | median epoch (s) | samples/s | x PyTorch | x matmul floor | peak RSS (MB) |",
+             "|---|---|---|---|---|---|"]
+    for name in contenders:
+        ratio = f"{median[name] / ref:.2f}" if ref else "-"
+        lines.append(f"| {name} | {median[name]:.3f} | {n_train / median[name]:,.0f} | {ratio} "
+                     f"| {median[name] / floor:.2f} | {max(rss[name]):.0f} |")
+    lines.append(f"| matmul floor | {floor:.3f} | {n_train / floor:,.0f} | "
+                 f"{floor / ref:.2f} | 1.00 | - |" if ref else
+                 f"| matmul floor | {floor:.3f} | {n_train / floor:,.0f} | - | 1.00 | - |")
+    cached, parsed = load_seconds(data_dir)
+    lines += ["",
+              f"evaluate 10,000 test images (in-process, bench net): {eval_seconds(data_dir):.3f} s",
+              f"`mnist-bp --help` (whole process): {help_seconds():.3f} s",
+              f"load cached Fashion-MNIST training set: {cached:.3f} s "
+              f"(parsing the gzip IDX files: {parsed:.3f} s)"]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
