@@ -49,48 +49,89 @@ def affine_matrices(rng, n: int, degrees: float, scale: float, shear: float, p: 
     return A / zoom[:, None, None], chosen
 
 
-def elastic_field(rng, n: int, alpha: float, sigma: float, p: float) -> np.ndarray:
-    """`(2, n, 28, 28)` displacements (Simard et al. 2003): uniform(-1, 1) noise smoothed by
-    a Gaussian of std `sigma`, scaled by `alpha`; zero for images not chosen."""
-    from scipy.ndimage import gaussian_filter
+def gaussian_matrix(sigma: float, size: int = SIZE, truncate: float = 3.0) -> np.ndarray:
+    """`(size, size)` matrix G with G @ v = v convolved with a normalised Gaussian of std
+    `sigma` (cut at `truncate` sigmas), zeros beyond the edges."""
+    radius = int(truncate * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    offsets = np.arange(size)[None, :] - np.arange(size)[:, None]  # j - i
+    G = np.where(np.abs(offsets) <= radius, taps[np.clip(offsets + radius, 0, 2 * radius)], 0)
+    return G.astype(np.float32)
 
-    noise = rng.uniform(-1.0, 1.0, size=(2, n, SIZE, SIZE)).astype(np.float32)
+
+def elastic_field(rng, n: int, alpha: float, sigma: float, p: float):
+    """(`(2, n, 28, 28)` displacements, `(n,)` chosen): displacements (Simard et al. 2003): uniform(-1, 1) noise smoothed by
+    a Gaussian of std `sigma`, scaled by `alpha`; zero for images not chosen.
+
+    The Gaussian is separable, so smoothing is two small matrix products per field
+    (G @ noise @ G^T), the same as a zero-padded Gaussian filter and far faster.
+    """
+    noise = rng.random((2 * n, SIZE, SIZE), dtype=np.float32)
+    noise *= 2
+    noise -= 1  # uniform in (-1, 1)
     chosen = _chosen(rng, n, p)
-    field = gaussian_filter(noise, sigma=(0, 0, sigma, sigma), mode="constant", truncate=3.0)
-    field *= np.float32(alpha)
+    G = gaussian_matrix(sigma)  # symmetric
+    # smooth along columns, then along rows: each one matrix product over the whole batch
+    field = (noise.reshape(-1, SIZE) @ G).reshape(2 * n, SIZE, SIZE).transpose(0, 2, 1)
+    field = (field.reshape(-1, SIZE) @ G).reshape(2 * n, SIZE, SIZE).transpose(0, 2, 1)
+    field = field.reshape(2, n, SIZE, SIZE) * np.float32(alpha)
     field[:, ~chosen] = 0
-    return field
+    return field, chosen
 
 
 def resample(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """Bilinear sampling of `x` `(n, 28, 28)` at `coords` `(2, n, 28, 28)` (row, col); 0 outside."""
-    from scipy.ndimage import map_coordinates
-
+    """Bilinear sampling of `x` `(n, 28, 28)` at `coords` `(2, n, 28, 28)` (row, col), 0
+    outside the image: four gathers from a zero-padded copy, weighted."""
     n = len(x)
-    batch = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, SIZE, SIZE))
-    full = np.stack([batch, coords[0], coords[1]])
-    return map_coordinates(x, full, order=1, mode="constant", cval=0.0, prefilter=False)
+    P = SIZE + 3  # padded side: index 0 is row/col -1, indices 29 and 30 are zero beyond
+    padded = np.zeros((n, P, P), x.dtype)
+    padded[:, 1:SIZE + 1, 1:SIZE + 1] = x
+    flat = padded.ravel()
+    r = np.clip(coords[0], -1, SIZE)  # beyond -1 or 28 everything is 0 anyway
+    c = np.clip(coords[1], -1, SIZE)
+    r0, c0 = np.floor(r), np.floor(c)
+    fr, fc = r - r0, c - c0
+    # index of each (row r0, col c0) in the flat padded batch
+    base = (r0.astype(np.intp) + 1) * P + (c0.astype(np.intp) + 1)
+    base += (np.arange(n) * (P * P))[:, None, None]
+    top = flat[base]
+    top += (flat[base + 1] - top) * fc
+    bottom = flat[base + P]
+    bottom += (flat[base + P + 1] - bottom) * fc
+    bottom -= top
+    bottom *= fr
+    top += bottom
+    return top.astype(x.dtype, copy=False)
 
 
 def geometric(x, rng, affine_cfg=None, elastic_cfg=None) -> np.ndarray:
     """Affine and elastic distortion in one resampling pass (either may be None)."""
     n = len(x)
-    grid = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) - (SIZE - 1) / 2  # (2, 28, 28)
-    coords = np.broadcast_to(grid[:, None], (2, n, SIZE, SIZE)).copy()
+    centre = (SIZE - 1) / 2
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) - np.float32(centre)
     touched = np.zeros(n, bool)
     if affine_cfg is not None and affine_cfg.p > 0:
         A, chosen = affine_matrices(rng, n, affine_cfg.degrees, affine_cfg.scale,
                                     affine_cfg.shear, affine_cfg.p)
+        A = A.astype(np.float32)[:, :, :, None, None]  # (n, 2, 2, 1, 1)
         # source (row, col) of each output pixel, about the image centre
-        coords = np.einsum("nij,jnhw->inhw", A.astype(np.float32), coords)
+        coords = np.stack([A[:, 0, 0] * rows + A[:, 0, 1] * cols,
+                           A[:, 1, 0] * rows + A[:, 1, 1] * cols])  # (2, n, 28, 28)
         touched |= chosen
+    else:
+        coords = np.stack([np.broadcast_to(rows, (n, SIZE, SIZE)),
+                           np.broadcast_to(cols, (n, SIZE, SIZE))])
     if elastic_cfg is not None and elastic_cfg.p > 0 and elastic_cfg.alpha > 0:
-        field = elastic_field(rng, n, elastic_cfg.alpha, elastic_cfg.sigma, elastic_cfg.p)
+        field, chosen = elastic_field(rng, n, elastic_cfg.alpha, elastic_cfg.sigma,
+                                      elastic_cfg.p)
         coords += field
-        touched |= field.any(axis=(0, 2, 3))
+        touched |= chosen
     if not touched.any():
         return x
-    coords += (SIZE - 1) / 2
+    coords += np.float32(centre)
+    if touched.all():
+        return resample(x, coords)
     out = x.copy()
     out[touched] = resample(x[touched], coords[:, touched])
     return out

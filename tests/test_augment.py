@@ -87,17 +87,17 @@ def test_affine_rotation_by_90_degrees_is_exact():
 def test_elastic_alpha_zero_is_identity(batch):
     out = augment.geometric(batch, rng(), None, ElasticConfig(p=1.0, alpha=0.0, sigma=4))
     assert np.array_equal(out, batch)
-    field = augment.elastic_field(rng(), 4, alpha=0.0, sigma=4.0, p=1.0)
-    assert not field.any()
+    field, chosen = augment.elastic_field(rng(), 4, alpha=0.0, sigma=4.0, p=1.0)
+    assert not field.any() and chosen.all()
 
 
 def test_elastic_field_is_smooth_and_scaled():
-    field = augment.elastic_field(rng(), 64, alpha=34.0, sigma=4.0, p=1.0)
+    field, _ = augment.elastic_field(rng(), 64, alpha=34.0, sigma=4.0, p=1.0)
     assert field.shape == (2, 64, 28, 28) and field.dtype == np.float32
     # smoothing: neighbouring displacements nearly equal; alpha scales the magnitude
     jump = np.abs(np.diff(field, axis=-1)).mean()
     assert jump < 0.25 * np.abs(field).mean()
-    half = augment.elastic_field(rng(), 64, alpha=17.0, sigma=4.0, p=1.0)
+    half, _ = augment.elastic_field(rng(), 64, alpha=17.0, sigma=4.0, p=1.0)
     assert np.allclose(half * 2, field, atol=1e-5)
 
 
@@ -138,3 +138,22 @@ def test_probability_selects_a_fraction():
     x = np.zeros((4000, 28, 28), np.float32)
     out = augment.invert(x, rng(), p=0.25)
     assert abs(out[:, 0, 0].mean() - 0.25) < 0.03
+
+
+def test_smoothing_matrix_matches_a_zero_padded_gaussian_filter():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    noise = rng().uniform(-1, 1, (3, 28, 28)).astype(np.float32)
+    G = augment.gaussian_matrix(4.0)
+    ours = G @ noise @ G.T
+    theirs = ndimage.gaussian_filter(noise, sigma=(0, 4, 4), mode="constant", truncate=3.0)
+    assert np.allclose(ours, theirs, atol=1e-6)
+
+
+def test_bilinear_resample_matches_scipy_map_coordinates(batch):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    coords = rng(4).uniform(-3, 31, (2, 16, 28, 28)).astype(np.float32)
+    ours = augment.resample(batch, coords)
+    n = np.broadcast_to(np.arange(16, dtype=np.float32)[:, None, None], (16, 28, 28))
+    theirs = ndimage.map_coordinates(batch, np.stack([n, *coords]), order=1, mode="grid-constant",
+                                     cval=0.0, prefilter=False)
+    assert np.allclose(ours, theirs, atol=1e-5)
