@@ -4,24 +4,15 @@
     python benchmarks/sklearn_ref.py --data-dir D --epochs 3
 """
 
-import argparse
-import json
 import time
 
 import numpy as np
+from common import report, training_set
 from sklearn.neural_network import MLPClassifier
-
-from mnist_bp.data import load_dataset
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--epochs", type=int, default=3)
-    args = ap.parse_args()
-    train = load_dataset("fashion-mnist", args.data_dir, fetch=False).train
-    x = np.asarray(train.images, np.float32).reshape(-1, 784) / 255
-    y = np.asarray(train.labels)
+    args, x, y = training_set(__doc__.splitlines()[0])
     clf = MLPClassifier(hidden_layer_sizes=(512, 512), solver="sgd", learning_rate_init=0.05,
                         momentum=0.9, nesterovs_momentum=False, batch_size=128, alpha=0.0,
                         shuffle=True, random_state=0)
@@ -30,7 +21,7 @@ def main():
         start = time.perf_counter()
         clf.partial_fit(x, y, classes=np.arange(10))
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"epoch_seconds": seconds, "final_loss": float(clf.loss_)}))
+    report(seconds, final_loss=float(clf.loss_))
 
 
 if __name__ == "__main__":

@@ -8,25 +8,16 @@ with the training-loop seconds of each epoch.
     python benchmarks/torch_ref.py --data-dir D --epochs 3
 """
 
-import argparse
-import json
 import time
 
-import numpy as np
 import torch
+from common import report, training_set
 from torch import nn
-
-from mnist_bp.data import load_dataset
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--epochs", type=int, default=3)
-    args = ap.parse_args()
-    train = load_dataset("fashion-mnist", args.data_dir, fetch=False).train
-    x = torch.from_numpy(np.asarray(train.images, np.float32).reshape(-1, 784) / 255)
-    y = torch.from_numpy(np.asarray(train.labels, np.int64))
+    args, x, y = training_set(__doc__.splitlines()[0])
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                           nn.Linear(512, 10))
@@ -43,8 +34,7 @@ def main():
             loss.backward()
             opt.step()
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"epoch_seconds": seconds, "threads": torch.get_num_threads(),
-                      "final_loss": float(loss)}))
+    report(seconds, threads=torch.get_num_threads(), final_loss=float(loss))
 
 
 if __name__ == "__main__":
