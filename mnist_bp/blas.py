@@ -1,11 +1,12 @@
-"""In-place `y += a * x` for the optimizers, as one pass of numpy's own BLAS.
+"""In-place vector updates for the optimizers, each one pass of numpy's own BLAS.
 
 numpy has no fused multiply-add: `y -= lr * v` costs two passes over memory and a temporary,
-and the parameter updates were a quarter of a training step. BLAS `axpy` does it in one
-multithreaded pass. It is called from the OpenBLAS that numpy itself ships (through ctypes),
-never from a second BLAS: two OpenBLAS thread pools on two cores slow each other down several
-times over. Where numpy's BLAS cannot be found (another build of numpy), the numpy
-expression is used instead: same result, slower.
+and `v = mu * v + g` two more, while the parameter updates were a quarter of a training step.
+BLAS `axpy` (y += a x) and `axpby` (y = a x + b y) do each in one multithreaded pass. They are
+called from the OpenBLAS that numpy itself ships (through ctypes), never from a second BLAS:
+two OpenBLAS thread pools on two cores slow each other down several times over. Where numpy's
+BLAS cannot be found (another build of numpy), the numpy expressions are used instead: the
+same results up to rounding, slower.
 """
 
 from __future__ import annotations
@@ -19,41 +20,63 @@ import numpy as np
 # (symbol prefix, suffix, integer type) of the CBLAS names in known numpy wheel builds
 _NAMINGS = [("scipy_cblas_", "64_", ctypes.c_int64), ("cblas_", "64_", ctypes.c_int64),
             ("scipy_cblas_", "", ctypes.c_int32), ("cblas_", "", ctypes.c_int32)]
+_PTR = ctypes.c_void_p
 
 
-def _find_axpy():
-    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*.so*")
-    for path in sorted(glob.glob(libs)):
+def _bind(lib, prefix, suffix, integer):
+    """{dtype: (axpy, axpby)} from `lib` under one naming, or None."""
+    found = {}
+    for kind, real, dtype in (("s", ctypes.c_float, np.float32), ("d", ctypes.c_double, np.float64)):
+        axpy = getattr(lib, f"{prefix}{kind}axpy{suffix}", None)
+        axpby = getattr(lib, f"{prefix}{kind}axpby{suffix}", None)
+        if axpy is None or axpby is None:
+            return None
+        axpy.argtypes = [integer, real, _PTR, integer, _PTR, integer]
+        axpby.argtypes = [integer, real, _PTR, integer, real, _PTR, integer]
+        axpy.restype = axpby.restype = None
+        found[np.dtype(dtype)] = (axpy, axpby)
+    return found
+
+
+def _find() -> dict:
+    pattern = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*.so*")
+    for path in sorted(glob.glob(pattern)):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for prefix, suffix, integer in _NAMINGS:
-            funcs = {}
-            for kind, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
-                fn = getattr(lib, f"{prefix}{kind}axpy{suffix}", None)
-                if fn is None:
-                    break
-                fn.argtypes = [integer, real, ctypes.c_void_p, integer, ctypes.c_void_p, integer]
-                fn.restype = None
-                funcs[np.dtype(np.float32 if kind == "s" else np.float64)] = fn
-            if len(funcs) == 2:
-                return funcs
+        for naming in _NAMINGS:
+            found = _bind(lib, *naming)
+            if found:
+                return found
     return {}
 
 
-_AXPY = _find_axpy()
+_FUNCS = _find()
+
+
+def _usable(x: np.ndarray, y: np.ndarray) -> bool:
+    return (y.dtype in _FUNCS and x.dtype == y.dtype and x.shape == y.shape
+            and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable)
 
 
 def axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
-    """y += a * x in place (x and y of one float dtype and shape)."""
-    fn = _AXPY.get(y.dtype)
-    if (fn is None or x.dtype != y.dtype or x.shape != y.shape or not x.flags.c_contiguous
-            or not y.flags.c_contiguous or not y.flags.writeable):
+    """y += a * x, in place."""
+    if _usable(x, y):
+        _FUNCS[y.dtype][0](y.size, a, x.ctypes.data, 1, y.ctypes.data, 1)
+    else:
         y += y.dtype.type(a) * x
-        return
-    fn(y.size, a, x.ctypes.data, 1, y.ctypes.data, 1)
+
+
+def axpby(a: float, x: np.ndarray, b: float, y: np.ndarray) -> None:
+    """y = a * x + b * y, in place."""
+    if _usable(x, y):
+        _FUNCS[y.dtype][1](y.size, a, x.ctypes.data, 1, b, y.ctypes.data, 1)
+    else:
+        y *= y.dtype.type(b)
+        y += y.dtype.type(a) * x
 
 
 def available() -> bool:
-    return bool(_AXPY)
+    """Whether numpy's own BLAS was found (else the numpy fallbacks run)."""
+    return bool(_FUNCS)

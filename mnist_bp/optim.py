@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_bp.blas import axpy
+from mnist_bp.blas import axpby, axpy
 
 
 class Optimizer:
@@ -72,8 +72,7 @@ class Momentum(Optimizer):
 
     def update(self, name, p, g, lr, tmp):
         v = self.state[name]["velocity"]
-        v *= v.dtype.type(self.cfg.momentum)
-        axpy(1.0, g, v)
+        axpby(1.0, g, self.cfg.momentum, v)
         if self.decays(name):
             axpy(self.weight_decay, p, v)
         axpy(-lr, v, p)
@@ -87,8 +86,7 @@ class Nesterov(Optimizer):
     def update(self, name, p, g, lr, tmp):
         v = self.state[name]["velocity"]
         g = self.l2_grad(name, p, g, tmp)
-        v *= v.dtype.type(self.cfg.momentum)
-        axpy(1.0, g, v)
+        axpby(1.0, g, self.cfg.momentum, v)
         axpy(-lr, g, p)
         axpy(-lr * self.cfg.momentum, v, p)
 
@@ -111,12 +109,9 @@ class Adam(Optimizer):
                 p *= dt(1 - lr * self.weight_decay)
         else:
             g = self.l2_grad(name, p, g, tmp)
-        m *= dt(cfg.beta1)
-        m += dt(1 - cfg.beta1) * g
-        np.square(g, out=tmp)
-        tmp *= dt(1 - cfg.beta2)
-        v *= dt(cfg.beta2)
-        v += tmp
+        axpby(1 - cfg.beta1, g, cfg.beta1, m)
+        np.square(g, out=tmp)  # g may be tmp itself: m is done with it
+        axpby(1 - cfg.beta2, tmp, cfg.beta2, v)
         c1 = 1 - cfg.beta1 ** self.t
         c2 = 1 - cfg.beta2 ** self.t
         # lr m^ / (sqrt(v^) + eps) = (lr / c1) m / (sqrt(v) / sqrt(c2) + eps)
@@ -124,8 +119,7 @@ class Adam(Optimizer):
         tmp *= dt(1 / np.sqrt(c2))
         tmp += dt(cfg.eps)
         np.divide(m, tmp, out=tmp)
-        tmp *= dt(lr / c1)
-        p -= tmp
+        axpy(-lr / c1, tmp, p)
 
 
 class AdamW(Adam):

@@ -67,6 +67,7 @@ class Trainer:
     def __init__(self, cfg: Config, train_split, val_split, normalizer: Normalizer):
         self.cfg = cfg
         self.model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
+        self.dropout = cfg.model.dropout > 0 or cfg.model.input_dropout > 0
         self.params = self.model.parameters()
         self.grads = self.model.gradients()
         self.optimizer = make_optimizer(self.params, cfg.optimizer)
@@ -113,9 +114,12 @@ class Trainer:
                 progress.partial = sums
                 return None
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            x, y = self.train_maker.batch(index, rng.stream(cfg.seed, rng.AUGMENT, epoch, step))
-            loss, correct = self.train_step(
-                x, y, progress.global_step, rng.stream(cfg.seed, rng.DROPOUT, epoch, step))
+            # per-step streams, made only when something draws from them
+            aug_rng = (rng.stream(cfg.seed, rng.AUGMENT, epoch, step)
+                       if self.train_maker.augment_cfg else None)
+            dropout_rng = rng.stream(cfg.seed, rng.DROPOUT, epoch, step) if self.dropout else None
+            x, y = self.train_maker.batch(index, aug_rng)
+            loss, correct = self.train_step(x, y, progress.global_step, dropout_rng)
             sums["loss_sum"] += loss * len(index)
             sums["correct"] += correct
             sums["seen"] += len(index)
