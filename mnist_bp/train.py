@@ -10,6 +10,7 @@ object, so printing stays at the edge (cli.py).
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import time
@@ -189,6 +190,51 @@ def new_run_dir(config_name: str, root: Path = Path("runs")) -> Path:
     return root / f"{time.strftime('%Y%m%d-%H%M%S')}-{config_name}"
 
 
+def record_epoch(progress: Progress, row: dict, metric: str | None, cfg: Config) -> bool:
+    """Close the epoch in `progress`: history, best metric, patience, finished.
+    Returns whether this epoch is the best so far (always, without a validation split)."""
+    progress.epoch += 1
+    progress.step_in_epoch = 0
+    progress.partial = {}
+    progress.history.append(row)
+    improved = metric is None or is_better(metric, row[metric], progress.best_value)
+    if improved:
+        progress.best_value = row[metric] if metric else None
+        progress.best_epoch = progress.epoch
+        progress.epochs_since_best = 0
+    else:
+        progress.epochs_since_best += 1
+    patience = cfg.training.early_stopping_patience
+    if progress.epoch >= cfg.training.epochs:
+        progress.finished, progress.stop_reason = True, "all epochs done"
+    elif patience and progress.epochs_since_best >= patience:
+        progress.finished = True
+        progress.stop_reason = f"early stopping: no better {metric} for {patience} epochs"
+    return improved
+
+
+def load_resume(path: Path):
+    """(config, progress, run dir, arrays) of a checkpoint to resume, its shapes checked."""
+    params, optim_state, meta = checkpoint.load(path)
+    cfg = from_dict(meta["config"])
+    model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
+    check_checkpoint(path, model.parameters(),
+                     make_optimizer(model.parameters(), cfg.optimizer).state_arrays(),
+                     params, optim_state)
+    run_dir = Path(path).resolve().parent.parent  # RUN/checkpoints/last.npz
+    return cfg, Progress(**meta["progress"]), run_dir, (params, optim_state, meta)
+
+
+def start_run(cfg: Config, run_dir: Path | None, config_name: str) -> Path:
+    """Create the run directory and write config.yaml, before any data is loaded."""
+    run_dir = Path(run_dir) if run_dir else new_run_dir(config_name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / "config.yaml", "w") as f:
+        f.write(f"# resolved config of this run ({config_name}); pass it back as CONFIG\n")
+        f.write(dump_yaml(cfg))
+    return run_dir
+
+
 def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str = "config",
         resume: Path | None = None, reporter=None) -> dict:
     """Train (or resume) a run; returns summary.json's content."""
@@ -197,36 +243,19 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
     reporter = reporter or NullReporter()
     state = None
     if resume is not None:
-        params, optim_state, meta = checkpoint.load(resume)
-        cfg = from_dict(meta["config"])
-        progress = Progress(**meta["progress"])
-        run_dir = Path(resume).resolve().parent.parent
-        state = (params, optim_state, meta)
-        model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
-        check_checkpoint(resume, model.parameters(),
-                         make_optimizer(model.parameters(), cfg.optimizer).state_arrays(),
-                         params, optim_state)
+        cfg, progress, run_dir, state = load_resume(resume)
         if progress.finished and (run_dir / "summary.json").is_file():
             reporter.info(f"run in {run_dir} already finished after {progress.epoch} epoch(s) "
-                          f"({progress.stop_reason or 'all epochs done'}); nothing to resume")
-            import json
-
+                          f"({progress.stop_reason}); nothing to resume")
             return json.loads((run_dir / "summary.json").read_text())
     else:
-        run_dir = Path(run_dir) if run_dir else new_run_dir(config_name)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(run_dir / "config.yaml", "w") as f:
-            f.write(f"# resolved config of this run ({config_name}); pass it back as CONFIG\n")
-            f.write(dump_yaml(cfg))
-        progress = Progress()
+        run_dir, progress = start_run(cfg, run_dir, config_name), Progress()
     reporter.info(f"run directory: {run_dir}")
 
     dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info)
     train_split, val_split = split_validation(dataset.train, cfg.data.validation)
-    if state:
-        normalizer = Normalizer(**state[2]["normalization"])
-    else:
-        normalizer = Normalizer.fit(cfg.data.normalize, train_split.images)
+    normalizer = (Normalizer(**state[2]["normalization"]) if state
+                  else Normalizer.fit(cfg.data.normalize, train_split.images))
     trainer = Trainer(cfg, train_split, val_split, normalizer)
     if state:
         trainer.restore(resume, *state)
@@ -240,38 +269,20 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
     with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):
         while not progress.finished:
             epoch_start = time.perf_counter()
-            row = trainer.train_epoch(progress, stop, reporter.step_callback(progress.epoch + 1,
-                                                                             cfg.training.epochs))
-            if row is None:
+            earlier = progress.partial.get("train_seconds", 0.0)  # of a resumed epoch
+            train = trainer.train_epoch(progress, stop, reporter.step_callback(
+                progress.epoch + 1, cfg.training.epochs))
+            if train is None:
                 trainer.save(ckpt_dir / "last.npz", progress)
                 raise Interrupted(ckpt_dir / "last.npz", stop.signum)
             val = trainer.evaluate(trainer.val_maker) if val_split is not None else None
-            row = {"epoch": progress.epoch + 1, "train_loss": row["train_loss"],
-                   "train_acc": row["train_acc"],
+            row = {"epoch": progress.epoch + 1, "train_loss": train["train_loss"],
+                   "train_acc": train["train_acc"],
                    "val_loss": val["loss"] if val else None,
                    "val_acc": val["accuracy"] if val else None,
-                   "lr": row["lr"], "train_seconds": row["train_seconds"],
-                   "seconds": time.perf_counter() - epoch_start
-                   + progress.partial.get("train_seconds", 0.0)}
-            progress.epoch += 1
-            progress.step_in_epoch = 0
-            progress.partial = {}
-            progress.history.append(row)
-            value = row[metric] if metric else None
-            if metric is None or is_better(metric, value, progress.best_value):
-                progress.best_value, progress.best_epoch = value, progress.epoch
-                progress.epochs_since_best = 0
-                improved = True
-            else:
-                progress.epochs_since_best += 1
-                improved = False
-            patience = cfg.training.early_stopping_patience
-            if progress.epoch >= cfg.training.epochs:
-                progress.finished, progress.stop_reason = True, "all epochs done"
-            elif patience and progress.epochs_since_best >= patience:
-                progress.finished = True
-                progress.stop_reason = f"early stopping: no better {metric} for {patience} epochs"
-            if improved:
+                   "lr": train["lr"], "train_seconds": train["train_seconds"],
+                   "seconds": time.perf_counter() - epoch_start + earlier}
+            if record_epoch(progress, row, metric, cfg):
                 trainer.save(ckpt_dir / "best.npz", progress)
             trainer.save(ckpt_dir / "last.npz", progress)
             write_history(run_dir, progress.history)
