@@ -13,6 +13,19 @@ import numpy as np
 from mnist_bp.blas import axpby, axpy
 
 
+# Momentum of a weight whose gradient stays 0 (a pixel that is always black) decays
+# geometrically into subnormal floats, and arithmetic on subnormals is about a hundred times
+# slower on x86: epochs of Adam on Fashion-MNIST grew from 7 s to 13 s. Every FLUSH_EVERY
+# updates, state below TINY is set to 0: far below anything that moves a weight, and far
+# enough above the subnormal range (1.2e-38) that no decay reaches it in between.
+FLUSH_EVERY = 32
+TINY = 1e-30
+
+
+def flush_tiny(a: np.ndarray) -> None:
+    np.copyto(a, 0, where=np.abs(a) < TINY)
+
+
 class Optimizer:
     state_names: tuple[str, ...] = ()
 
@@ -34,6 +47,9 @@ class Optimizer:
             self.update(name, p, grads[name], p.dtype.type(lr), self._scratch[name])
             if self.max_norm > 0 and name.endswith(".W"):
                 apply_max_norm(p, self.max_norm)
+        if self.t % FLUSH_EVERY == 0:
+            for a in self.state_arrays().values():
+                flush_tiny(a)
 
     def update(self, name, p, g, lr, tmp) -> None:
         raise NotImplementedError

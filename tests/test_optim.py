@@ -140,3 +140,20 @@ def test_onecycle():
     assert lr_at(15, **kw) == pytest.approx((0.004 + 0.1) / 2)
     assert lr_at(30, **kw) == pytest.approx(0.1)
     assert lr_at(100, **kw) == pytest.approx(0.004 / 1e4)
+
+
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam", "adamw"])
+def test_state_of_dead_inputs_never_goes_subnormal(name):
+    """A weight whose gradient is 0 from some step on (an always-black pixel): its momentum
+    decays towards 0 and must be flushed before it becomes a slow subnormal float."""
+    params = {"layers.0.W": np.ones((4, 3), np.float32)}
+    opt = make_optimizer(params, replace(OptimizerConfig(), name=name))
+    grad = np.full((4, 3), 0.5, np.float32)
+    opt.step(params, {"layers.0.W": grad}, 0.01)
+    zero = np.zeros_like(grad)
+    tiny = np.finfo(np.float32).tiny
+    for _ in range(3000):
+        opt.step(params, {"layers.0.W": zero}, 0.01)
+        for a in opt.state_arrays().values():
+            assert not np.any((a != 0) & (np.abs(a) < tiny))
+    assert not opt.state_arrays()[f"layers.0.W.{opt.state_names[0]}"].any()
