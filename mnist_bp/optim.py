@@ -130,12 +130,12 @@ class Adam(Optimizer):
         axpby(1 - cfg.beta2, tmp, cfg.beta2, v)
         c1 = 1 - cfg.beta1 ** self.t
         c2 = 1 - cfg.beta2 ** self.t
-        # lr m^ / (sqrt(v^) + eps) = (lr / c1) m / (sqrt(v) / sqrt(c2) + eps)
+        # lr m^ / (sqrt(v^) + eps) = (lr sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2))
+        root_c2 = np.sqrt(c2)
         np.sqrt(v, out=tmp)
-        tmp *= dt(1 / np.sqrt(c2))
-        tmp += dt(cfg.eps)
+        tmp += dt(cfg.eps * root_c2)
         np.divide(m, tmp, out=tmp)
-        axpy(-lr / c1, tmp, p)
+        axpy(-lr * root_c2 / c1, tmp, p)
 
 
 class AdamW(Adam):
