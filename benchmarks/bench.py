@@ -42,7 +42,8 @@ def run_mnist_bp(data_dir: str, epochs: int) -> tuple[list[float], float]:
         _, rss = timed([sys.executable, "-m", "mnist_bp", "train", "configs/bench.yaml", "--set",
                         f"training.epochs={epochs}", "--quiet", "--data-dir", data_dir,
                         "--run-dir", f"{tmp}/run"])
-        rows = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+        lines = Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     return [r["train_seconds"] for r in rows], rss
 
 
@@ -57,7 +58,7 @@ def matmul_floor(n_train: int, batch: int = 128, sizes=(784, 512, 512, 10), repe
     epoch: forward x@W per layer, backward x^T@g per layer and g@W^T for all but the first."""
     rng = np.random.default_rng(0)
     f32 = np.float32
-    Ws = [rng.random((a, b), dtype=f32) for a, b in zip(sizes[:-1], sizes[1:])]
+    Ws = [rng.random((a, b), dtype=f32) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
     acts = [rng.random((batch, s), dtype=f32) for s in sizes]
     dWs = [np.empty_like(W) for W in Ws]
     dxs = [np.empty((batch, s), f32) for s in sizes]
@@ -177,7 +178,8 @@ def main():
                  f"| matmul floor | {floor:.3f} | {n_train / floor:,.0f} | - | 1.00 | - |")
     cached, parsed = load_seconds(data_dir)
     lines += ["",
-              f"evaluate 10,000 test images (in-process, bench net): {eval_seconds(data_dir):.3f} s",
+              f"evaluate 10,000 test images (in-process, bench net): "
+              f"{eval_seconds(data_dir):.3f} s",
               f"`mnist-bp --help` (whole process): {help_seconds():.3f} s",
               f"load cached Fashion-MNIST training set: {cached:.3f} s "
               f"(parsing the gzip IDX files: {parsed:.3f} s)"]

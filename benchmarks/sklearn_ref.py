@@ -7,8 +7,9 @@
 import time
 
 import numpy as np
-from common import report, training_set
 from sklearn.neural_network import MLPClassifier
+
+from common import report, training_set
 
 
 def main():

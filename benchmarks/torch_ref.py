@@ -11,8 +11,9 @@ with the training-loop seconds of each epoch.
 import time
 
 import torch
-from common import report, training_set
 from torch import nn
+
+from common import report, training_set
 
 
 def main():

@@ -18,7 +18,8 @@ class ReLU(Layer):
 
     def backward(self, grad_out):
         # d relu(x)/dx = 1 where x > 0, else 0
-        return np.multiply(grad_out, self.mask, out=self.buffer("dx", grad_out.shape, grad_out.dtype))
+        dx = self.buffer("dx", grad_out.shape, grad_out.dtype)
+        return np.multiply(grad_out, self.mask, out=dx)
 
 
 class LeakyReLU(Layer):
@@ -108,7 +109,8 @@ class GELU(Layer):
         return np.multiply(inner, grad_out, out=self.buffer("dx", x.shape, x.dtype))
 
 
-ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": GELU}
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid,
+               "gelu": GELU}
 
 
 def make_activation(name: str, leaky_slope: float = 0.01) -> Layer:

@@ -61,11 +61,12 @@ def gaussian_matrix(sigma: float, size: int = SIZE, truncate: float = 3.0) -> np
 
 
 def elastic_field(rng, n: int, alpha: float, sigma: float, p: float):
-    """(`(2, n, 28, 28)` displacements, `(n,)` chosen): displacements (Simard et al. 2003): uniform(-1, 1) noise smoothed by
-    a Gaussian of std `sigma`, scaled by `alpha`; zero for images not chosen.
+    """Displacements `(2, n, 28, 28)` and which images got one `(n,)`, as Simard et al.
+    (2003): uniform(-1, 1) noise smoothed by a Gaussian of std `sigma`, scaled by `alpha`;
+    zero for images not chosen.
 
-    The Gaussian is separable, so smoothing is two small matrix products per field
-    (G @ noise @ G^T), the same as a zero-padded Gaussian filter and far faster.
+    The Gaussian is separable, so smoothing is two matrix products over the whole batch,
+    the same as a zero-padded Gaussian filter and far faster.
     """
     noise = rng.random((2 * n, SIZE, SIZE), dtype=np.float32)
     noise *= 2

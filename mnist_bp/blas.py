@@ -26,7 +26,8 @@ _PTR = ctypes.c_void_p
 def _bind(lib, prefix, suffix, integer):
     """{dtype: (axpy, axpby)} from `lib` under one naming, or None."""
     found = {}
-    for kind, real, dtype in (("s", ctypes.c_float, np.float32), ("d", ctypes.c_double, np.float64)):
+    for kind, real, dtype in (("s", ctypes.c_float, np.float32),
+                              ("d", ctypes.c_double, np.float64)):
         axpy = getattr(lib, f"{prefix}{kind}axpy{suffix}", None)
         axpby = getattr(lib, f"{prefix}{kind}axpby{suffix}", None)
         if axpy is None or axpby is None:

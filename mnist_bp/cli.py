@@ -151,7 +151,8 @@ class ConsoleReporter:
 
     def finished(self, summary: dict) -> None:
         click.echo(f"run: {summary['run_dir']}")
-        click.echo(f"test accuracy {summary['test_accuracy']:.4f} (loss {summary['test_loss']:.4f}) "
+        click.echo(f"test accuracy {summary['test_accuracy']:.4f} "
+                   f"(loss {summary['test_loss']:.4f}) "
                    f"with best.npz from epoch {summary['best_epoch']}; "
                    f"{summary['epochs_run']} epochs in {summary['total_seconds']:.1f}s")
 

@@ -49,7 +49,8 @@ class ModelConfig:
     init: str = opt("he", choices=("he", "xavier", "normal"))
     init_scale: float = opt(1.0, gt=0.0, doc="multiplies the init std (the std itself for normal)")
     output_activation: str = opt("none", choices=("none", "sigmoid"),
-                                 doc="sigmoid for the classic MSE network; cross_entropy needs none")
+                                 doc="sigmoid for the classic MSE network; "
+                                     "cross_entropy needs none")
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def _coerce(value, hint, meta, key):
                           f"{', '.join(choices)}{_near(str(value), choices)}")
     limits = [("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
               ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")]
-    for name, ok, sign in limits:
+    for name, ok, _ in limits:
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):
             bounds = " and ".join(f"{s} {meta[n]}" for n, _, s in limits if meta.get(n) is not None)
@@ -288,7 +289,8 @@ def resolve_config_path(name: str | Path | None) -> Path:
     path = Path(name)
     if path.exists():
         return path
-    for candidate in (packaged_config_dir() / path.name, packaged_config_dir() / f"{path.name}.yaml"):
+    shipped = packaged_config_dir()
+    for candidate in (shipped / path.name, shipped / f"{path.name}.yaml"):
         if candidate.exists():
             return candidate
     return path

@@ -40,7 +40,8 @@ class Dataset:
 
 
 def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
-    """--data-dir, else $MNIST_BP_DATA_DIR, else $XDG_CACHE_HOME/mnist-bp, else ~/.cache/mnist-bp."""
+    """--data-dir, else $MNIST_BP_DATA_DIR, else $XDG_CACHE_HOME/mnist-bp, else
+    ~/.cache/mnist-bp."""
     if data_dir:
         return Path(data_dir).expanduser()
     if os.environ.get("MNIST_BP_DATA_DIR"):
@@ -104,7 +105,8 @@ def _read_cache(folder: Path) -> dict[str, np.ndarray] | None:
     cache = _cache_dir(folder)
     try:
         manifest = json.loads((cache / "manifest.json").read_text())
-        if manifest.get("version") != CACHE_VERSION or manifest.get("sources") != _source_stamp(folder):
+        stale = manifest.get("sources") != _source_stamp(folder)
+        if manifest.get("version") != CACHE_VERSION or stale:
             return None
         arrays = {role: np.load(cache / f"{role}.npy", mmap_mode="r", allow_pickle=False)
                   for role in ROLES}

@@ -45,7 +45,7 @@ class DatasetSpec:
 def _spec(name, description, mirrors, sha256, sizes):
     files = {
         role: FileSpec(FILENAMES[role], "sha256", digest, size)
-        for role, digest, size in zip(ROLES, sha256, sizes)
+        for role, digest, size in zip(ROLES, sha256, sizes, strict=True)
     }
     return DatasetSpec(name, files, tuple(mirrors), description)
 

@@ -166,7 +166,7 @@ def download_dataset(spec: DatasetSpec, data_dir: Path, *, mirrors=(), force=Fal
                 continue
             path = fetch_file(session, urls, fspec, folder, timeout=timeout, retries=retries,
                               backoff=backoff, show_progress=show_progress, log=log)
-            log(f"  {fspec.filename}: {spec.files[role].algorithm} verified ({path.stat().st_size} bytes)")
+            log(f"  {fspec.filename}: {fspec.algorithm} verified ({path.stat().st_size} bytes)")
     return folder
 
 

@@ -92,7 +92,8 @@ class Dropout(Layer):
         # 16 random bits per unit, compared with p * 2^16: twice as fast as drawing floats,
         # and p is matched to within 2^-16.
         bits = rng.bit_generator.random_raw(-(-x.size // 4)).view(np.uint16)[:x.size]
-        self.keep = np.greater_equal(bits.reshape(x.shape), np.uint16(min(65535, round(self.p * 65536))),
+        threshold = np.uint16(min(65535, round(self.p * 65536)))
+        self.keep = np.greater_equal(bits.reshape(x.shape), threshold,
                                      out=self.buffer("keep", x.shape, np.bool_))
         self.scale = x.dtype.type(1.0 / (1.0 - self.p))
         out = np.multiply(x, self.keep, out=self.buffer("out", x.shape, x.dtype))

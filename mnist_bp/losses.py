@@ -1,4 +1,5 @@
-"""Loss functions with one interface: `forward(outputs, labels) -> mean loss`, `backward() -> dL/doutputs`.
+"""Loss functions with one interface: `forward(outputs, labels) -> mean loss` and
+`backward() -> dL/doutputs`.
 
 Both average over the batch, and divide by N in exactly one place: the gradient.
 """

@@ -26,7 +26,7 @@ class MLP:
         if cfg.input_dropout > 0:
             self.layers.append(Dropout(cfg.input_dropout))
         sizes = [input_dim, *cfg.hidden, num_classes]
-        for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             linear = Linear(d_in, d_out, rng, cfg.init, cfg.init_scale, dtype,
                             input_grad=input_grad or i > 0)
             self.linears[f"layers.{i}"] = linear

@@ -12,7 +12,6 @@ import numpy as np
 
 from mnist_bp.blas import axpby, axpy
 
-
 # Momentum of a weight whose gradient stays 0 (a pixel that is always black) decays
 # geometrically into subnormal floats, and arithmetic on subnormals is about a hundred times
 # slower on x86: epochs of Adam on Fashion-MNIST grew from 7 s to 13 s. Every FLUSH_EVERY

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from mnist_bp import augment
-from mnist_bp.config import AffineConfig, AugmentConfig, ColorsConfig, ElasticConfig, \
-    NoiseConfig, ShiftConfig
+from mnist_bp.config import (
+    AffineConfig,
+    AugmentConfig,
+    ColorsConfig,
+    ElasticConfig,
+    NoiseConfig,
+    ShiftConfig,
+)
 
 
 @pytest.fixture

@@ -3,8 +3,15 @@ import yaml
 from click.testing import CliRunner
 
 from mnist_bp.cli import main
-from mnist_bp.config import (Config, ConfigError, apply_override, dump_yaml, from_dict,
-                             load_config, packaged_config_dir)
+from mnist_bp.config import (
+    Config,
+    ConfigError,
+    apply_override,
+    dump_yaml,
+    from_dict,
+    load_config,
+    packaged_config_dir,
+)
 
 
 def write(tmp_path, text):
@@ -17,12 +24,15 @@ def write(tmp_path, text):
     ("model:\n  activaton: relu\n", "model.activaton: unknown key; did you mean 'activation'?"),
     ("optimiser:\n  name: sgd\n", "optimiser: unknown key; did you mean 'optimizer'?"),
     ("model:\n  activation: relux\n", "model.activation: 'relux' is not allowed; choose one of "
-                                       "relu, leaky_relu, tanh, sigmoid, gelu; did you mean 'relu'?"),
-    ("training:\n  epochs: ten\n", "training.epochs: 'ten' is not allowed; expected a whole number"),
+                                       "relu, leaky_relu, tanh, sigmoid, gelu; "
+                                       "did you mean 'relu'?"),
+    ("training:\n  epochs: ten\n",
+     "training.epochs: 'ten' is not allowed; expected a whole number"),
     ("training:\n  epochs: 2.5\n", "training.epochs: 2.5 is not allowed; expected a whole number"),
     ("training:\n  batch_size: 0\n", "training.batch_size: 0 is out of range; allowed: >= 1"),
     ("model:\n  dropout: 1.0\n", "model.dropout: 1.0 is out of range; allowed: >= 0.0 and < 1.0"),
-    ("model:\n  hidden: 512\n", "model.hidden: 512 is not allowed; expected a list of whole numbers"),
+    ("model:\n  hidden: 512\n",
+     "model.hidden: 512 is not allowed; expected a list of whole numbers"),
     ("model:\n  hidden: [512, -1]\n", "model.hidden[1]: -1 is out of range; allowed: >= 1"),
     ("optimizer:\n  learning_rate: true\n", "optimizer.learning_rate: True is not allowed; "
                                             "expected a number"),

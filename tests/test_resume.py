@@ -2,7 +2,6 @@
 weights bit-identical to an uninterrupted run, with dropout and augmentation on."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from mnist_bp import checkpoint
 from mnist_bp.cli import main
 
-SMALL = ["--set", "model.hidden=[32]", "--set", "augment.shift.p=0", "--set", "model.dropout=0", "--set", "training.epochs=3", "--set",
-         "training.batch_size=32", "--set", "data.validation=100", "--set",
-         "optimizer.learning_rate=0.003"]
+SMALL = ["--set", "model.hidden=[32]", "--set", "augment.shift.p=0", "--set", "model.dropout=0",
+         "--set", "training.epochs=3", "--set", "training.batch_size=32",
+         "--set", "data.validation=100", "--set", "optimizer.learning_rate=0.003"]
 
 
 def train(tmp_path, data_dir, *extra, run="run"):
