@@ -67,10 +67,7 @@ class Linear(Layer):
     def backward(self, grad_out):
         # dL/dW = x^T g  (D_in, D_out);  dL/db = sum_n g  (D_out,);  dL/dx = g W^T  (N, D_in)
         np.matmul(self.x.T, grad_out, out=self.grads["W"])
-        # the column sum as a product with ones: BLAS, several times faster than np.sum here
-        ones = self.buffer("ones", (grad_out.shape[0],), grad_out.dtype)
-        ones.fill(1)
-        np.matmul(ones, grad_out, out=self.grads["b"])
+        np.sum(grad_out, axis=0, out=self.grads["b"])
         if not self.input_grad:
             return None
         dx = self.buffer("dx", self.x.shape, grad_out.dtype)
