@@ -1,8 +1,9 @@
-"""In-place vector updates for the optimizers, each one pass of numpy's own BLAS.
+"""In-place updates for the optimizers, each one pass of numpy's own BLAS.
 
 numpy has no fused multiply-add: `y -= lr * v` costs two passes over memory and a temporary,
 and `v = mu * v + g` two more, while the parameter updates were a quarter of a training step.
-BLAS `axpy` (y += a x) and `axpby` (y = a x + b y) do each in one multithreaded pass. They are
+BLAS `axpy` (y += a x) and `axpby` (y = a x + b y) do each in one multithreaded pass, and
+`gemm` can add a matrix product into a scaled buffer (momentum, see optim.py). They are
 called from the OpenBLAS that numpy itself ships (through ctypes), never from a second BLAS:
 two OpenBLAS thread pools on two cores slow each other down several times over. Where numpy's
 BLAS cannot be found (another build of numpy), the numpy expressions are used instead: the
@@ -24,18 +25,22 @@ _PTR = ctypes.c_void_p
 
 
 def _bind(lib, prefix, suffix, integer):
-    """{dtype: (axpy, axpby)} from `lib` under one naming, or None."""
+    """{dtype: (axpy, axpby, gemm)} from `lib` under one naming, or None."""
     found = {}
     for kind, real, dtype in (("s", ctypes.c_float, np.float32),
                               ("d", ctypes.c_double, np.float64)):
         axpy = getattr(lib, f"{prefix}{kind}axpy{suffix}", None)
         axpby = getattr(lib, f"{prefix}{kind}axpby{suffix}", None)
-        if axpy is None or axpby is None:
+        gemm = getattr(lib, f"{prefix}{kind}gemm{suffix}", None)
+        if axpy is None or axpby is None or gemm is None:
             return None
         axpy.argtypes = [integer, real, _PTR, integer, _PTR, integer]
         axpby.argtypes = [integer, real, _PTR, integer, real, _PTR, integer]
-        axpy.restype = axpby.restype = None
-        found[np.dtype(dtype)] = (axpy, axpby)
+        order = ctypes.c_int  # CBLAS enums
+        gemm.argtypes = [order, order, order, integer, integer, integer, real, _PTR, integer,
+                         _PTR, integer, real, _PTR, integer]
+        axpy.restype = axpby.restype = gemm.restype = None
+        found[np.dtype(dtype)] = (axpy, axpby, gemm)
     return found
 
 
@@ -76,6 +81,25 @@ def axpby(a: float, x: np.ndarray, b: float, y: np.ndarray) -> None:
     else:
         y *= y.dtype.type(b)
         y += y.dtype.type(a) * x
+
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def gemm_tn(x: np.ndarray, g: np.ndarray, beta: float, c: np.ndarray) -> None:
+    """c = x^T g + beta c, in place: `x` `(N, D_in)`, `g` `(N, D_out)`, `c` `(D_in, D_out)`.
+
+    The matrix product adds into `c` for free, which numpy's matmul cannot do."""
+    usable = (c.dtype in _FUNCS and x.dtype == g.dtype == c.dtype and c.flags.writeable
+              and all(a.flags.c_contiguous for a in (x, g, c)))
+    if not usable:
+        c *= c.dtype.type(beta)
+        c += x.T @ g
+        return
+    n, d_in = x.shape
+    d_out = g.shape[1]
+    _FUNCS[c.dtype][2](_ROW_MAJOR, _TRANS, _NO_TRANS, d_in, d_out, n, 1.0, x.ctypes.data, d_in,
+                       g.ctypes.data, d_out, beta, c.ctypes.data, d_out)
 
 
 def available() -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_bp.blas import gemm_tn
+
 
 class Layer:
     """Base class: no parameters, reusable output buffers."""
@@ -55,6 +57,10 @@ class Linear(Layer):
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         # The first layer's input is data: computing its gradient would be wasted work.
         self.input_grad = input_grad
+        # Set by the momentum optimizer (optim.Momentum.fuse_into): backward then leaves
+        # grad_decay * (what grads held) + gradient in grads, i.e. the momentum buffer
+        # itself, added inside the matrix product at no extra cost. None: plain gradients.
+        self.grad_decay: float | None = None
 
     def forward(self, x, training=False, rng=None):
         self.x = x  # (N, D_in), needed for dW
@@ -66,8 +72,13 @@ class Linear(Layer):
 
     def backward(self, grad_out):
         # dL/dW = x^T g  (D_in, D_out);  dL/db = sum_n g  (D_out,);  dL/dx = g W^T  (N, D_in)
-        np.matmul(self.x.T, grad_out, out=self.grads["W"])
-        np.sum(grad_out, axis=0, out=self.grads["b"])
+        if self.grad_decay is None:
+            np.matmul(self.x.T, grad_out, out=self.grads["W"])
+            np.sum(grad_out, axis=0, out=self.grads["b"])
+        else:
+            gemm_tn(self.x, grad_out, self.grad_decay, self.grads["W"])
+            self.grads["b"] *= self.grads["b"].dtype.type(self.grad_decay)
+            self.grads["b"] += grad_out.sum(axis=0)
         if not self.input_grad:
             return None
         dx = self.buffer("dx", self.x.shape, grad_out.dtype)

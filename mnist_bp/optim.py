@@ -84,10 +84,23 @@ class Momentum(Optimizer):
     """v <- mu v + g + wd p;  p <- p - lr v   (PyTorch's convention)"""
 
     state_names = ("velocity",)
+    fused = False
+
+    def fuse_into(self, linears: dict) -> None:
+        """Make each Linear layer's gradient buffers the velocity buffers, with grad_decay mu:
+        backward then computes v <- mu v + g inside its matrix product, and `update` only has
+        p <- p - lr v left to do. About 8 % of a step on the benchmark net. Not with gradient
+        clipping, which needs the bare gradients."""
+        for prefix, layer in linears.items():
+            for name in layer.grads:
+                layer.grads[name] = self.state[f"{prefix}.{name}"]["velocity"]
+            layer.grad_decay = self.cfg.momentum
+        self.fused = True
 
     def update(self, name, p, g, lr, tmp):
         v = self.state[name]["velocity"]
-        axpby(1.0, g, self.cfg.momentum, v)
+        if not self.fused:
+            axpby(1.0, g, self.cfg.momentum, v)
         if self.decays(name):
             axpy(self.weight_decay, p, v)
         axpy(-lr, v, p)

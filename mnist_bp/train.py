@@ -29,7 +29,7 @@ from mnist_bp.fsutil import atomic_write
 from mnist_bp.losses import make_loss
 from mnist_bp.metrics import write_history, write_summary
 from mnist_bp.model import MLP
-from mnist_bp.optim import clip_grad_norm, make_optimizer
+from mnist_bp.optim import Momentum, clip_grad_norm, make_optimizer
 from mnist_bp.schedules import learning_rate
 
 
@@ -70,8 +70,10 @@ class Trainer:
         self.model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
         self.dropout = cfg.model.dropout > 0 or cfg.model.input_dropout > 0
         self.params = self.model.parameters()
-        self.grads = self.model.gradients()
         self.optimizer = make_optimizer(self.params, cfg.optimizer)
+        if isinstance(self.optimizer, Momentum) and cfg.training.clip_grad_norm == 0:
+            self.optimizer.fuse_into(self.model.linears)
+        self.grads = self.model.gradients()
         self.loss = make_loss(cfg.loss)
         self.normalizer = normalizer
         aug = cfg.augment if is_active(cfg.augment) else None

@@ -157,3 +157,48 @@ def test_state_of_dead_inputs_never_goes_subnormal(name):
         for a in opt.state_arrays().values():
             assert not np.any((a != 0) & (np.abs(a) < tiny))
     assert not opt.state_arrays()[f"layers.0.W.{opt.state_names[0]}"].any()
+
+
+def test_gemm_tn_adds_the_product_into_a_scaled_buffer():
+    from mnist_bp.blas import gemm_tn
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x = rng.random((5, 3)).astype(dtype)
+        g = rng.random((5, 4)).astype(dtype)
+        c = rng.random((3, 4)).astype(dtype)
+        want = x.T @ g + 0.9 * c
+        gemm_tn(x, g, 0.9, c)
+        assert np.allclose(c, want, rtol=1e-5)
+        strided = rng.random((5, 6)).astype(dtype)[:, ::2]  # not contiguous: numpy fallback
+        c2 = np.zeros((3, 4), dtype)
+        gemm_tn(strided, g, 0.0, c2)
+        assert np.allclose(c2, strided.T @ g, rtol=1e-5)
+
+
+def test_fused_momentum_matches_the_plain_update():
+    """Momentum computed inside backward's matrix product (the fast path) follows the same
+    trajectory as v <- mu v + g applied by the optimizer."""
+    from conftest import synthetic_digits
+    from mnist_bp.batches import Normalizer
+    from mnist_bp.config import Config, TrainingConfig
+    from mnist_bp.data import Split
+    from mnist_bp.train import Trainer
+
+    images, labels = synthetic_digits(256, seed=1)
+    split = Split(images, labels)
+    base = Config(optimizer=replace(OptimizerConfig(), name="momentum", learning_rate=0.05,
+                                    weight_decay=1e-3))
+    fused = Trainer(base, split, None, Normalizer())
+    plain = Trainer(replace(base, training=replace(TrainingConfig(), clip_grad_norm=1e9)),
+                    split, None, Normalizer())
+    assert fused.optimizer.fused and not plain.optimizer.fused
+    for step in range(8):
+        index = np.arange(step * 32, step * 32 + 32)
+        for trainer in (fused, plain):
+            x, y = trainer.train_maker.batch(index)
+            trainer.train_step(x.copy(), y, step, None)
+    for name, p in fused.params.items():
+        assert np.allclose(p, plain.params[name], rtol=1e-4, atol=1e-6), name
+    for name, v in fused.optimizer.state_arrays().items():
+        assert np.allclose(v, plain.optimizer.state_arrays()[name], rtol=1e-4, atol=1e-6)

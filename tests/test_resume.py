@@ -113,3 +113,21 @@ def test_sigint_saves_mid_epoch_then_resume_is_bit_identical(resume_data, refere
         progress = json.loads(str(npz["meta"]))["progress"]
     assert not progress["finished"] and progress["step_in_epoch"] > 0  # saved mid-epoch
     resume_and_compare(run, reference, resume_data / "data")
+
+
+def test_sigkill_resume_with_fused_momentum(resume_data):
+    """Plain momentum keeps its velocity inside the layers' gradient buffers (the fused fast
+    path): it must survive a kill and resume bit-exactly too."""
+    extra = ["--set", "optimizer.name=momentum", "--set", "optimizer.learning_rate=0.01",
+             "--set", "optimizer.weight_decay=0.001"]
+    reference = resume_data / "momentum-reference"
+    code, _, err = finish(start(command(resume_data / "data", "--run-dir", str(reference), "-q",
+                                        *extra)))
+    assert code == 0, err
+    run = resume_data / "momentum-killed"
+    proc = start(command(resume_data / "data", "--run-dir", str(run), "-q", *extra))
+    wait_for(run / "checkpoints" / "last.npz")
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    resume_and_compare(run, reference, resume_data / "data")
