@@ -143,8 +143,9 @@ def fetch_file(session, urls: list[str], spec: FileSpec, folder: Path, *, timeou
             break
     last = errors[-1] if errors else "no mirror configured"
     raise UserError(f"could not download {spec.filename} from any of {len(urls)} mirror(s) "
-                    f"(last: {last}); check the network or proxy, add a mirror with --mirror URL or "
-                    f"$MNIST_BP_MIRROR, or import the files with `mnist-bp download --from DIR`")
+                    f"(last: {last}); check the network or proxy, add a mirror with --mirror "
+                    f"URL or $MNIST_BP_MIRROR, or import the files with `mnist-bp download "
+                    f"--from DIR`")
 
 
 def download_dataset(spec: DatasetSpec, data_dir: Path, *, mirrors=(), force=False,
