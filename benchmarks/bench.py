@@ -137,7 +137,7 @@ def load_seconds(data_dir: str) -> tuple[float, float]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
     from mnist_bp.data import load_dataset, resolve_data_dir
