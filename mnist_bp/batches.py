@@ -24,7 +24,7 @@ class Normalizer:
     def fit(cls, kind: str, images: np.ndarray) -> Normalizer:
         if kind == "scale":
             return cls()
-        sample = np.asarray(images[:10000], dtype=np.float32) / 255  # enough for two digits
+        sample = np.asarray(images[:10000], dtype=np.float32) / 255  # plenty for two numbers
         return cls(float(sample.mean()), float(sample.std()))
 
     def to_dict(self) -> dict:
