@@ -187,4 +187,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from mnist_bp.errors import UserError
+
+    try:
+        main()
+    except UserError as exc:  # e.g. Fashion-MNIST not imported yet: one line, not a traceback
+        raise SystemExit(f"Error: {exc}") from None
