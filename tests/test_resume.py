@@ -102,8 +102,8 @@ def test_sigint_saves_mid_epoch_then_resume_is_bit_identical(resume_data, refere
                                                             ignore_sigint):
     run = resume_data / f"interrupted-{ignore_sigint}"
     proc = start(command(resume_data / "data", "--run-dir", str(run)), ignore_sigint)
-    wait_for(run / "config.yaml")
-    time.sleep(1.2)  # somewhere inside the first or second epoch
+    wait_for(run / "checkpoints" / "last.npz")  # training is under way: epoch 1 is done
+    time.sleep(0.25)  # somewhere inside epoch 2 (an epoch takes ~0.7 s here)
     proc.send_signal(signal.SIGINT)
     code, out, err = finish(proc)
     assert code == 130, err
