@@ -27,6 +27,7 @@ def flush_tiny(a: np.ndarray) -> None:
 
 class Optimizer:
     state_names: tuple[str, ...] = ()
+    needs_scratch = True  # a temporary per parameter for multi-step updates
 
     def __init__(self, params: dict[str, np.ndarray], cfg):
         self.cfg = cfg
@@ -35,7 +36,8 @@ class Optimizer:
         self.t = 0  # number of updates done
         self.state = {name: {s: np.zeros_like(p) for s in self.state_names}
                       for name, p in params.items()}
-        self._scratch = {name: np.empty_like(p) for name, p in params.items()}
+        self._scratch = {name: np.empty_like(p) if self.needs_scratch else None
+                         for name, p in params.items()}
 
     def decays(self, name: str) -> bool:
         return self.weight_decay > 0 and name.endswith(".W")
@@ -74,6 +76,8 @@ class Optimizer:
 class SGD(Optimizer):
     """p <- p - lr (g + wd p)"""
 
+    needs_scratch = False
+
     def update(self, name, p, g, lr, tmp):
         if self.decays(name):
             p *= p.dtype.type(1 - lr * self.weight_decay)
@@ -84,6 +88,7 @@ class Momentum(Optimizer):
     """v <- mu v + g + wd p;  p <- p - lr v   (PyTorch's convention)"""
 
     state_names = ("velocity",)
+    needs_scratch = False
     fused = False
 
     def fuse_into(self, linears: dict) -> None:
