@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_bp.augment import augment_batch
+from mnist_bp.layers import Buffered
 
 INPUT_DIM = 784
 
@@ -46,7 +47,7 @@ class Normalizer:
         return out
 
 
-class BatchMaker:
+class BatchMaker(Buffered):
     """Gathers, converts, augments and normalises batches from uint8 images.
 
     Returned arrays are buffers reused by the next call of the same maker.
@@ -59,20 +60,17 @@ class BatchMaker:
         self.normalizer = normalizer
         self.augment_cfg = augment_cfg
         self.dtype = dtype
-        self._u8 = self._x = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def _buffers(self, n: int):
-        if self._u8 is None or len(self._u8) != n:
-            self._u8 = np.empty((n, INPUT_DIM), np.uint8)
-            self._x = np.empty((n, INPUT_DIM), self.dtype)
-        return self._u8, self._x
+    def _batch_arrays(self, n: int):
+        return (self.buffer("u8", (n, INPUT_DIM), np.uint8),
+                self.buffer("x", (n, INPUT_DIM), self.dtype))
 
     def batch(self, index: np.ndarray, rng: np.random.Generator | None = None):
         """`(x (B, 784) float32, y (B,) uint8)` for the images at `index`."""
-        u8, x = self._buffers(len(index))
+        u8, x = self._batch_arrays(len(index))
         np.take(self.flat, index, axis=0, out=u8)
         y = self.labels[index]
         if self.augment_cfg is None:
@@ -84,7 +82,7 @@ class BatchMaker:
     def slice(self, start: int, stop: int, transform=None):
         """A contiguous, unaugmented chunk (evaluation). `transform(unit, start, stop)` may
         change the [0, 1] images first (colour inversion and the like)."""
-        u8, x = self._buffers(stop - start)
+        u8, x = self._batch_arrays(stop - start)
         np.copyto(u8, self.flat[start:stop])
         y = self.labels[start:stop]
         if transform is None:

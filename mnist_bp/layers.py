@@ -2,9 +2,9 @@
 
 Contract (STYLE.md): `forward(x, training, rng)` keeps only what `backward` needs;
 `backward(grad_out)` returns the gradient for the input and *assigns* `grads[name]` for each
-`params[name]`. Arrays are batch-first: `x` is `(N, D)`. Outputs are written into buffers
-the layer owns and reuses (no allocation per step), so an output is valid until the next
-forward call of the same layer.
+`params[name]` (one exception: plain momentum, see `Linear.grad_decay`). Arrays are
+batch-first: `x` is `(N, D)`. Outputs are written into buffers the layer owns and reuses (no
+allocation per step), so an output is valid until the next forward call of the same layer.
 """
 
 from __future__ import annotations
@@ -14,20 +14,23 @@ import numpy as np
 from mnist_bp.blas import gemm_tn
 
 
-class Layer:
+class Buffered:
+    """Named scratch arrays, reused across steps while shape and dtype stay the same."""
+
+    def buffer(self, name: str, shape, dtype) -> np.ndarray:
+        buffers = self.__dict__.setdefault("_buffer_pool", {})
+        buf = buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = buffers[name] = np.empty(shape, dtype)
+        return buf
+
+
+class Layer(Buffered):
     """Base class: no parameters, reusable output buffers."""
 
     def __init__(self):
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
-        self._buffers: dict[str, np.ndarray] = {}
-
-    def buffer(self, name: str, shape, dtype) -> np.ndarray:
-        """A scratch array reused across steps while shape and dtype stay the same."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
-            buf = self._buffers[name] = np.empty(shape, dtype)
-        return buf
 
     def forward(self, x: np.ndarray, training: bool = False, rng=None) -> np.ndarray:
         raise NotImplementedError

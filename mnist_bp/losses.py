@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_bp.layers import Buffered
 
-class SoftmaxCrossEntropy:
+
+class SoftmaxCrossEntropy(Buffered):
     """Softmax fused with cross-entropy on logits `(N, K)`, optionally label-smoothed.
 
     loss = -(1/N) sum_n sum_k t_nk log p_nk, t = (1 - eps) onehot + eps / K;
@@ -24,8 +26,8 @@ class SoftmaxCrossEntropy:
         rows = np.arange(n)
         # log-sum-exp with the row max subtracted: exp never overflows
         shifted = np.subtract(logits, logits.max(axis=1, keepdims=True),
-                              out=_buf(self, "shifted", logits))
-        p = np.exp(shifted, out=_buf(self, "p", logits))
+                              out=self.buffer("shifted", logits.shape, logits.dtype))
+        p = np.exp(shifted, out=self.buffer("p", logits.shape, logits.dtype))
         total = p.sum(axis=1, keepdims=True)
         p /= total
         log_total = np.log(total)[:, 0]
@@ -47,36 +49,23 @@ class SoftmaxCrossEntropy:
         return grad
 
 
-class MSE:
+class MSE(Buffered):
     """Quadratic cost of the classic formulation: C = (1/2N) sum_n ||a_n - onehot(y_n)||^2.
 
     Used with sigmoid outputs `a` `(N, K)`; dC/da = (a - onehot) / N.
     """
 
     def forward(self, outputs: np.ndarray, labels: np.ndarray) -> float:
-        diff = _buf(self, "diff", outputs)
+        diff = self.diff = self.buffer("diff", outputs.shape, outputs.dtype)
         np.copyto(diff, outputs)
         diff[np.arange(len(labels)), labels] -= 1
         self.n = len(labels)
         return float(0.5 * np.square(diff, dtype=np.float64).sum() / self.n)
 
     def backward(self) -> np.ndarray:
-        grad = self._diff
+        grad = self.diff
         grad *= grad.dtype.type(1.0 / self.n)
         return grad
-
-
-def _buf(owner, name: str, like: np.ndarray) -> np.ndarray:
-    """Reuse `owner._<name>` when its shape and dtype fit `like`, else allocate."""
-    attr = "_" + name
-    buf = getattr(owner, attr, None)
-    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
-        buf = np.empty_like(like)
-        setattr(owner, attr, buf)
-    return buf
-
-
-LOSSES = {"cross_entropy": SoftmaxCrossEntropy, "mse": MSE}
 
 
 def make_loss(cfg) -> SoftmaxCrossEntropy | MSE:

@@ -145,16 +145,10 @@ class Trainer:
                 "rng": "np.random.SeedSequence([seed, purpose, epoch, step]); see rng.py"}
         checkpoint.save(path, self.params, self.optimizer.state_arrays(), meta)
 
-    def restore(self, path: Path, params, optim_state, meta) -> None:
-        check_checkpoint(path, self.params, self.optimizer.state_arrays(), params, optim_state)
+    def restore(self, params, optim_state, meta) -> None:
+        """Load arrays whose shapes `load_resume` has checked."""
         self.model.load_parameters(params)
         self.optimizer.load_state(optim_state, meta["optimizer_steps"])
-
-
-def check_checkpoint(path, expected_params, expected_state, params, optim_state) -> None:
-    """The arrays of a checkpoint fit the model and optimizer its config builds."""
-    checkpoint.check_shapes(path, expected_params, params)
-    checkpoint.check_shapes(path, expected_state, optim_state, "optimizer state")
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:
@@ -219,10 +213,11 @@ def load_resume(path: Path):
     """(config, progress, run dir, arrays) of a checkpoint to resume, its shapes checked."""
     params, optim_state, meta = checkpoint.load(path)
     cfg = from_dict(meta["config"])
+    # the arrays must fit the model and optimizer the config builds
     model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
-    check_checkpoint(path, model.parameters(),
-                     make_optimizer(model.parameters(), cfg.optimizer).state_arrays(),
-                     params, optim_state)
+    checkpoint.check_shapes(path, model.parameters(), params)
+    checkpoint.check_shapes(path, make_optimizer(model.parameters(), cfg.optimizer)
+                            .state_arrays(), optim_state, "optimizer state")
     run_dir = Path(path).resolve().parent.parent  # RUN/checkpoints/last.npz
     return cfg, Progress(**meta["progress"]), run_dir, (params, optim_state, meta)
 
@@ -260,7 +255,7 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
                   else Normalizer.fit(cfg.data.normalize, train_split.images))
     trainer = Trainer(cfg, train_split, val_split, normalizer)
     if state:
-        trainer.restore(resume, *state)
+        trainer.restore(*state)
         reporter.info(f"resuming at epoch {progress.epoch + 1}, step {progress.step_in_epoch} "
                       f"of {trainer.steps_per_epoch}")
     ckpt_dir = run_dir / "checkpoints"
