@@ -82,19 +82,22 @@ def _source_stamp(folder: Path) -> dict:
     return stamp
 
 
-def parse_sources(folder: Path) -> dict[str, np.ndarray]:
-    """Parse and validate the four IDX files of `folder`, keyed by role."""
-    fix = _fix(folder)
+def read_files(paths: dict[str, Path], fix: str) -> dict[str, np.ndarray]:
+    """Parse and validate four IDX files given by role, and that each split's images and
+    labels count the same; `fix` ends every error message."""
     arrays = {}
     for role in ROLES:
-        path = folder / FILENAMES[role]
         reader = idx.read_images if role.endswith("images") else idx.read_labels
-        arrays[role] = reader(path, fix)
+        arrays[role] = reader(paths[role], fix)
     for split in ("train", "test"):
         idx.check_pair(arrays[f"{split}_images"], arrays[f"{split}_labels"],
-                       folder / FILENAMES[f"{split}_images"],
-                       folder / FILENAMES[f"{split}_labels"], fix)
+                       paths[f"{split}_images"], paths[f"{split}_labels"], fix)
     return arrays
+
+
+def parse_sources(folder: Path) -> dict[str, np.ndarray]:
+    """Parse and validate the four IDX files of `folder`, keyed by role."""
+    return read_files({role: folder / FILENAMES[role] for role in ROLES}, _fix(folder))
 
 
 def _cache_dir(folder: Path) -> Path:
@@ -118,7 +121,7 @@ def _read_cache(folder: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def _write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
     cache = _cache_dir(folder)
     stamp = _source_stamp(folder)
     for role, array in arrays.items():
@@ -140,7 +143,7 @@ def load_cached(folder: Path, log=None) -> Dataset:
             if arrays is None:
                 if log:
                     log(f"parsing {folder.name} IDX files into the cache at {_cache_dir(folder)}")
-                _write_cache(folder, parse_sources(folder))
+                write_cache(folder, parse_sources(folder))
                 arrays = _read_cache(folder)
         if arrays is None:
             raise UserError(f"{_cache_dir(folder)}: cache could not be read back; delete that "

@@ -185,27 +185,22 @@ def import_from(spec: DatasetSpec, source: Path, data_dir: Path, log=print) -> l
     Nothing is written unless every file is valid IDX data and the counts agree. Returns one
     dict per file: `file`, `source`, `count`, `matches_official`.
     """
-    from mnist_bp.data import _write_cache
+    from mnist_bp.data import read_files, write_cache
 
     source = Path(source)
     if not source.is_dir():
         raise UserError(f"{source}: not a folder; give --from the folder holding the four files")
     fix = "replace that file with a good copy and run the import again"
     paths = {role: _find_source(source, spec.files[role].filename) for role in ROLES}
-    arrays = {}
-    for role, path in paths.items():
-        reader = idx.read_images if role.endswith("images") else idx.read_labels
-        arrays[role] = reader(path, fix)
-    for split in ("train", "test"):
-        idx.check_pair(arrays[f"{split}_images"], arrays[f"{split}_labels"],
-                       paths[f"{split}_images"], paths[f"{split}_labels"], fix)
+    arrays = read_files(paths, fix)
 
     folder = Path(data_dir) / spec.name
     reports = []
     with locked(folder):
         for role, path in paths.items():
             fspec = spec.files[role]
-            compressed = path.read_bytes()[:2] == idx.GZIP_MAGIC
+            with open(path, "rb") as src:
+                compressed = src.read(2) == idx.GZIP_MAGIC
             matches = compressed and file_digest(path, fspec.algorithm) == fspec.checksum
             with atomic_write(folder / fspec.filename) as f:
                 if compressed:
@@ -218,5 +213,5 @@ def import_from(spec: DatasetSpec, source: Path, data_dir: Path, log=print) -> l
             reports.append({"file": fspec.filename, "source": str(path),
                             "count": int(len(arrays[role])), "matches_official": bool(matches),
                             "compressed": compressed})
-        _write_cache(folder, arrays)
+        write_cache(folder, arrays)
     return reports
