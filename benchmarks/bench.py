@@ -85,12 +85,12 @@ def matmul_floor(n_train: int, batch: int = 128, sizes=(784, 512, 512, 10), repe
 def eval_seconds(data_dir: str) -> float:
     """Forward pass and metrics over the 10,000 test images, data already loaded."""
     from mnist_bp import rng
-    from mnist_bp.batches import BatchMaker, Normalizer
     from mnist_bp.config import load_config
-    from mnist_bp.data import load_dataset
+    from mnist_bp.data.batches import BatchMaker, Normalizer
+    from mnist_bp.data.datadir import load_dataset
     from mnist_bp.evaluate import evaluate
-    from mnist_bp.losses import make_loss
-    from mnist_bp.model import MLP
+    from mnist_bp.nn.losses import make_loss
+    from mnist_bp.nn.mlp import MLP
 
     cfg, _ = load_config("bench")
     test = load_dataset("fashion-mnist", data_dir, fetch=False).test
@@ -118,7 +118,7 @@ def help_seconds() -> float:
 
 def load_seconds(data_dir: str) -> tuple[float, float]:
     """(cached load of the training set, parsing the gzip IDX files)."""
-    from mnist_bp.data import load_cached, parse_sources
+    from mnist_bp.data.cache import load_cached, parse_sources
 
     folder = Path(data_dir) / "fashion-mnist"
     cached, parsed = [], []
@@ -140,7 +140,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
-    from mnist_bp.data import load_dataset, resolve_data_dir
+    from mnist_bp.data.datadir import load_dataset, resolve_data_dir
 
     data_dir = str(resolve_data_dir(args.data_dir))
     n_train = len(load_dataset("fashion-mnist", data_dir, fetch=False).train)

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from mnist_bp.data import load_dataset
+from mnist_bp.data.datadir import load_dataset
 
 
 def training_set(description: str):

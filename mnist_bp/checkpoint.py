@@ -5,7 +5,7 @@ Entries:
 - `optimizer.<param>.<state>`: the optimizer's per-parameter state (velocity, m, v);
 - `meta`: a JSON string with the format version, the resolved config, the epoch/step
   counters, the optimizer step count, the best metric, the metrics history and the input
-  normalisation. Random streams are keyed by (seed, purpose, epoch, step) (see rng.py), so
+  normalisation. Random streams are keyed by (seed, purpose, epoch, step) (see mnist_bp/rng.py), so
   the counters are all they need to continue exactly.
 Written to a temporary file, fsynced, then renamed into place.
 """
@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_bp import rng
+from mnist_bp.config import from_dict
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write
+from mnist_bp.nn.mlp import MLP
 
 FORMAT = "mnist-bp-checkpoint"
 VERSION = 1
@@ -85,3 +88,13 @@ def check_shapes(path, expected: dict[str, np.ndarray], found: dict[str, np.ndar
     if extra:
         raise CheckpointError(f"{path}: unexpected {what} '{extra[0]}' for this model; use a "
                               f"checkpoint from the same run")
+
+
+def load_model(path: Path):
+    """(model, config, meta) rebuilt from a checkpoint, its parameter shapes checked."""
+    params, _, meta = load(path)
+    cfg = from_dict(meta["config"])
+    model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
+    check_shapes(path, model.parameters(), params)
+    model.load_parameters(params)
+    return model, cfg, meta

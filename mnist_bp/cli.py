@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from mnist_bp import __version__
-from mnist_bp.datasets import DATASETS
+from mnist_bp.data.registry import DATASETS
 from mnist_bp.errors import UserError
 
 DATASET_CHOICE = click.Choice(list(DATASETS))
@@ -82,9 +82,11 @@ def download(name, data_dir, source, mirrors, force, timeout, retries):
       mnist-bp download --from ../shared/data/mnist-10k --data-dir ./data
       MNIST_BP_MIRROR=http://127.0.0.1:8000/ mnist-bp download --force
     """
-    from mnist_bp.data import load_cached, resolve_data_dir
-    from mnist_bp.datasets import get_dataset
-    from mnist_bp.download import download_dataset, import_from
+    from mnist_bp.data.cache import load_cached
+    from mnist_bp.data.datadir import resolve_data_dir
+    from mnist_bp.data.download import download_dataset
+    from mnist_bp.data.importer import import_from
+    from mnist_bp.data.registry import get_dataset
 
     spec = get_dataset(name)
     root = resolve_data_dir(data_dir)
@@ -232,14 +234,14 @@ def evaluate(checkpoint, data_dir, name, split, invert, colors, seed, as_json):
       mnist-bp evaluate runs/x/checkpoints/best.npz --invert --json
       mnist-bp evaluate runs/x/checkpoints/best.npz --colors random --seed 1
     """
-    from mnist_bp.scoring import score_checkpoint
+    from mnist_bp.evaluate import score_checkpoint
 
     result = score_checkpoint(checkpoint, data_dir, name, split, invert, colors, seed,
                               log=echo_err)
     if as_json:
         click.echo(json.dumps(result))
         return
-    from mnist_bp.scoring import format_report
+    from mnist_bp.evaluate import format_report
 
     click.echo(format_report(result))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_bp import rng
-from mnist_bp.augment import augment_batch
+from mnist_bp.data.augment import augment_batch
 from mnist_bp.fsutil import atomic_write
 
 COLUMNS = 8
@@ -42,7 +42,7 @@ def interleave(original: np.ndarray, augmented: np.ndarray, columns: int = COLUM
 def write_preview(cfg, data_dir, out: Path, count: int, scale: int = 3) -> None:
     from PIL import Image
 
-    from mnist_bp.data import load_dataset
+    from mnist_bp.data.datadir import load_dataset
 
     train = load_dataset(cfg.data.dataset, data_dir).train
     order = rng.stream(cfg.seed, rng.SHUFFLE, 0).permutation(len(train))[:count]

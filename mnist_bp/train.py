@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from mnist_bp import checkpoint, rng
-from mnist_bp.augment import is_active
-from mnist_bp.batches import BatchMaker, Normalizer
 from mnist_bp.config import Config, dump_yaml, from_dict, to_dict
+from mnist_bp.data.augment import is_active
+from mnist_bp.data.batches import BatchMaker, Normalizer
 from mnist_bp.errors import UserError
 from mnist_bp.evaluate import evaluate
 from mnist_bp.fsutil import atomic_write
-from mnist_bp.losses import make_loss
 from mnist_bp.metrics import write_history, write_summary
-from mnist_bp.model import MLP
-from mnist_bp.optim import Momentum, clip_grad_norm, make_optimizer
-from mnist_bp.schedules import learning_rate
+from mnist_bp.nn.losses import make_loss
+from mnist_bp.nn.mlp import MLP
+from mnist_bp.nn.optimizers import Momentum, clip_grad_norm, make_optimizer
+from mnist_bp.nn.schedules import learning_rate
 
 
 class Interrupted(Exception):
@@ -142,7 +142,7 @@ class Trainer:
     def save(self, path: Path, progress: Progress) -> None:
         meta = {"config": to_dict(self.cfg), "progress": asdict(progress),
                 "optimizer_steps": self.optimizer.t, "normalization": self.normalizer.to_dict(),
-                "rng": "np.random.SeedSequence([seed, purpose, epoch, step]); see rng.py"}
+                "rng": "np.random.SeedSequence([seed, purpose, epoch, step]); see mnist_bp/rng.py"}
         checkpoint.save(path, self.params, self.optimizer.state_arrays(), meta)
 
     def restore(self, params, optim_state, meta) -> None:
@@ -235,7 +235,7 @@ def start_run(cfg: Config, run_dir: Path | None, config_name: str) -> Path:
 def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str = "config",
         resume: Path | None = None, reporter=None) -> dict:
     """Train (or resume) a run; returns summary.json's content."""
-    from mnist_bp.data import load_dataset, split_validation
+    from mnist_bp.data.datadir import load_dataset, split_validation
 
     reporter = reporter or NullReporter()
     state = None

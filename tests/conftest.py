@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_bp import idx
-from mnist_bp.datasets import FILENAMES, ROLES, DatasetSpec, FileSpec
+from mnist_bp.data import idx
+from mnist_bp.data.registry import FILENAMES, ROLES, DatasetSpec, FileSpec
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mnist_bp import augment
 from mnist_bp.config import (
     AffineConfig,
     AugmentConfig,
@@ -15,6 +14,7 @@ from mnist_bp.config import (
     NoiseConfig,
     ShiftConfig,
 )
+from mnist_bp.data import augment
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import dataset_arrays, gz_bytes, write_dataset
-from mnist_bp import idx
 from mnist_bp.cli import main
-from mnist_bp.data import Split, load_cached, load_dataset, resolve_data_dir, split_validation
-from mnist_bp.datasets import FILENAMES
+from mnist_bp.data import idx
+from mnist_bp.data.cache import Split, load_cached
+from mnist_bp.data.datadir import load_dataset, resolve_data_dir, split_validation
+from mnist_bp.data.registry import FILENAMES
 from mnist_bp.errors import UserError
 
 

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 
 from conftest import dataset_arrays, gz_bytes, spec_for
 from httpserver import FileServer
-from mnist_bp import datasets
 from mnist_bp.cli import main
-from mnist_bp.data import load_cached
-from mnist_bp.datasets import FILENAMES, ROLES
-from mnist_bp.download import download_dataset, mirror_list
+from mnist_bp.data import registry as datasets
+from mnist_bp.data.cache import load_cached
+from mnist_bp.data.download import download_dataset, mirror_list
+from mnist_bp.data.registry import FILENAMES, ROLES
 from mnist_bp.errors import UserError
 
 FAST = {"timeout": (0.5, 0.5), "retries": 1, "backoff": 0.01, "show_progress": False,

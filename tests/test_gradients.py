@@ -6,11 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mnist_bp.activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from mnist_bp.config import ModelConfig
-from mnist_bp.layers import Dropout, Linear
-from mnist_bp.losses import MSE, SoftmaxCrossEntropy
-from mnist_bp.model import MLP
+from mnist_bp.nn.activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from mnist_bp.nn.layers import Dropout, Linear
+from mnist_bp.nn.losses import MSE, SoftmaxCrossEntropy
+from mnist_bp.nn.mlp import MLP
 
 H = 1e-6
 SHAPES = [(3, 4, 5), (5, 7, 2), (1, 3, 3)]

@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from mnist_bp import idx
+from mnist_bp.data import idx
 
 
 def test_round_trip_gzip_and_raw(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mnist_bp.config import OptimizerConfig, ScheduleConfig
-from mnist_bp.optim import apply_max_norm, clip_grad_norm, make_optimizer
-from mnist_bp.schedules import learning_rate
+from mnist_bp.nn.optimizers import apply_max_norm, clip_grad_norm, make_optimizer
+from mnist_bp.nn.schedules import learning_rate
 
 W0 = np.array([[1.0, -2.0]])
 B0 = np.array([0.5, 0.25])
@@ -160,7 +160,7 @@ def test_state_of_dead_inputs_never_goes_subnormal(name):
 
 
 def test_gemm_tn_adds_the_product_into_a_scaled_buffer():
-    from mnist_bp.blas import gemm_tn
+    from mnist_bp.nn.blas import gemm_tn
 
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
@@ -180,9 +180,9 @@ def test_fused_momentum_matches_the_plain_update():
     """Momentum computed inside backward's matrix product (the fast path) follows the same
     trajectory as v <- mu v + g applied by the optimizer."""
     from conftest import synthetic_digits
-    from mnist_bp.batches import Normalizer
     from mnist_bp.config import Config, TrainingConfig
-    from mnist_bp.data import Split
+    from mnist_bp.data.batches import Normalizer
+    from mnist_bp.data.cache import Split
     from mnist_bp.train import Trainer
 
     images, labels = synthetic_digits(256, seed=1)

@@ -9,8 +9,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mnist_bp import checkpoint, datasets
+from mnist_bp import checkpoint
 from mnist_bp.cli import main
+from mnist_bp.data import registry as datasets
 
 SMALL = ["--set", "model.hidden=[32]", "--set", "augment.shift.p=0", "--set", "model.dropout=0",
          "--set", "training.epochs=3", "--set", "training.batch_size=32",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_bp.blas import gemm_tn
+from mnist_bp.nn.blas import gemm_tn
 
 
 class Buffered:
@@ -60,7 +60,7 @@ class Linear(Layer):
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         # The first layer's input is data: computing its gradient would be wasted work.
         self.input_grad = input_grad
-        # Set by the momentum optimizer (optim.Momentum.fuse_into): backward then leaves
+        # Set by the momentum optimizer (optimizers.Momentum.fuse_into): backward then leaves
         # grad_decay * (what grads held) + gradient in grads, i.e. the momentum buffer
         # itself, added inside the matrix product at no extra cost. None: plain gradients.
         self.grad_decay: float | None = None

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_bp.augment import augment_batch
-from mnist_bp.layers import Buffered
+from mnist_bp.data.augment import augment_batch
+from mnist_bp.nn.layers import Buffered
 
 INPUT_DIM = 784
 

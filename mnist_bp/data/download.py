@@ -1,4 +1,4 @@
-"""Fetching the dataset files from mirrors, and importing them from a local folder.
+"""Fetching the dataset files from mirrors.
 
 Every file is streamed to `NAME.part`, resumed with an HTTP Range request after an
 interruption, checked against its official checksum and only then renamed to its official
@@ -11,14 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
-from mnist_bp import idx
-from mnist_bp.datasets import ROLES, DatasetSpec, FileSpec
+from mnist_bp.data.registry import ROLES, DatasetSpec, FileSpec
 from mnist_bp.errors import UserError
-from mnist_bp.fsutil import atomic_write, fsync_dir, locked
+from mnist_bp.fsutil import fsync_dir, locked
 from mnist_bp.progress import Progress, human_bytes
 
 DEFAULT_TIMEOUT = (10.0, 30.0)  # seconds: connect, read (between bytes)
@@ -169,49 +167,3 @@ def download_dataset(spec: DatasetSpec, data_dir: Path, *, mirrors=(), force=Fal
                               backoff=backoff, show_progress=show_progress, log=log)
             log(f"  {fspec.filename}: {fspec.algorithm} verified ({path.stat().st_size} bytes)")
     return folder
-
-
-def _find_source(source: Path, filename: str) -> Path:
-    for candidate in (source / filename, source / filename[: -len(".gz")]):
-        if candidate.is_file():
-            return candidate
-    raise UserError(f"{source}: no {filename} (or uncompressed {filename[:-3]}) there; put the "
-                    f"four MNIST-format files in that folder")
-
-
-def import_from(spec: DatasetSpec, source: Path, data_dir: Path, log=print) -> list[dict]:
-    """Copy the four files from `source` after validating all of them; report checksums.
-
-    Nothing is written unless every file is valid IDX data and the counts agree. Returns one
-    dict per file: `file`, `source`, `count`, `matches_official`.
-    """
-    from mnist_bp.data import read_files, write_cache
-
-    source = Path(source)
-    if not source.is_dir():
-        raise UserError(f"{source}: not a folder; give --from the folder holding the four files")
-    fix = "replace that file with a good copy and run the import again"
-    paths = {role: _find_source(source, spec.files[role].filename) for role in ROLES}
-    arrays = read_files(paths, fix)
-
-    folder = Path(data_dir) / spec.name
-    reports = []
-    with locked(folder):
-        for role, path in paths.items():
-            fspec = spec.files[role]
-            with open(path, "rb") as src:
-                compressed = src.read(2) == idx.GZIP_MAGIC
-            matches = compressed and file_digest(path, fspec.algorithm) == fspec.checksum
-            with atomic_write(folder / fspec.filename) as f:
-                if compressed:
-                    with open(path, "rb") as src:
-                        shutil.copyfileobj(src, f)
-                else:
-                    import gzip
-
-                    f.write(gzip.compress(idx.encode(arrays[role]), compresslevel=6, mtime=0))
-            reports.append({"file": fspec.filename, "source": str(path),
-                            "count": int(len(arrays[role])), "matches_official": bool(matches),
-                            "compressed": compressed})
-        write_cache(folder, arrays)
-    return reports

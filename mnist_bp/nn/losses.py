@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_bp.layers import Buffered
+from mnist_bp.nn.layers import Buffered
 
 
 class SoftmaxCrossEntropy(Buffered):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_bp.layers import Layer
+from mnist_bp.nn.layers import Layer
 
 
 class ReLU(Layer):

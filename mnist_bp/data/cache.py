@@ -1,20 +1,20 @@
-"""The data dir, the fast cache beside the IDX files, validation splits.
+"""The fast cache beside a dataset's IDX files: parsed once into `cache/*.npy`, memory-mapped
+afterwards, rebuilt when the source files change, written atomically, never pickled.
 
-Images stay uint8 `(N, 28, 28)` (memory-mapped from `.npy` files) until a batch is taken;
-conversion to float32 happens per batch in `batches.py`.
+Images stay uint8 `(N, 28, 28)` until a batch is taken; conversion to float32 happens per
+batch in `batches.py`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnist_bp import idx
-from mnist_bp.datasets import FILENAMES, ROLES, get_dataset
+from mnist_bp.data import idx
+from mnist_bp.data.registry import FILENAMES, ROLES
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write, locked
 
@@ -39,34 +39,8 @@ class Dataset:
     test: Split
 
 
-def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
-    """--data-dir, else $MNIST_BP_DATA_DIR, else $XDG_CACHE_HOME/mnist-bp, else
-    ~/.cache/mnist-bp."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get("MNIST_BP_DATA_DIR"):
-        return Path(os.environ["MNIST_BP_DATA_DIR"]).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home).expanduser() / "mnist-bp"
-
-
 def missing_files(folder: Path) -> list[str]:
     return [name for name in FILENAMES.values() if not (folder / name).is_file()]
-
-
-def load_dataset(name: str, data_dir: Path | str | None = None, *, fetch: bool = True,
-                 log=None) -> Dataset:
-    """Load `name` from the data dir, downloading it first when files are missing."""
-    spec = get_dataset(name)
-    folder = resolve_data_dir(data_dir) / name
-    if missing_files(folder):
-        if not fetch:
-            raise UserError(f"{folder}: {name} is not downloaded; run "
-                            f"`mnist-bp download --dataset {name}`")
-        from mnist_bp.download import download_dataset
-
-        download_dataset(spec, folder.parent, log=log)
-    return load_cached(folder, log=log)
 
 
 def _fix(folder: Path) -> str:
@@ -153,15 +127,3 @@ def load_cached(folder: Path, log=None) -> Dataset:
         Split(arrays["train_images"], arrays["train_labels"]),
         Split(arrays["test_images"], arrays["test_labels"]),
     )
-
-
-def split_validation(train: Split, validation: int) -> tuple[Split, Split | None]:
-    """Hold the last `validation` training images out; they never reach the optimizer."""
-    if validation <= 0:
-        return train, None
-    if validation >= len(train):
-        raise UserError(f"data.validation: {validation} leaves no training images (the set has "
-                        f"{len(train)}); choose a number below {len(train)}")
-    cut = len(train) - validation
-    return (Split(train.images[:cut], train.labels[:cut]),
-            Split(train.images[cut:], train.labels[cut:]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_bp.blas import axpby, axpy
+from mnist_bp.nn.blas import axpby, axpy
 
 # Momentum of a weight whose gradient stays 0 (a pixel that is always black) decays
 # geometrically into subnormal floats, and arithmetic on subnormals is about a hundred times

@@ -3,7 +3,7 @@
 numpy has no fused multiply-add: `y -= lr * v` costs two passes over memory and a temporary,
 and `v = mu * v + g` two more, while the parameter updates were a quarter of a training step.
 BLAS `axpy` (y += a x) and `axpby` (y = a x + b y) do each in one multithreaded pass, and
-`gemm` can add a matrix product into a scaled buffer (momentum, see optim.py). They are
+`gemm` can add a matrix product into a scaled buffer (momentum, see optimizers.py). They are
 called from the OpenBLAS that numpy itself ships (through ctypes), never from a second BLAS:
 two OpenBLAS thread pools on two cores slow each other down several times over. Where numpy's
 BLAS cannot be found (another build of numpy), the numpy expressions are used instead: the

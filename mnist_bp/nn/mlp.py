@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_bp.activations import Sigmoid, make_activation
-from mnist_bp.layers import Dropout, Layer, Linear
+from mnist_bp.nn.activations import Sigmoid, make_activation
+from mnist_bp.nn.layers import Dropout, Layer, Linear
 
 INPUT_DIM = 784
 NUM_CLASSES = 10
