@@ -246,6 +246,61 @@ def evaluate(checkpoint, data_dir, name, split, invert, colors, seed, as_json):
     click.echo(format_report(result))
 
 
+# --- predict -------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("checkpoint", type=PATH)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: checkpoint, predictions, errors.")
+@click.option("--top", "k", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="How many of the likeliest digits to show.")
+@click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto",
+              show_default=True,
+              help="auto: the network always sees light ink on dark, as in MNIST; no: the "
+                   "image's own polarity (dark ink on paper stays dark on light); yes: the "
+                   "opposite of the image's own.")
+@click.option("--number", is_flag=True,
+              help="The image holds a number: split it into digits, read left to right.")
+@click.option("--save-inputs", type=PATH, metavar="DIR",
+              help="Write the 28x28 images the network saw to DIR as PNG files.")
+def predict(checkpoint, inputs, as_json, k, invert, number, save_inputs):
+    """Predict the digits in your own images (photos, scans, drawings).
+
+    INPUT is an image file (PNG, JPEG, BMP, GIF, TIFF, WebP...), a directory (its images,
+    sorted by name) or - for one image on standard input. Each image is made to look like
+    MNIST: grayscale, light ink on a dark background (from the border's brightness), paper
+    tint and shadow removed, cropped to the ink, fitted into 20x20 pixels, centred by its
+    centre of mass in 28x28. Exit status 1 if any input failed.
+
+    \b
+    Examples:
+      mnist-bp predict runs/x/checkpoints/best.npz my-digit.jpg
+      mnist-bp predict runs/x/checkpoints/best.npz photos/ --top 1 --save-inputs seen/
+      mnist-bp predict runs/x/checkpoints/best.npz 1984.png --number --json
+      cat digit.png | mnist-bp predict runs/x/checkpoints/best.npz -
+    """
+    from mnist_bp.predict import Predictor, expand_inputs, format_table, to_json, write_inputs
+
+    predictor = Predictor(checkpoint)
+    named = expand_inputs(inputs)
+    if not named:
+        raise click.UsageError("no images found in " + " ".join(inputs))
+    results = predictor.predict_paths([s for _, s in named], invert=invert, number=number,
+                                      names=[n for n, _ in named])
+    if save_inputs is not None:
+        written = write_inputs(results, save_inputs)
+        echo_err(f"saved {len(written)} input image(s) in {save_inputs}")
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        echo_err(f"Error: {r['file']}: {r['error']}")
+    if as_json:
+        click.echo(json.dumps(to_json(str(checkpoint), results, k)))
+    elif len(failed) < len(results):
+        click.echo(format_table(results, k))
+    sys.exit(1 if failed else 0)
+
+
 # --- augment-preview -----------------------------------------------------------------------
 
 @main.command("augment-preview")

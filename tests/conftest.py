@@ -61,3 +61,27 @@ def data_dir(tmp_path, small_arrays) -> Path:
     """A data dir holding a small synthetic 'mnist'."""
     write_dataset(tmp_path / "data" / "mnist", small_arrays)
     return tmp_path / "data"
+
+
+SMALL_RUN = {"seed": 0, "data": {"validation": 100}, "model": {"hidden": [32]},
+             "training": {"epochs": 3, "batch_size": 32},
+             "optimizer": {"learning_rate": 0.003}}
+
+
+def train_small(folder: Path, overrides: dict | None = None, **run_kwargs) -> Path:
+    """Train a small MLP on synthetic data in `folder`; returns the run directory."""
+    from mnist_bp.config import from_dict
+    from mnist_bp.train import run
+
+    data = folder / "data"
+    if not (data / "mnist").is_dir():
+        write_dataset(data / "mnist", dataset_arrays())
+    cfg = {**SMALL_RUN, **(overrides or {})}
+    run(from_dict(cfg), folder / "run", data, config_name="small", **run_kwargs)
+    return folder / "run"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One small finished run (3 epochs, validation split) shared by the tests that read one."""
+    return train_small(tmp_path_factory.mktemp("trained"))

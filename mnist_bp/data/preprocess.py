@@ -1,0 +1,432 @@
+"""A user's image -> the 28x28 input an MNIST network expects.
+
+MNIST digits are light ink on a black background, their longest side fitted into 20 pixels
+(anti-aliased, keeping the aspect ratio) and placed in 28x28 with the centre of mass at the
+centre. A photo or scan is dark ink on light, tinted, unevenly lit paper, anywhere in the frame,
+at any size and stroke width. `prepare` closes that gap, step by step:
+
+1. grayscale in [0, 1] (`read_image`: EXIF orientation, transparency, 16-bit);
+2. polarity: the ink is whichever tail (darker or lighter than the local median) is heavier,
+   and the network wants it light: ink = 1 - gray on light paper (`auto`);
+3. the paper's own level, tint and shadow included, estimated per block and subtracted, in two
+   passes (the second leaves out the ink the first found, so bold strokes keep their insides);
+4. contrast: the ink's level (Otsu's threshold, then a high percentile of the ink) becomes 1;
+5. the ink's connected pieces, traced with hysteresis (faint hairlines stay attached); specks,
+   small against the largest piece, dropped;
+6. at a working size of 80 pixels: strokes saturated (their core is solid), outlined (hollow)
+   strokes closed, thin strokes dilated to MNIST-like width;
+7. the longest side scaled to 20 px (area-averaged: anti-aliased), the core stretched to 1;
+8. placed in 28x28 with the centre of mass at MNIST's average centre, (14, 14).
+
+Each step was measured on rendered font digits, numbers and real MNIST digits printed on
+photographed paper (benchmarks/user_images.py; the README has the numbers).
+
+An image that is already MNIST-like (28x28, dark background, digit centred in a 20-pixel box)
+keeps its pixels: only the background level and contrast are normalised, which leaves a real
+MNIST image unchanged.
+
+`--number` (`prepare_number`) splits the ink into digits: connected pieces grouped by the
+columns they cover (a detached stroke joins the digit it lies over), read left to right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mnist_bp.errors import UserError
+
+SIZE = 28
+BOX = 20  # MNIST fits the digit's longest side into 20 pixels
+CENTRE = 14.0  # mean centre of mass of MNIST digits, in pixel indices (rows and columns)
+# target stroke width / the digit's longest side: MNIST's median is 0.11, 0.09 read fonts best
+STROKE = 0.09
+WORK_SIDE = 400  # images are analysed at most this large (longest side)
+MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
+MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
+BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
+GROW = 0.5  # the first pass's ink is widened by this many blocks
+SPECK = 0.05  # pieces of ink smaller than this share of the largest piece are dropped
+LOW = 0.5  # share of the ink threshold down to which pieces are traced
+KEEP_MARGIN = 0.01  # ink within this share of the image's side around a kept piece is kept
+WORK_BOX = 80  # strokes are normalised with the digit's longest side at this many pixels
+CLOSE_RADIUS = 4  # closing that fills hollow (outlined) strokes, in WORK_BOX pixels
+HOLLOW = 1.3  # ...used when it adds this much ink
+SATURATE = 0.5  # ink above this level counts as solid
+THIN = 0.75  # strokes thinner than this share of the target are dilated (thick ones are left:
+# eroding them broke bold real handwriting)
+MAX_DILATE = 5  # at most this many WORK_BOX pixels of dilation
+
+
+class ImageError(UserError):
+    """This image cannot be read, or holds no digit."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One network input: `image` `(28, 28)` float32 in [0, 1], as the network sees it.
+
+    `inverted`: whether it is the opposite of the image's own polarity (the network always
+    wants light ink on dark). `light_background`: what the source image had.
+    """
+
+    image: np.ndarray
+    inverted: bool
+    light_background: bool
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def read_image(source) -> np.ndarray:
+    """Grayscale `(H, W)` float32 in [0, 1] from a path, a file object or bytes."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    try:
+        with Image.open(source) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageError(f"{im.width}x{im.height} pixels is more than the "
+                                 f"{MAX_PIXELS:,} allowed (a decompression bomb?); scale it down")
+            im = ImageOps.exif_transpose(im)  # also loads the pixels
+            return to_gray(im)
+    except UnidentifiedImageError:
+        raise ImageError("not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, "
+                         "WebP...)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"more than the {MAX_PIXELS:,} pixels allowed (a decompression "
+                         "bomb?); scale it down") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise ImageError(f"cannot read the file ({exc.strerror})") from None
+        raise ImageError(f"truncated or corrupt image ({exc}); export it again") from None
+
+
+def to_gray(im) -> np.ndarray:
+    """A loaded PIL image as grayscale float32 in [0, 1].
+
+    Transparency: the image is laid on a background of the opposite brightness to its
+    visible pixels (dark strokes on a transparent layer become dark on white). 16-bit and
+    float images keep their full range.
+    """
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), np.float32) / 255
+        gray = np.asarray(rgba.convert("RGB").convert("L"), np.float32) / 255
+        if alpha.min() > 0.99:
+            return gray
+        visible = alpha > 0.5
+        if not visible.any():
+            raise ImageError("blank image: every pixel is transparent")
+        paper = 1.0 if gray[visible].mean() < 0.5 else 0.0
+        return gray * alpha + paper * (1 - alpha)
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.float32)
+        full = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
+        return np.clip(a / full, 0, 1)
+    if mode == "F":
+        a = np.asarray(im, np.float32)
+        return np.clip(a / 255 if a.max() > 1 else a, 0, 1)
+    if mode != "L":
+        im = im.convert("L")
+    return np.asarray(im, np.float32) / 255
+
+
+# --- analysis --------------------------------------------------------------------------------
+
+def shrink(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
+    """Area-averaged downscale so that the longest side is at most `side`."""
+    h, w = gray.shape
+    if max(h, w) <= side:
+        return gray
+    s = side / max(h, w)
+    return resize(gray, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+def resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Float image resized to `shape` (rows, cols): area-averaged when shrinking (anti-aliased),
+    bilinear when enlarging."""
+    from PIL import Image
+
+    h, w = shape
+    shrinking = h <= a.shape[0] and w <= a.shape[1]
+    out = Image.fromarray(np.ascontiguousarray(a, np.float32), "F").resize(
+        (w, h), Image.BOX if shrinking else Image.BILINEAR)
+    return np.array(out, np.float32)  # writable
+
+
+def border(a: np.ndarray) -> np.ndarray:
+    """The outer ring of pixels (about 4 % of each side, at least one pixel)."""
+    h, w = a.shape
+    k = max(1, round(0.04 * min(h, w)))
+    return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[:, :k].ravel(), a[:, -k:].ravel()])
+
+
+def otsu(a: np.ndarray, bins: int = 128) -> float:
+    """Otsu's threshold of values in [0, 1]: the cut maximising the between-class variance."""
+    hist, edges = np.histogram(a, bins=bins, range=(0.0, 1.0))
+    p = hist / max(hist.sum(), 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    mu = np.cumsum(p * centres)
+    between = (mu[-1] * w0 - mu) ** 2 / np.maximum(w0 * (1 - w0), 1e-12)
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def block_field(a: np.ndarray, percentile: float, exclude: np.ndarray | None = None) -> np.ndarray:
+    """A smooth field following the slow changes of `a` `(H, W)` (paper tint, shadows): a
+    percentile of each block, leaving out the `exclude` pixels (ink found by a first pass);
+    blocks with too few pixels left take their neighbours' level; the median of each 3x3
+    neighbourhood of blocks; interpolated back to full size."""
+    from scipy import ndimage
+
+    h, w = a.shape
+    bs = max(4, -(-max(h, w) // BG_BLOCKS))
+    gh, gw = -(-h // bs), -(-w // bs)
+    padding = ((0, gh * bs - h), (0, gw * bs - w))
+
+    def blocks_of(x):
+        return np.pad(x, padding, mode="edge").reshape(gh, bs, gw, bs).transpose(
+            0, 2, 1, 3).reshape(gh, gw, -1)
+
+    values = blocks_of(a)
+    if exclude is None:
+        low = np.percentile(values, percentile, axis=2)
+    else:
+        masked = np.where(blocks_of(exclude), np.nan, values)
+        enough = np.mean(~blocks_of(exclude), axis=2) >= 0.2
+        low = np.full((gh, gw), np.nan)
+        if enough.any():
+            low[enough] = np.nanpercentile(masked[enough], percentile, axis=1)
+        else:
+            low[:] = np.percentile(values, percentile)
+        for _ in range(gh + gw):  # fill blocks that are nearly all ink from their neighbours
+            missing = np.isnan(low)
+            if not missing.any():
+                break
+            padded = np.pad(low, 1, constant_values=np.nan)
+            around = np.stack([padded[dy:dy + gh, dx:dx + gw] for dy in range(3)
+                               for dx in range(3)])
+            counts = np.sum(~np.isnan(around), axis=0)
+            sums = np.nansum(around, axis=0)
+            fill = missing & (counts > 0)
+            low[fill] = sums[fill] / counts[fill]
+    low = ndimage.median_filter(low.astype(np.float32), size=3, mode="nearest")
+    return resize(low, (h, w))
+
+
+def is_light_background(g: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper: around the local median (the paper, shadows
+    included), the ink is the heavier of the two tails."""
+    r = g - block_field(g, 50)
+    spread = 3 * float(np.median(np.abs(r))) + 0.02
+    darker = float(np.clip(-r - spread, 0, None).sum())
+    lighter = float(np.clip(r - spread, 0, None).sum())
+    return darker > lighter
+
+
+@dataclass
+class Ink:
+    """Ink-bright image `(H, W)` in [0, 1] with background 0, and its pieces."""
+
+    image: np.ndarray
+    labels: np.ndarray  # (H, W) int: piece number, 0 = background
+    keep: list[int]  # the pieces that count (specks dropped)
+    light_background: bool
+
+
+def find_ink(gray: np.ndarray) -> Ink:
+    """Polarity, background, contrast and pieces of a grayscale image (any size)."""
+    from scipy import ndimage
+
+    g = shrink(gray)
+    lo, hi = np.percentile(g, [1, 99])
+    if hi - lo < MIN_CONTRAST:
+        raise ImageError("blank image: no ink found (the page is one flat colour)")
+    light = is_light_background(g)
+    ink = (1 - g) if light else g.copy()
+    # Two passes: the second estimates the paper without the ink the first one found, so
+    # bold strokes that fill whole blocks keep their insides.
+    first = ink - block_field(ink, BG_PERCENTILE)
+    found = first > max(otsu(np.clip(first, 0, 1)), MIN_CONTRAST)
+    # Inside a bold stroke the first pass sees paper: close the found ink over a block's width.
+    grow = max(1, round(GROW * max(ink.shape) / BG_BLOCKS))
+    found = ndimage.binary_fill_holes(ndimage.binary_dilation(found, iterations=grow))
+    ink -= block_field(ink, BG_PERCENTILE, exclude=found)
+    np.clip(ink, 0, None, out=ink)
+    top = float(ink.max())
+    if top < MIN_CONTRAST:
+        raise ImageError("blank image: no ink found (nothing stands out from the paper)")
+    ink /= top
+    cut = max(otsu(ink), 0.2)
+    mask = ink > cut
+    level = float(np.percentile(ink[mask], 90)) if mask.any() else 1.0
+    ink = np.clip(ink / max(level, 1e-6), 0, 1)
+    # Hysteresis, as in edge detection: pieces are traced down to a low threshold (faint
+    # hairlines stay joined to their strokes) but count only if they reach the high one.
+    strong = ink > max(cut / level, 0.25)
+    labels, count = ndimage.label(ink > LOW * max(cut / level, 0.25), structure=np.ones((3, 3)))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    has_strong = np.bincount(labels[strong], minlength=count + 1) > 0
+    sizes[~has_strong] = 0
+    sizes[0] = 0
+    if count == 0 or sizes.max() < 4:
+        raise ImageError("blank image: no ink found (only specks)")
+    keep = [k for k in range(1, count + 1) if sizes[k] >= SPECK * sizes.max()]
+    return Ink(ink, labels, keep, light)
+
+
+def stroke_width(a: np.ndarray) -> float:
+    """Mean stroke width of ink `a` in pixels: twice the ink's mass over its edge length
+    (total variation), which blur leaves nearly unchanged."""
+    p = np.pad(a, 1)
+    gy = np.diff(p, axis=0)[:, :-1]
+    gx = np.diff(p, axis=1)[:-1]
+    edge = float(np.sqrt(gx * gx + gy * gy).sum())
+    return 2 * float(a.sum()) / max(edge, 1e-6)
+
+
+def normalise_stroke(a: np.ndarray) -> np.ndarray:
+    """Strokes of ink `a` (cropped, longest side `WORK_BOX`) made like MNIST's: solid cores,
+    hollow (outlined) strokes closed, thin ones dilated, so that a fine pen and an outline
+    font give inputs like a felt pen's."""
+    from scipy import ndimage
+
+    a = np.clip(a / SATURATE, 0, 1)  # a stroke's core is solid ink, as in MNIST
+    if CLOSE_RADIUS:
+        closed = ndimage.grey_closing(np.pad(a, CLOSE_RADIUS), footprint=_disk(CLOSE_RADIUS))
+        if closed.sum() > HOLLOW * a.sum():  # outlined strokes filled in
+            a = closed
+    width = stroke_width(a)
+    target = STROKE * WORK_BOX
+    radius = min(MAX_DILATE, round((target - width) / 2))
+    if width < THIN * target and radius >= 1:
+        return ndimage.grey_dilation(np.pad(a, radius), footprint=_disk(radius))
+    return a
+
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return yy * yy + xx * xx <= radius * radius + radius
+
+
+def crop(a: np.ndarray, threshold: float = 0.05) -> np.ndarray:
+    rows = np.flatnonzero(a.max(axis=1) > threshold)
+    cols = np.flatnonzero(a.max(axis=0) > threshold)
+    return a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    total = float(a.sum())
+    rows = float((a.sum(axis=1) * np.arange(a.shape[0])).sum()) / total
+    cols = float((a.sum(axis=0) * np.arange(a.shape[1])).sum()) / total
+    return rows, cols
+
+
+def place(digit: np.ndarray) -> np.ndarray:
+    """Ink `(h, w)` (any size) -> `(28, 28)`: strokes normalised at `WORK_BOX` pixels, longest
+    side 20 (area-averaged), strokes' core at 1, centre of mass at (14, 14)."""
+    digit = crop(digit)
+    h, w = digit.shape
+    s = WORK_BOX / max(h, w)
+    digit = crop(normalise_stroke(resize(digit, (max(1, round(h * s)), max(1, round(w * s))))))
+    h, w = digit.shape
+    s = BOX / max(h, w)
+    small = resize(digit, (max(1, round(h * s)), max(1, round(w * s))))
+    np.clip(small, 0, None, out=small)
+    small /= max(float(np.percentile(small, 99.5)), 1e-6)
+    np.clip(small, 0, 1, out=small)
+    out = np.zeros((SIZE, SIZE), np.float32)
+    sh, sw = small.shape
+    cy, cx = centre_of_mass(small)
+    top = int(np.clip(round(CENTRE - cy), 0, SIZE - sh))
+    left = int(np.clip(round(CENTRE - cx), 0, SIZE - sw))
+    out[top:top + sh, left:left + sw] = small
+    return out
+
+
+def mnist_like(gray: np.ndarray) -> tuple[np.ndarray, bool] | None:
+    """(ink-bright image, light background) for a 28x28 image whose digit already sits in a
+    20-pixel box near the centre, else None (it goes through the full pipeline)."""
+    if gray.shape != (SIZE, SIZE):
+        return None
+    ring = border(gray)
+    lo, hi = float(gray.min()), float(gray.max())
+    if hi - lo < MIN_CONTRAST:
+        return None
+    light = bool(np.median(ring) > (lo + hi) / 2)
+    ink = (1 - gray) if light else gray
+    bg = float(np.median(border(ink)))
+    top = float(ink.max())
+    ink = np.clip((ink - bg) / (top - bg), 0, 1) if (bg, top) != (0.0, 1.0) else ink.copy()
+    rows = np.flatnonzero(ink.max(axis=1) > 0.1)
+    cols = np.flatnonzero(ink.max(axis=0) > 0.1)
+    if max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 > BOX + 2:
+        return None
+    cy, cx = centre_of_mass(ink)
+    if abs(cy - CENTRE) > 2.5 or abs(cx - CENTRE) > 2.5:
+        return None
+    return ink.astype(np.float32, copy=False), light
+
+
+def polarity(image: np.ndarray, light: bool, invert: str) -> Prepared:
+    """The ink-bright `image` as `invert` asks: auto keeps it (what MNIST looks like); no
+    gives the source's own polarity; yes the opposite of the source's."""
+    if invert == "auto":
+        return Prepared(image, light, light)
+    flip = light if invert == "no" else not light
+    return Prepared((1 - image) if flip else image, invert == "yes", light)
+
+
+def prepare(gray: np.ndarray, invert: str = "auto") -> Prepared:
+    """The network input for a grayscale image of one digit."""
+    quick = mnist_like(gray)
+    if quick is not None:
+        return polarity(quick[0], quick[1], invert)
+    ink = find_ink(gray)
+    return polarity(place(only(ink, ink.keep)), ink.light_background, invert)
+
+
+def only(ink: Ink, pieces: list[int]) -> np.ndarray:
+    """The ink of some pieces, with their faint edges (a margin around each piece)."""
+    from scipy import ndimage
+
+    mask = np.isin(ink.labels, pieces)
+    margin = max(1, round(KEEP_MARGIN * max(ink.labels.shape)))
+    mask = ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=margin)
+    return np.where(mask, ink.image, 0).astype(np.float32)
+
+
+def digit_groups(ink: Ink) -> list[list[int]]:
+    """The kept pieces grouped into digits, left to right: a piece joins the digit whose
+    columns overlap at least half of its own (or of the digit's) width."""
+    from scipy import ndimage
+
+    slices = ndimage.find_objects(ink.labels)
+    spans = sorted((slices[k - 1][1].start, slices[k - 1][1].stop, k) for k in ink.keep)
+    groups: list[tuple[int, int, list[int]]] = []
+    for start, stop, k in spans:
+        if groups:
+            g0, g1, members = groups[-1]
+            overlap = min(stop, g1) - max(start, g0)
+            if overlap >= 0.5 * min(stop - start, g1 - g0):
+                groups[-1] = (min(g0, start), max(g1, stop), members + [k])
+                continue
+        groups.append((start, stop, [k]))
+    return [members for _, _, members in groups]
+
+
+def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
+    """One network input per digit of a number written left to right."""
+    ink = find_ink(gray)
+    out = []
+    for members in digit_groups(ink):
+        out.append(polarity(place(only(ink, members)), ink.light_background, invert))
+    return out
