@@ -171,7 +171,9 @@ class ConsoleReporter:
               help="Continue a run from its checkpoint, e.g. runs/x/checkpoints/last.npz "
                    "(config and run dir come from the checkpoint).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final result.")
-def train(config, data_dir, run_dir, overrides, resume, quiet):
+@click.option("--no-report", is_flag=True,
+              help="Do not write RUN/report/ (curves, confusion matrix, mistakes) at the end.")
+def train(config, data_dir, run_dir, overrides, resume, quiet, no_report):
     """Train an MLP from a YAML config with backpropagation.
 
     CONFIG is a YAML file or the name of a shipped config (default, classic, bench,
@@ -200,12 +202,28 @@ def train(config, data_dir, run_dir, overrides, resume, quiet):
         cfg, source = load_config(config, overrides)
         name = source.stem
     try:
-        run(cfg, run_dir, data_dir, config_name=name, resume=resume, reporter=reporter)
+        summary = run(cfg, run_dir, data_dir, config_name=name, resume=resume,
+                      reporter=reporter)
     except Interrupted as stop:
         echo_err(f"\ninterrupted: saved {stop.checkpoint}\n"
                  f"resume with: mnist-bp train --resume {stop.checkpoint}"
                  + (f" --data-dir {data_dir}" if data_dir else ""))
         sys.exit(130)
+    if not no_report:
+        write_run_report(Path(summary["run_dir"]), data_dir)
+
+
+def write_run_report(run_dir: Path, data_dir) -> None:
+    """The report at the end of `train`; without matplotlib, a notice instead."""
+    from mnist_bp.report import INSTALL_HINT, make_report
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        echo_err(f"report skipped: matplotlib is not installed; {INSTALL_HINT}")
+        return
+    out = make_report([run_dir], data_dir=data_dir)
+    click.echo(f"report: {out / 'report.html'}")
 
 
 # --- evaluate ------------------------------------------------------------------------------
@@ -299,6 +317,33 @@ def predict(checkpoint, inputs, as_json, k, invert, number, save_inputs):
     elif len(failed) < len(results):
         click.echo(format_table(results, k))
     sys.exit(1 if failed else 0)
+
+
+# --- report --------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=PATH, metavar="RUN_DIR...")
+@click.option("--out", type=PATH, metavar="DIR",
+              help="Folder to write [default: RUN_DIR/report/ for one run; required for "
+                   "several].")
+@click.option("--data-dir", type=PATH, help=DATA_DIR_HELP)
+def report(run_dirs, out, data_dir):
+    """Learning curves, confusion matrix and mistakes of runs, as PNG files and one HTML page.
+
+    Writes report.html (self-contained: open it, attach it, publish it),
+    learning_curves.png, confusion_matrix.png and mistakes.png. Several runs are overlaid
+    and compared. The test set is scored with each run's checkpoints/best.npz. Needs
+    matplotlib (pip install 'mnist-bp[plot]').
+
+    \b
+    Examples:
+      mnist-bp report runs/20261127-101500-default
+      mnist-bp report runs/a runs/b --out reports/a-vs-b
+    """
+    from mnist_bp.report import make_report
+
+    folder = make_report(list(run_dirs), out, data_dir, log=echo_err)
+    click.echo(f"report: {folder / 'report.html'}")
 
 
 # --- augment-preview -----------------------------------------------------------------------

@@ -21,22 +21,30 @@ from mnist_bp.nn.losses import make_loss
 NUM_CLASSES = 10
 
 
-def evaluate(model, loss_fn, maker: BatchMaker, batch_size: int = 2000, transform=None) -> dict:
-    """Forward pass over the whole split in chunks; loss summed, divided once by N."""
+def evaluate(model, loss_fn, maker: BatchMaker, batch_size: int = 2000, transform=None,
+             keep_outputs: bool = False) -> dict:
+    """Forward pass over the whole split in chunks; loss summed, divided once by N.
+    `keep_outputs` adds the network's outputs `(N, 10)` as `outputs`."""
     n = len(maker)
     loss_sum = 0.0
     confusion = np.zeros(NUM_CLASSES * NUM_CLASSES, np.int64)
+    outputs = np.empty((n, NUM_CLASSES), np.float32) if keep_outputs else None
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         x, y = maker.slice(start, stop, transform)
         out = model.forward(x, training=False)
+        if keep_outputs:
+            outputs[start:stop] = out
         loss_sum += loss_fn.forward(out, y) * (stop - start)
         pred = out.argmax(axis=1)
         confusion += np.bincount(y.astype(np.int64) * NUM_CLASSES + pred,
                                  minlength=NUM_CLASSES * NUM_CLASSES)
     confusion = confusion.reshape(NUM_CLASSES, NUM_CLASSES)  # rows: true, columns: predicted
-    return {"accuracy": float(np.trace(confusion) / max(n, 1)), "loss": loss_sum / max(n, 1),
-            "n": int(n), "confusion_matrix": confusion}
+    result = {"accuracy": float(np.trace(confusion) / max(n, 1)), "loss": loss_sum / max(n, 1),
+              "n": int(n), "confusion_matrix": confusion}
+    if keep_outputs:
+        result["outputs"] = outputs
+    return result
 
 
 def per_class(confusion: np.ndarray) -> list[dict]:

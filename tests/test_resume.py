@@ -31,7 +31,8 @@ def resume_data(tmp_path_factory):
 
 def command(data_dir, *args):
     sets = [x for k, v in SETTINGS.items() for x in ("--set", f"{k}={v}")]
-    return [sys.executable, "-m", "mnist_bp", "train", "--data-dir", str(data_dir), *sets, *args]
+    return [sys.executable, "-m", "mnist_bp", "train", "--data-dir", str(data_dir), *sets,
+            "--no-report", *args]
 
 
 def start(cmd, ignore_sigint=False):

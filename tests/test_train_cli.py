@@ -15,7 +15,8 @@ from mnist_bp.data import registry as datasets
 
 SMALL = ["--set", "model.hidden=[32]", "--set", "augment.shift.p=0", "--set", "model.dropout=0",
          "--set", "training.epochs=3", "--set", "training.batch_size=32",
-         "--set", "data.validation=100", "--set", "optimizer.learning_rate=0.003"]
+         "--set", "data.validation=100", "--set", "optimizer.learning_rate=0.003",
+         "--no-report"]
 
 
 def train(tmp_path, data_dir, *extra, run="run"):

@@ -1,0 +1,325 @@
+"""`mnist-bp report`: a run's learning curves, confusion matrix and mistakes, as PNG files and
+one self-contained HTML page.
+
+    mnist-bp report runs/x                      # -> runs/x/report/report.html
+    mnist-bp report runs/a runs/b --out cmp/    # several runs overlaid and compared
+
+`train` writes `RUN/report/` when it finishes. The figures use matplotlib (the `plot` extra,
+imported only here, with the Agg backend); the numbers come from the run's files and from
+scoring `checkpoints/best.npz` on the test set as `evaluate` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnist_bp.errors import UserError
+from mnist_bp.fsutil import atomic_write
+
+FILES = ("report.html", "learning_curves.png", "confusion_matrix.png", "mistakes.png")
+MISTAKES = 24  # the most confidently wrong test images shown per run
+# Okabe & Ito's palette: told apart with every common colour-vision deficiency
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+           "#000000"]
+INSTALL_HINT = "install the plot extra: pip install 'mnist-bp[plot]' (or matplotlib)"
+
+
+@dataclass
+class RunData:
+    """What one run directory holds, and its test-set scores when it has a best.npz."""
+
+    path: Path
+    name: str
+    config_text: str
+    history: list[dict]
+    summary: dict | None
+    dataset: str = ""
+    scores: dict | None = None  # accuracy, loss, n, confusion, per_class, inverted_accuracy
+    mistakes: list[tuple[np.ndarray, int, int, float]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def require_matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError(f"report needs matplotlib; {INSTALL_HINT}") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_run(path: Path) -> RunData:
+    """A run directory's files; a folder that is not one, or has no epoch yet, is an error."""
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise UserError(f"{path}: not a run directory (no config.yaml); pass a folder written "
+                        "by `mnist-bp train`")
+    metrics = path / "metrics.jsonl"
+    rows = []
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise UserError(f"{path}: no metrics.jsonl rows yet; the run has not finished an epoch "
+                        "(train it, or resume it with `mnist-bp train --resume`)")
+    summary_path = path / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    run = RunData(path, path.resolve().name, (path / "config.yaml").read_text(), rows, summary)
+    if summary is None:
+        run.missing.append("summary.json (the run has not finished)")
+    return run
+
+
+def score_run(run: RunData, data_dir, log=None) -> None:
+    """Score best.npz on the test set (and on inverted colours); keep the worst mistakes."""
+    from mnist_bp import checkpoint
+    from mnist_bp.data.batches import BatchMaker, Normalizer
+    from mnist_bp.data.datadir import load_dataset
+    from mnist_bp.evaluate import evaluate, invert_transform, per_class
+    from mnist_bp.nn.losses import make_loss
+
+    best = run.path / "checkpoints" / "best.npz"
+    if not best.is_file():
+        run.missing.append("checkpoints/best.npz (no confusion matrix or mistakes)")
+        return
+    model, cfg, meta = checkpoint.load_model(best)
+    run.dataset = cfg.data.dataset
+    test = load_dataset(cfg.data.dataset, data_dir, log=log).test
+    maker = BatchMaker(test.images, test.labels, Normalizer(**meta["normalization"]))
+    loss = make_loss(cfg.loss)
+    size = cfg.training.eval_batch_size
+    result = evaluate(model, loss, maker, size, keep_outputs=True)  # as `evaluate` scores
+    outputs = result["outputs"].astype(np.float64)
+    inverted = evaluate(model, loss, maker, size, invert_transform)
+    run.scores = {"accuracy": result["accuracy"], "loss": result["loss"], "n": result["n"],
+                  "confusion": result["confusion_matrix"],
+                  "per_class": per_class(result["confusion_matrix"]),
+                  "inverted_accuracy": inverted["accuracy"]}
+    probs = softmax(outputs) if cfg.model.output_activation == "none" else \
+        outputs / np.maximum(outputs.sum(axis=1, keepdims=True), 1e-12)
+    pred = probs.argmax(axis=1)
+    labels = np.asarray(test.labels)
+    wrong = np.flatnonzero(pred != labels)
+    worst = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:MISTAKES]
+    run.mistakes = [(np.asarray(test.images[i]), int(labels[i]), int(pred[i]),
+                     float(probs[i, pred[i]])) for i in worst]
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+def png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def curves_figure(plt, runs: list[RunData]):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
+    for k, run in enumerate(runs):
+        colour = PALETTE[k % len(PALETTE)]
+        epochs = [r["epoch"] for r in run.history]
+        label = run.name if len(runs) > 1 else None
+        for ax, key in ((axes[0], "loss"), (axes[1], "acc")):
+            ax.plot(epochs, [r[f"train_{key}"] for r in run.history], color=colour,
+                    label=f"{label + ': ' if label else ''}training")
+            val = [r[f"val_{key}"] for r in run.history]
+            if any(v is not None for v in val):
+                ax.plot(epochs, [np.nan if v is None else v for v in val], color=colour,
+                        linestyle="--", label=f"{label + ': ' if label else ''}validation")
+        axes[2].plot(epochs, [r["lr"] for r in run.history], color=colour, label=label)
+    for ax, title in zip(axes, ("loss", "accuracy", "learning rate (end of epoch)"),
+                         strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="lower right")
+    if len(runs) > 1:
+        axes[2].legend(fontsize=8)
+    return fig
+
+
+def confusion_figure(plt, runs: list[RunData]):
+    from matplotlib.colors import PowerNorm
+
+    scored = [r for r in runs if r.scores]
+    fig, axes = plt.subplots(1, len(scored), figsize=(5.6 * len(scored), 5.2),
+                             constrained_layout=True, squeeze=False)
+    for ax, run in zip(axes[0], scored, strict=True):
+        counts = run.scores["confusion"]
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        # a power scale, so that shares of a few percent (the mistakes) stand out too
+        ax.imshow(share, cmap="viridis", norm=PowerNorm(0.35, vmin=0, vmax=1))
+        for t in range(10):
+            for p in range(10):
+                if counts[t, p]:
+                    ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=7,
+                            color="black" if share[t, p] > 0.15 else "white")
+        ax.set_xticks(range(10))
+        ax.set_yticks(range(10))
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{run.name}: test accuracy {run.scores['accuracy']:.4f}", fontsize=10)
+    return fig
+
+
+def mistakes_figure(plt, runs: list[RunData], columns: int = 8):
+    scored = [r for r in runs if r.scores]
+    rows_per_run = [max(1, -(-len(r.mistakes) // columns)) for r in scored]
+    fig, axes = plt.subplots(sum(rows_per_run), columns,
+                             figsize=(columns * 1.25, sum(rows_per_run) * 1.5 + 0.3),
+                             squeeze=False)
+    row = 0
+    for run, n_rows in zip(scored, rows_per_run, strict=True):
+        for i in range(n_rows * columns):
+            ax = axes[row + i // columns, i % columns]
+            ax.axis("off")
+            if i < len(run.mistakes):
+                image, true, pred, confidence = run.mistakes[i]
+                ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+                ax.set_title(f"true {true} → {pred}\n{confidence:.2f}", fontsize=8)
+        if len(scored) > 1:
+            axes[row, 0].text(-0.2, 0.5, run.name, transform=axes[row, 0].transAxes,
+                              rotation=90, va="center", ha="right", fontsize=8)
+        if not run.mistakes:
+            axes[row, 0].text(0, 0.5, "no mistakes", fontsize=9)
+        row += n_rows
+    fig.suptitle("most confidently wrong test images (true label → prediction, confidence)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --- the page --------------------------------------------------------------------------------
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def summary_rows(run: RunData) -> list[tuple[str, str]]:
+    s = run.summary or {}
+    rows = [("dataset", fmt(run.dataset or s.get("dataset"))),
+            ("test accuracy", fmt(s.get("test_accuracy"))),
+            ("test loss", fmt(s.get("test_loss"))),
+            ("best epoch", fmt(s.get("best_epoch"))),
+            ("best validation accuracy", fmt(s.get("best_val_accuracy"))),
+            ("epochs run", fmt(s.get("epochs_run", len(run.history)))),
+            ("total time (s)", fmt(s.get("total_seconds"), 1))]
+    if run.scores:
+        rows.append(("test accuracy, inverted colours (black on white)",
+                     fmt(run.scores["inverted_accuracy"])))
+    return rows
+
+
+def table(head: list[str], rows: list[list[str]], cls: str, ident: str) -> str:
+    out = [f'<table class="{cls}" id="{ident}"><thead><tr>'
+           + "".join(f"<th>{h}</th>" for h in head)
+           + "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
+    return "\n".join(out) + "</tbody></table>"
+
+
+def img_tag(data: bytes, alt: str) -> str:
+    return (f'<img alt="{html.escape(alt)}" src="data:image/png;base64,'
+            f'{base64.b64encode(data).decode()}">')
+
+
+def page(runs: list[RunData], figures: dict[str, bytes]) -> str:
+    title = runs[0].name if len(runs) == 1 else f"{len(runs)} runs compared"
+    parts = [f"<h1>mnist-bp report: {html.escape(title)}</h1>"]
+    for run in runs:
+        for line in run.missing:
+            parts.append(f'<p class="missing">{html.escape(run.name)}: missing '
+                         f"{html.escape(line)}</p>")
+    if len(runs) > 1:
+        keys = [k for k, _ in summary_rows(runs[0])]
+        rows = [[html.escape(r.name)] + [v for _, v in summary_rows(r)] for r in runs]
+        parts += ["<h2>Runs</h2>", table(["run", *keys], rows, "compare", "runs")]
+    else:
+        parts += ["<h2>Summary</h2>", table(["", ""], [list(r) for r in summary_rows(runs[0])],
+                                            "summary", "summary")]
+    parts += ["<h2>Learning curves</h2>", img_tag(figures["learning_curves.png"],
+                                                  "learning curves")]
+    if "confusion_matrix.png" in figures:
+        parts += ["<h2>Confusion matrix (test set, best.npz)</h2>",
+                  "<p>Rows: true class; columns: predicted; colour: share of the row.</p>",
+                  img_tag(figures["confusion_matrix.png"], "confusion matrix"),
+                  "<h2>Mistakes</h2>", img_tag(figures["mistakes.png"], "mistakes")]
+    for k, run in enumerate(runs):
+        head = f" ({html.escape(run.name)})" if len(runs) > 1 else ""
+        if run.scores:
+            rows = [[str(c["class"]), fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]),
+                     str(c["support"])] for c in run.scores["per_class"]]
+            parts += [f"<h2>Per class{head}</h2>",
+                      table(["class", "precision", "recall", "F1", "support"], rows, "num",
+                            f"per-class-{k}")]
+        rows = [[str(r["epoch"]), fmt(r["train_loss"]), fmt(r["train_acc"]),
+                 fmt(r["val_loss"]), fmt(r["val_acc"]), f"{r['lr']:.3g}",
+                 fmt(r["train_seconds"], 2), fmt(r["seconds"], 2)] for r in run.history]
+        parts += [f"<h2>Epochs{head}</h2>",
+                  table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr",
+                         "train s", "s"], rows, "num", f"epochs-{k}"),
+                  f"<h2>Config{head}</h2>", f"<pre>{html.escape(run.config_text)}</pre>"]
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;"
+             "padding:0 1em;color:#222}img{max-width:100%}table{border-collapse:collapse;"
+             "margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+             "table.num td{text-align:right}.missing{color:#D55E00;font-weight:bold}"
+             "pre{background:#f6f6f6;padding:1em;overflow:auto}")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{style}</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+def make_report(run_dirs: list[Path], out: Path | None = None, data_dir=None,
+                log=None) -> Path:
+    """Write the report of one or several runs; returns the output folder."""
+    if not run_dirs:
+        raise UserError("report needs at least one RUN_DIR")
+    if out is None:
+        if len(run_dirs) > 1:
+            raise UserError("several runs need --out DIR for their common report")
+        out = Path(run_dirs[0]) / "report"
+    runs = [read_run(p) for p in run_dirs]  # every error before anything is written
+    plt = require_matplotlib()
+    names = [r.name for r in runs]
+    for k, run in enumerate(runs):  # unique labels, e.g. two runs both called "run"
+        if names.count(run.name) > 1:
+            run.name = f"{run.name} ({k + 1})"
+    for run in runs:
+        score_run(run, data_dir, log=log)
+    figures = {}
+    fig = curves_figure(plt, runs)
+    figures["learning_curves.png"] = png(fig)
+    plt.close(fig)
+    if any(r.scores for r in runs):
+        for name, make in (("confusion_matrix.png", confusion_figure),
+                           ("mistakes.png", mistakes_figure)):
+            fig = make(plt, runs)
+            figures[name] = png(fig)
+            plt.close(fig)
+    out = Path(out)
+    for name, data in figures.items():
+        with atomic_write(out / name) as f:
+            f.write(data)
+    with atomic_write(out / "report.html", "w") as f:
+        f.write(page(runs, figures))
+    return out
