@@ -346,6 +346,37 @@ def report(run_dirs, out, data_dir):
     click.echo(f"report: {folder / 'report.html'}")
 
 
+# --- serve ---------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=PATH, metavar="CHECKPOINT...")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, anyone who can reach "
+                   "this machine).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port (0 picks a free one).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+def serve(checkpoints, host, port, open_browser):
+    """Draw a digit in the browser and watch the networks answer; a JSON API.
+
+    Every CHECKPOINT is loaded once and answers side by side. The page (GET /) has a
+    drawing canvas with ink and paper colours; the API: POST /api/predict with an image's
+    bytes as the body (optional ?invert=auto|yes|no, default auto), GET /api/models,
+    GET /healthz. Stops cleanly on Ctrl-C or SIGTERM. Needs the serve extra
+    (pip install 'mnist-bp[serve]').
+
+    \b
+    Examples:
+      mnist-bp serve runs/default/checkpoints/best.npz runs/robust/checkpoints/best.npz --open
+      curl --data-binary @digit.png http://127.0.0.1:8000/api/predict
+    """
+    from mnist_bp.serve import serve as run_server
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        echo_err(f"note: listening on {host}: anyone who can reach this machine can use it")
+    run_server(list(checkpoints), host, port, open_browser, lambda line: click.echo(line))
+
+
 # --- augment-preview -----------------------------------------------------------------------
 
 @main.command("augment-preview")

@@ -156,7 +156,8 @@ def test_16_bit_png_keeps_its_range(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"not an image at all", "not an image file"),
-    (png_bytes(np.zeros((64, 64), np.uint8))[:60], "truncated or corrupt"),
+    (png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8))[:2000],
+     "truncated or corrupt"),
 ])
 def test_bad_files_raise_one_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.png"
@@ -265,11 +266,11 @@ def test_cli_table_directory_and_stdin(checkpoint, exported):
 
 def test_cli_number(checkpoint, tmp_path):
     """Three strokes side by side, one with a detached piece above it, are three digits."""
-    page = np.full((160, 420), 245, np.uint8)
-    page[30:130, 40:60] = 20     # a bar
-    page[30:130, 150:230] = 20   # a block
-    page[30:50, 300:380] = 20    # a detached top stroke...
-    page[60:130, 330:350] = 20   # ...over its stem
+    page = np.full((120, 236), 245, np.uint8)  # small enough to be analysed at full size
+    page[20:100, 20:32] = 20     # a bar
+    page[20:100, 80:125] = 20    # a block
+    page[20:32, 160:210] = 20    # a detached top stroke...
+    page[45:100, 178:190] = 20   # ...over its stem
     path = tmp_path / "number.png"
     path.write_bytes(png_bytes(page))
     result = CliRunner().invoke(main, ["predict", str(checkpoint), str(path), "--number",
@@ -280,7 +281,7 @@ def test_cli_number(checkpoint, tmp_path):
     assert pred["number"] == "".join(str(d["digit"]) for d in pred["digits"])
     for d in pred["digits"]:
         assert d["confidence"] == max(d["probabilities"])
-    alone = Predictor(checkpoint).predict_image(page[:, :100].astype(np.float32) / 255)
+    alone = Predictor(checkpoint).predict_image(page[:, :60].astype(np.float32) / 255)
     assert pred["digits"][0]["probabilities"] == pytest.approx(alone["probabilities"])
 
 

@@ -42,7 +42,7 @@ BOX = 20  # MNIST fits the digit's longest side into 20 pixels
 CENTRE = 14.0  # mean centre of mass of MNIST digits, in pixel indices (rows and columns)
 # target stroke width / the digit's longest side: MNIST's median is 0.11, 0.09 read fonts best
 STROKE = 0.09
-WORK_SIDE = 400  # images are analysed at most this large (longest side)
+WORK_SIDE = 240  # images are analysed at most this large (longest side; 400 read no better)
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
@@ -78,26 +78,28 @@ class Prepared:
 
 # --- reading ---------------------------------------------------------------------------------
 
-def read_image(source) -> np.ndarray:
-    """Grayscale `(H, W)` float32 in [0, 1] from a path, a file object or bytes."""
+def read_image(source, max_pixels: int | None = None) -> np.ndarray:
+    """Grayscale `(H, W)` float32 in [0, 1] from a path, a file object or bytes; images of
+    more than `max_pixels` (default `MAX_PIXELS`) are refused before they are decoded."""
     import io
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
+    limit = max_pixels or MAX_PIXELS
     try:
         with Image.open(source) as im:
-            if im.width * im.height > MAX_PIXELS:
+            if im.width * im.height > limit:
                 raise ImageError(f"{im.width}x{im.height} pixels is more than the "
-                                 f"{MAX_PIXELS:,} allowed (a decompression bomb?); scale it down")
+                                 f"{limit:,} allowed (a decompression bomb?); scale it down")
             im = ImageOps.exif_transpose(im)  # also loads the pixels
             return to_gray(im)
     except UnidentifiedImageError:
         raise ImageError("not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, "
                          "WebP...)") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"more than the {MAX_PIXELS:,} pixels allowed (a decompression "
+        raise ImageError(f"more than the {limit:,} pixels allowed (a decompression "
                          "bomb?); scale it down") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
@@ -141,8 +143,9 @@ def to_gray(im) -> np.ndarray:
 
 # --- analysis --------------------------------------------------------------------------------
 
-def shrink(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    """Area-averaged downscale so that the longest side is at most `side`."""
+def shrink(gray: np.ndarray, side: int | None = None) -> np.ndarray:
+    """Area-averaged downscale so that the longest side is at most `side` (`WORK_SIDE`)."""
+    side = side or WORK_SIDE
     h, w = gray.shape
     if max(h, w) <= side:
         return gray
@@ -200,12 +203,14 @@ def block_field(a: np.ndarray, percentile: float, exclude: np.ndarray | None = N
     if exclude is None:
         low = np.percentile(values, percentile, axis=2)
     else:
-        masked = np.where(blocks_of(exclude), np.nan, values)
-        enough = np.mean(~blocks_of(exclude), axis=2) >= 0.2
-        low = np.full((gh, gw), np.nan)
-        if enough.any():
-            low[enough] = np.nanpercentile(masked[enough], percentile, axis=1)
-        else:
+        # the percentile of each block's remaining pixels: sorted, excluded ones last
+        excluded = blocks_of(exclude)
+        ranked = np.sort(np.where(excluded, np.inf, values), axis=2)
+        left = np.sum(~excluded, axis=2)
+        at = np.round(percentile / 100 * np.maximum(left - 1, 0)).astype(np.intp)
+        low = np.take_along_axis(ranked, at[..., None], axis=2)[..., 0].astype(np.float64)
+        low[left < 0.2 * ranked.shape[2]] = np.nan
+        if np.isnan(low).all():
             low[:] = np.percentile(values, percentile)
         for _ in range(gh + gw):  # fill blocks that are nearly all ink from their neighbours
             missing = np.isnan(low)
@@ -258,7 +263,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     found = first > max(otsu(np.clip(first, 0, 1)), MIN_CONTRAST)
     # Inside a bold stroke the first pass sees paper: close the found ink over a block's width.
     grow = max(1, round(GROW * max(ink.shape) / BG_BLOCKS))
-    found = ndimage.binary_fill_holes(ndimage.binary_dilation(found, iterations=grow))
+    found = ndimage.binary_fill_holes(ndimage.maximum_filter(found, size=2 * grow + 1))
     ink -= block_field(ink, BG_PERCENTILE, exclude=found)
     np.clip(ink, 0, None, out=ink)
     top = float(ink.max())
@@ -400,7 +405,7 @@ def only(ink: Ink, pieces: list[int]) -> np.ndarray:
 
     mask = np.isin(ink.labels, pieces)
     margin = max(1, round(KEEP_MARGIN * max(ink.labels.shape)))
-    mask = ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=margin)
+    mask = ndimage.maximum_filter(mask, size=2 * margin + 1)
     return np.where(mask, ink.image, 0).astype(np.float32)
 
 
