@@ -377,6 +377,61 @@ def serve(checkpoints, host, port, open_browser):
     run_server(list(checkpoints), host, port, open_browser, lambda line: click.echo(line))
 
 
+# --- tune ----------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("config", metavar="CONFIG")
+@click.option("--space", "space", type=PATH, required=True, metavar="SPACE.yaml",
+              help="Search space: dotted config keys -> {low, high[, log, step]} or {choices}.")
+@click.option("--trials", type=click.IntRange(1), default=20, show_default=True,
+              help="Finished trials (COMPLETE or PRUNED) the study should reach, counting "
+                   "every worker's.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Start no new trial after this many seconds.")
+@click.option("--study", "study_name", metavar="NAME",
+              help="Study name [default: the config's name].")
+@click.option("--storage", metavar="URL",
+              help="Shared storage for many machines: a journal file on a shared filesystem "
+                   "or a database URL (postgresql://...) [default: OUT/study.journal].")
+@click.option("--out", type=PATH, metavar="DIR",
+              help="Output folder [default: tune/<time>-<config name>/]; the same OUT again "
+                   "continues the study.")
+@click.option("--data-dir", type=PATH, help=DATA_DIR_HELP)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of CONFIG for every trial, e.g. --set data.validation=1000.")
+def tune(config, space, trials, timeout, study_name, storage, out, data_dir, overrides):
+    """Search hyperparameters with Optuna: each trial is a training run.
+
+    Trials are scored by their best validation accuracy (CONFIG needs data.validation > 0)
+    and pruned when they fall behind. OUT gets trials.csv, best.yaml (train it with
+    mnist-bp train OUT/best.yaml), trials/<n>/ (each trial's run directory) and the study's
+    storage. Start the same command again, here or on other machines sharing --storage, to
+    add workers or continue. Needs the tune extra (pip install 'mnist-bp[tune]').
+
+    \b
+    Examples:
+      mnist-bp tune default --space space.yaml --trials 20 --set data.validation=1000
+      mnist-bp tune default --space space.yaml --out tune/lr &   # two workers,
+      mnist-bp tune default --space space.yaml --out tune/lr     # one study
+    """
+    from mnist_bp.config import load_config, to_dict
+    from mnist_bp.train import Interrupted
+    from mnist_bp.tune import tune as run_tune
+
+    cfg, source = load_config(config, overrides)
+    try:
+        folder = run_tune(to_dict(cfg), source.stem, space, trials=trials, timeout=timeout,
+                          study_name=study_name, storage_url=storage, out=out,
+                          data_dir=data_dir, log=echo_err, table=click.echo)
+    except Interrupted:
+        echo_err("\ninterrupted: the running trial is marked FAIL; run the same command "
+                 "again to continue the study")
+        sys.exit(130)
+    click.echo(f"trials: {folder / 'trials.csv'}")
+    if (folder / "best.yaml").is_file():
+        click.echo(f"best: {folder / 'best.yaml'}")
+
+
 # --- augment-preview -----------------------------------------------------------------------
 
 @main.command("augment-preview")

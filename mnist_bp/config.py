@@ -260,7 +260,9 @@ def packaged_config_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "configs"
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, what: str = "a config is a mapping of sections (seed, data, "
+              "model, ...)") -> dict:
+    """A YAML file's mapping; `what` says what the file should hold when it is no mapping."""
     import yaml
 
     path = Path(path)
@@ -269,6 +271,8 @@ def read_yaml(path: Path) -> dict:
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.name for p in packaged_config_dir().glob("*.yaml")))
         raise ConfigError(f"{path}: config file not found (shipped configs: {shipped})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -278,7 +282,7 @@ def read_yaml(path: Path) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config is a mapping of sections (seed, data, model, ...)")
+        raise ConfigError(f"{path}: {what}")
     return raw
 
 

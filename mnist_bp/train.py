@@ -233,8 +233,9 @@ def start_run(cfg: Config, run_dir: Path | None, config_name: str) -> Path:
 
 
 def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str = "config",
-        resume: Path | None = None, reporter=None) -> dict:
-    """Train (or resume) a run; returns summary.json's content."""
+        resume: Path | None = None, reporter=None, score_test: bool = True) -> dict:
+    """Train (or resume) a run; returns summary.json's content. `score_test=False` (tuning)
+    leaves the test set alone: the summary's test numbers are null."""
     from mnist_bp.data.datadir import load_dataset, split_validation
 
     reporter = reporter or NullReporter()
@@ -285,16 +286,18 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
             write_history(run_dir, progress.history)
             reporter.epoch_end(row, cfg.training.epochs, len(trainer.train_maker))
 
-    return finish(trainer, progress, dataset.test, run_dir, reporter)
+    return finish(trainer, progress, dataset.test if score_test else None, run_dir, reporter)
 
 
 def finish(trainer: Trainer, progress: Progress, test_split, run_dir: Path, reporter) -> dict:
-    """Score best.npz on the test split and write summary.json."""
+    """Score best.npz on the test split (unless it is None) and write summary.json."""
     start = time.perf_counter()
-    params, _, meta = checkpoint.load(run_dir / "checkpoints" / "best.npz")
-    trainer.model.load_parameters(params)
-    test_maker = BatchMaker(test_split.images, test_split.labels, trainer.normalizer)
-    test = trainer.evaluate(test_maker)
+    test = {"accuracy": None, "loss": None, "n": 0}
+    if test_split is not None:
+        params, _, meta = checkpoint.load(run_dir / "checkpoints" / "best.npz")
+        trainer.model.load_parameters(params)
+        test_maker = BatchMaker(test_split.images, test_split.labels, trainer.normalizer)
+        test = trainer.evaluate(test_maker)
     history = progress.history
     best_row = history[progress.best_epoch - 1] if progress.best_epoch else history[-1]
     summary = {
