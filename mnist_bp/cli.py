@@ -46,6 +46,8 @@ def main():
       mnist-bp download                       # fetch and cache MNIST
       mnist-bp train                          # train configs/default.yaml
       mnist-bp evaluate runs/<run>/checkpoints/best.npz --invert
+      mnist-bp predict runs/<run>/checkpoints/best.npz my-digit.jpg
+      mnist-bp serve runs/<run>/checkpoints/best.npz --open
 
     Every command explains itself: mnist-bp COMMAND --help.
     """

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -300,23 +299,3 @@ def test_browser_real_digit_one_with_automatic_inversion(tmp_path):
     finally:
         driver.quit()
         assert s.stop() == 0
-
-
-def test_threads_in_process_share_one_predictor(checkpoint, digits):
-    """The thread-safe entry point serve builds on: 16 threads, answers as when alone."""
-    predictor = Predictor(checkpoint)
-    alone = [predictor.predict_image(d)["probabilities"] for d in digits[:50]]
-    got = [None] * 50
-
-    def work(k):
-        for i in range(k, 50, 16):
-            got[i] = predictor.predict_image(digits[i])["probabilities"]
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert got == alone
-
-
