@@ -40,8 +40,8 @@ def timed(cmd: list[str]) -> tuple[str, float]:
 def run_mnist_bp(data_dir: str, epochs: int) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as tmp:
         _, rss = timed([sys.executable, "-m", "mnist_bp", "train", "configs/bench.yaml", "--set",
-                        f"training.epochs={epochs}", "--quiet", "--data-dir", data_dir,
-                        "--run-dir", f"{tmp}/run"])
+                        f"training.epochs={epochs}", "--quiet", "--no-report", "--data-dir",
+                        data_dir, "--run-dir", f"{tmp}/run"])
         lines = Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     return [r["train_seconds"] for r in rows], rss
