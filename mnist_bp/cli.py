@@ -289,9 +289,9 @@ def predict(checkpoint, inputs, as_json, k, invert, number, save_inputs):
 
     INPUT is an image file (PNG, JPEG, BMP, GIF, TIFF, WebP...), a directory (its images,
     sorted by name) or - for one image on standard input. Each image is made to look like
-    MNIST: grayscale, light ink on a dark background (from the border's brightness), paper
-    tint and shadow removed, cropped to the ink, fitted into 20x20 pixels, centred by its
-    centre of mass in 28x28. Exit status 1 if any input failed.
+    MNIST: grayscale, light ink on a dark background (whichever the paper is), paper tint
+    and shadow removed, strokes made solid, cropped to the ink, fitted into 20x20 pixels,
+    centred by its centre of mass in 28x28. Exit status 1 if any input failed.
 
     \b
     Examples:
