@@ -1,9 +1,10 @@
 """`make bench`: the benchmark workload (configs/bench.yaml) in mnist-bp, PyTorch and
 scikit-learn, alternating in one run, plus the matmul floor, evaluation, start-up and
-dataset-loading times. Only ratios measured in the same run mean anything: absolute times
-drift by +-30 % on a shared machine.
+dataset-loading times, and a scaling table (mnist-bp against PyTorch as the hidden width and
+the batch size change; `--part scaling` runs it alone). Only ratios measured in the same run
+mean anything: absolute times drift by +-30 % on a shared machine.
 
-    python benchmarks/bench.py --data-dir D [--rounds 3] [--epochs 3]
+    python benchmarks/bench.py --data-dir D [--rounds 3] [--epochs 3] [--part all|main|scaling]
 
 Needs Fashion-MNIST in D (`mnist-bp download --dataset fashion-mnist --from
 /usr/share/datasets/fashion-mnist --data-dir D` after `apt-get install dataset-fashion-mnist`).
@@ -37,19 +38,22 @@ def timed(cmd: list[str]) -> tuple[str, float]:
     return proc.stdout, rss / 1024
 
 
-def run_mnist_bp(data_dir: str, epochs: int) -> tuple[list[float], float]:
+def run_mnist_bp(data_dir: str, epochs: int, hidden: int = 512,
+                 batch: int = 128) -> tuple[list[float], float]:
     with tempfile.TemporaryDirectory() as tmp:
         _, rss = timed([sys.executable, "-m", "mnist_bp", "train", "configs/bench.yaml", "--set",
-                        f"training.epochs={epochs}", "--quiet", "--no-report", "--data-dir",
-                        data_dir, "--run-dir", f"{tmp}/run"])
+                        f"training.epochs={epochs}", "--set", f"model.hidden=[{hidden},{hidden}]",
+                        "--set", f"training.batch_size={batch}", "--quiet", "--no-report",
+                        "--data-dir", data_dir, "--run-dir", f"{tmp}/run"])
         lines = Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     return [r["train_seconds"] for r in rows], rss
 
 
-def run_reference(script: str, data_dir: str, epochs: int) -> tuple[list[float], float]:
+def run_reference(script: str, data_dir: str, epochs: int, *extra: str) -> tuple[list[float],
+                                                                              float]:
     out, rss = timed([sys.executable, f"benchmarks/{script}", "--data-dir", data_dir,
-                      "--epochs", str(epochs)])
+                      "--epochs", str(epochs), *extra])
     return json.loads(out.strip().splitlines()[-1])["epoch_seconds"], rss
 
 
@@ -134,16 +138,46 @@ def load_seconds(data_dir: str) -> tuple[float, float]:
     return statistics.median(cached), statistics.median(parsed)
 
 
+SCALING = [(256, 128), (512, 128), (1024, 128), (2048, 128), (512, 32), (512, 512)]
+
+
+def scaling_table(data_dir: str, rounds: int = 2, epochs: int = 2) -> str:
+    """mnist-bp against PyTorch in the same run as the hidden width (two layers) and the batch
+    size grow: median epoch of each, alternating, `rounds` x `epochs` epochs apiece."""
+    lines = ["| hidden | batch | mnist-bp epoch (s) | PyTorch epoch (s) | x PyTorch |",
+             "|---|---|---|---|---|"]
+    for hidden, batch in SCALING:
+        ours, theirs = [], []
+        for _ in range(rounds):
+            ours += run_mnist_bp(data_dir, epochs, hidden, batch)[0]
+            theirs += run_reference("torch_ref.py", data_dir, epochs, "--hidden", str(hidden),
+                                    "--batch", str(batch))[0]
+        a, b = statistics.median(ours), statistics.median(theirs)
+        lines.append(f"| {hidden}-{hidden} | {batch} | {a:.3f} | {b:.3f} | {a / b:.2f} |")
+        print(lines[-1], file=sys.stderr)
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--part", choices=["all", "main", "scaling"], default="all",
+                    help="main: the three-way table; scaling: mnist-bp vs PyTorch by width and "
+                         "batch (needs torch)")
     args = ap.parse_args()
     from mnist_bp.data.datadir import load_dataset, resolve_data_dir
 
     data_dir = str(resolve_data_dir(args.data_dir))
     n_train = len(load_dataset("fashion-mnist", data_dir, fetch=False).train)
+    if args.part == "scaling" or (args.part == "all" and importlib.util.find_spec("torch")):
+        scaling = scaling_table(data_dir)
+        if args.part == "scaling":
+            print(scaling)
+            return
+    else:
+        scaling = None
 
     contenders = {"mnist-bp": lambda: run_mnist_bp(data_dir, args.epochs)}
     if importlib.util.find_spec("torch"):
@@ -183,6 +217,8 @@ def main():
               f"`mnist-bp --help` (whole process): {help_seconds():.3f} s",
               f"load cached Fashion-MNIST training set: {cached:.3f} s "
               f"(parsing the gzip IDX files: {parsed:.3f} s)"]
+    if scaling:
+        lines += ["", scaling]
     print("\n".join(lines))
 
 

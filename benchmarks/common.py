@@ -13,6 +13,8 @@ def training_set(description: str):
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=128)
     args = ap.parse_args()
     train = load_dataset("fashion-mnist", args.data_dir, fetch=False).train
     x = np.asarray(train.images, np.float32).reshape(-1, 784) / 255

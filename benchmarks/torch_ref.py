@@ -3,9 +3,10 @@
 Whole training set preloaded as one float32 tensor; nn.Sequential(Linear, ReLU, Linear, ReLU,
 Linear); CrossEntropyLoss; SGD(lr=0.05, momentum=0.9); batches of 128 indexed from
 torch.randperm; zero_grad(set_to_none=True); torch's default threads. Prints one JSON line
-with the training-loop seconds of each epoch.
+with the training-loop seconds of each epoch. `--hidden` and `--batch` change the widths of
+the two hidden layers and the batch size (the scaling table of bench.py).
 
-    python benchmarks/torch_ref.py --data-dir D --epochs 3
+    python benchmarks/torch_ref.py --data-dir D --epochs 3 [--hidden 512] [--batch 128]
 """
 
 import time
@@ -18,18 +19,19 @@ from common import report, training_set
 
 def main():
     args, x, y = training_set(__doc__.splitlines()[0])
+    h, batch = args.hidden, args.batch
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                          nn.Linear(512, 10))
+    model = nn.Sequential(nn.Linear(784, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
+                          nn.Linear(h, 10))
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     seconds = []
     for _ in range(args.epochs):
         start = time.perf_counter()
         perm = torch.randperm(len(x))
-        for i in range(0, len(x), 128):
-            idx = perm[i:i + 128]
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
