@@ -90,11 +90,18 @@ def check_shapes(path, expected: dict[str, np.ndarray], found: dict[str, np.ndar
                               f"checkpoint from the same run")
 
 
-def load_model(path: Path):
-    """(model, config, meta) rebuilt from a checkpoint, its parameter shapes checked."""
-    params, _, meta = load(path)
+def build_model(path, meta: dict, params: dict[str, np.ndarray]):
+    """(model, config) of a checkpoint's meta, the parameters' shapes checked against the
+    model the config builds (the parameters are not loaded)."""
     cfg = from_dict(meta["config"])
     model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
     check_shapes(path, model.parameters(), params)
+    return model, cfg
+
+
+def load_model(path: Path):
+    """(model, config, meta) rebuilt from a checkpoint, its parameters loaded."""
+    params, _, meta = load(path)
+    model, cfg = build_model(path, meta, params)
     model.load_parameters(params)
     return model, cfg, meta

@@ -35,6 +35,7 @@ from mnist_bp.data.preprocess import (
     to_gray,
 )
 from mnist_bp.fsutil import atomic_write
+from mnist_bp.nn.losses import probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
                   ".ppm", ".pbm", ".pnm"}
@@ -61,15 +62,11 @@ class Predictor:
         n = len(images)
         x = self.normalizer.from_unit(np.asarray(images, np.float32).reshape(n, 784),
                                       np.empty((n, 784), np.float32))
-        out = np.empty((n, 10), np.float64)
+        out = np.empty((n, 10), np.float32)
         for start in range(0, n, CHUNK):
             with self._lock:
                 out[start:start + CHUNK] = self.model.forward(x[start:start + CHUNK])
-        if self.sigmoid_outputs:
-            return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
-        out -= out.max(axis=1, keepdims=True)
-        np.exp(out, out=out)
-        return out / out.sum(axis=1, keepdims=True)
+        return probabilities(out, self.sigmoid_outputs)
 
     def prepare(self, source, invert: str = "auto", number: bool = False) -> list[Prepared]:
         """Network inputs of one image (a path, bytes, a file object, a PIL image or a 2-D

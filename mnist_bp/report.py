@@ -84,7 +84,7 @@ def score_run(run: RunData, data_dir, log=None) -> None:
     from mnist_bp.data.batches import BatchMaker, Normalizer
     from mnist_bp.data.datadir import load_dataset
     from mnist_bp.evaluate import evaluate, invert_transform, per_class
-    from mnist_bp.nn.losses import make_loss
+    from mnist_bp.nn.losses import make_loss, probabilities
 
     best = run.path / "checkpoints" / "best.npz"
     if not best.is_file():
@@ -97,26 +97,18 @@ def score_run(run: RunData, data_dir, log=None) -> None:
     loss = make_loss(cfg.loss)
     size = cfg.training.eval_batch_size
     result = evaluate(model, loss, maker, size, keep_outputs=True)  # as `evaluate` scores
-    outputs = result["outputs"].astype(np.float64)
     inverted = evaluate(model, loss, maker, size, invert_transform)
     run.scores = {"accuracy": result["accuracy"], "loss": result["loss"], "n": result["n"],
                   "confusion": result["confusion_matrix"],
                   "per_class": per_class(result["confusion_matrix"]),
                   "inverted_accuracy": inverted["accuracy"]}
-    probs = softmax(outputs) if cfg.model.output_activation == "none" else \
-        outputs / np.maximum(outputs.sum(axis=1, keepdims=True), 1e-12)
+    probs = probabilities(result["outputs"], cfg.model.output_activation == "sigmoid")
     pred = probs.argmax(axis=1)
     labels = np.asarray(test.labels)
     wrong = np.flatnonzero(pred != labels)
     worst = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:MISTAKES]
     run.mistakes = [(np.asarray(test.images[i]), int(labels[i]), int(pred[i]),
                      float(probs[i, pred[i]])) for i in worst]
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 # --- figures ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 
 from mnist_bp.data.preprocess import ImageError, prepare, read_image
 from mnist_bp.errors import UserError
+from mnist_bp.predict import Predictor, digit_fields
 
 MAX_BODY = 4 * 1024 * 1024  # bytes of one uploaded image
 MAX_PIXELS = 16_000_000  # pixels of one decoded image
@@ -51,12 +52,10 @@ def predict_bytes(predictors: dict, body: bytes, invert: str) -> dict:
     prepared = prepare(read_image(body, max_pixels=MAX_PIXELS), invert)
     x = prepared.image[None]
     out = []
+    seen = np.round(prepared.image, 3).tolist()
     for name, predictor in predictors.items():
-        p = predictor.probabilities(x)[0]
-        digit = int(np.argmax(p))
-        out.append({"model": name, "digit": digit, "confidence": float(p[digit]),
-                    "probabilities": [float(v) for v in p], "inverted": prepared.inverted,
-                    "input": np.round(prepared.image, 3).tolist()})
+        out.append({"model": name, **digit_fields(predictor.probabilities(x)[0]),
+                    "inverted": prepared.inverted, "input": seen})
     return {"predictions": out}
 
 
@@ -69,8 +68,6 @@ def create_app(checkpoints: list[Path]):
         from starlette.routing import Route
     except ImportError:
         raise UserError(f"serve needs starlette and uvicorn; {INSTALL_HINT}") from None
-    from mnist_bp.predict import Predictor
-
     paths = [Path(p) for p in checkpoints]
     predictors = {name: Predictor(path)
                   for name, path in zip(model_names(paths), paths, strict=True)}

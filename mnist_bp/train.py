@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_bp import checkpoint, rng
-from mnist_bp.config import Config, dump_yaml, from_dict, to_dict
+from mnist_bp.config import Config, dump_yaml, to_dict
 from mnist_bp.data.augment import is_active
 from mnist_bp.data.batches import BatchMaker, Normalizer
 from mnist_bp.errors import UserError
@@ -212,10 +212,8 @@ def record_epoch(progress: Progress, row: dict, metric: str | None, cfg: Config)
 def load_resume(path: Path):
     """(config, progress, run dir, arrays) of a checkpoint to resume, its shapes checked."""
     params, optim_state, meta = checkpoint.load(path)
-    cfg = from_dict(meta["config"])
     # the arrays must fit the model and optimizer the config builds
-    model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
-    checkpoint.check_shapes(path, model.parameters(), params)
+    model, cfg = checkpoint.build_model(path, meta, params)
     checkpoint.check_shapes(path, make_optimizer(model.parameters(), cfg.optimizer)
                             .state_arrays(), optim_state, "optimizer state")
     run_dir = Path(path).resolve().parent.parent  # RUN/checkpoints/last.npz

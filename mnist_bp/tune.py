@@ -38,6 +38,7 @@ from mnist_bp.config import (
 )
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write, locked
+from mnist_bp.train import Interrupted, NullReporter, run
 
 INSTALL_HINT = "install the tune extra: pip install 'mnist-bp[tune]' (optuna)"
 SPEC_KEYS = {"low", "high", "log", "step", "choices"}
@@ -235,25 +236,17 @@ def worker_number(out: Path) -> int:
 
 # --- the study -------------------------------------------------------------------------------
 
-class TrialReporter:
-    """Feeds each epoch's validation accuracy to the pruner."""
+class TrialReporter(NullReporter):
+    """Training's reporter for a trial: feeds each epoch's validation accuracy to the
+    pruner, and stops the run when the pruner says so."""
 
     def __init__(self, trial, optuna):
         self.trial, self.optuna = trial, optuna
-
-    def info(self, message):
-        pass
-
-    def step_callback(self, epoch, epochs):
-        return None
 
     def epoch_end(self, row, epochs, n_train):
         self.trial.report(row["val_acc"], row["epoch"])
         if self.trial.should_prune():
             raise self.optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
-
-    def finished(self, summary):
-        pass
 
 
 def same_params(a: dict, b: dict) -> bool:
@@ -278,8 +271,6 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
          timeout: float | None, study_name: str | None, storage_url: str | None,
          out: Path | None, data_dir, log=print, table=print) -> Path:
     """Run trials until the study holds `trials` finished ones (or `timeout` passes)."""
-    from mnist_bp.train import Interrupted, run
-
     base = from_dict(cfg_raw)
     if base.data.validation <= 0:
         raise UserError(f"{config_name}: data.validation is 0, but tune scores trials on a "

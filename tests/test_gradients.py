@@ -172,3 +172,15 @@ def test_directional_derivative_float32_model():
     assert abs(analytic - numeric) / abs(numeric) < 1e-3
     for name in ("layers.0.W", "layers.1.b"):
         assert model.gradients()[name].dtype == np.float32
+
+
+def test_probabilities_of_logits_and_of_sigmoid_outputs():
+    from mnist_bp.nn.losses import probabilities
+
+    logits = np.array([[1000.0, 1000.0, 0.0], [0.0, np.log(3.0), 0.0]], np.float32)
+    p = probabilities(logits)
+    assert p.dtype == np.float64
+    np.testing.assert_allclose(p, [[0.5, 0.5, 0.0], [0.2, 0.6, 0.2]], atol=1e-7)
+    sig = np.array([[0.2, 0.6, 0.2], [0.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(probabilities(sig, sigmoid_outputs=True),
+                               [[0.2, 0.6, 0.2], [0.0, 0.0, 0.0]], atol=1e-7)

@@ -68,6 +68,19 @@ class MSE(Buffered):
         return grad
 
 
+def probabilities(outputs: np.ndarray, sigmoid_outputs: bool = False) -> np.ndarray:
+    """The network's outputs `(N, K)` as probabilities, float64, rows summing to 1: the softmax
+    of logits (max subtracted, so exp never overflows), or sigmoid outputs (the classic MSE
+    network) divided by their sum."""
+    p = np.array(outputs, np.float64)
+    if sigmoid_outputs:
+        return p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+    p -= p.max(axis=1, keepdims=True)
+    np.exp(p, out=p)
+    p /= p.sum(axis=1, keepdims=True)
+    return p
+
+
 def make_loss(cfg) -> SoftmaxCrossEntropy | MSE:
     if cfg.name == "cross_entropy":
         return SoftmaxCrossEntropy(cfg.label_smoothing)
