@@ -223,9 +223,9 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
 
 
 def table(head: list[str], rows: list[list[str]], cls: str, ident: str) -> str:
-    out = [f'<table class="{cls}" id="{ident}"><thead><tr>'
-           + "".join(f"<th>{h}</th>" for h in head)
-           + "</tr></thead><tbody>"]
+    thead = ("<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>"
+             if any(head) else "")
+    out = [f'<table class="{cls}" id="{ident}">{thead}<tbody>']
     out += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
     return "\n".join(out) + "</tbody></table>"
 
