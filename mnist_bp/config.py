@@ -100,6 +100,19 @@ class ShiftConfig:
 
 
 @dataclass(frozen=True)
+class FlipConfig:
+    p: float = opt(0.0, ge=0.0, le=1.0, doc="mirror left-right (clothes, not digits)")
+
+
+@dataclass(frozen=True)
+class EraseConfig:
+    p: float = opt(0.0, ge=0.0, le=1.0)
+    min_area: float = opt(0.02, gt=0.0, le=1.0, doc="smallest erased fraction of the image")
+    max_area: float = opt(0.25, gt=0.0, le=1.0, doc="largest erased fraction of the image")
+    max_aspect: float = opt(3.0, ge=1.0, doc="rectangle height/width within [1/a, a]")
+
+
+@dataclass(frozen=True)
 class AffineConfig:
     p: float = opt(0.0, ge=0.0, le=1.0)
     degrees: float = opt(10.0, ge=0.0, le=180.0)
@@ -134,11 +147,13 @@ class NoiseConfig:
 @dataclass(frozen=True)
 class AugmentConfig:
     shift: ShiftConfig = opt(ShiftConfig())
+    flip: FlipConfig = opt(FlipConfig())
     affine: AffineConfig = opt(AffineConfig())
     elastic: ElasticConfig = opt(ElasticConfig())
     invert: InvertConfig = opt(InvertConfig())
     colors: ColorsConfig = opt(ColorsConfig())
     noise: NoiseConfig = opt(NoiseConfig())
+    erase: EraseConfig = opt(EraseConfig())
 
 
 @dataclass(frozen=True)
@@ -231,6 +246,10 @@ def _check_combinations(cfg: Config) -> None:
     if cfg.training.early_stopping_patience and cfg.data.validation == 0:
         raise ConfigError("training.early_stopping_patience: needs a validation split; set "
                           "data.validation above 0 or the patience to 0")
+    erase = cfg.augment.erase
+    if erase.min_area > erase.max_area:
+        raise ConfigError(f"augment.erase.min_area: {erase.min_area} is above max_area "
+                          f"{erase.max_area}; make min_area <= max_area")
 
 
 def from_dict(raw: dict) -> Config:

@@ -11,6 +11,8 @@ from mnist_bp.config import (
     AugmentConfig,
     ColorsConfig,
     ElasticConfig,
+    EraseConfig,
+    FlipConfig,
     NoiseConfig,
     ShiftConfig,
 )
@@ -34,7 +36,7 @@ ALL_ON = AugmentConfig(
                                                              shear=0.2),
     elastic=ElasticConfig(p=0.8, alpha=34, sigma=4),
     invert=replace(AugmentConfig().invert, p=0.3), colors=ColorsConfig(p=0.5, min_contrast=0.4),
-    noise=NoiseConfig(p=0.5, std=0.1))
+    noise=NoiseConfig(p=0.5, std=0.1), flip=FlipConfig(p=0.5), erase=EraseConfig(p=0.5))
 
 
 def test_full_pipeline_keeps_shape_dtype_range_and_is_deterministic(batch):
@@ -163,3 +165,42 @@ def test_bilinear_resample_matches_scipy_map_coordinates(batch):
     theirs = ndimage.map_coordinates(batch, np.stack([n, *coords]), order=1, mode="grid-constant",
                                      cval=0.0, prefilter=False)
     assert np.allclose(ours, theirs, atol=1e-5)
+
+
+def test_flip_mirrors_exactly_the_chosen_images(batch):
+    x = np.arange(4 * 28 * 28, dtype=np.float32).reshape(4, 28, 28) / (4 * 28 * 28)
+    out = augment.flip(x, rng(3), 0.5)
+    chosen = rng(3).random(4) < 0.5
+    assert 0 < chosen.sum() < 4
+    for i in range(4):
+        want = x[i, :, ::-1] if chosen[i] else x[i]
+        assert np.array_equal(out[i], want)
+    assert augment.flip(batch, rng(), 0.0) is batch
+    assert np.array_equal(augment.flip(x, rng(), 1.0), x[:, :, ::-1])
+
+
+def test_erase_fills_one_rectangle_of_the_asked_size():
+    n = 400
+    x = np.full((n, 28, 28), 2.0, np.float32)  # out of [0, 1]: erased pixels are the others
+    out = augment.erase(x, rng(4), 1.0, 0.05, 0.2, 3.0)
+    erased = out != 2.0
+    assert out[erased].min() >= 0 and out[erased].max() < 1
+    areas = erased.sum(axis=(1, 2)) / 784
+    rows, cols = erased.any(axis=2).sum(axis=1), erased.any(axis=1).sum(axis=1)
+    assert np.array_equal(rows * cols, erased.sum(axis=(1, 2)))  # a filled rectangle
+    assert areas.min() >= 0.03 and areas.max() <= 0.23  # rounding to whole pixels
+    ratio = rows / cols
+    assert ratio.min() >= 1 / 3.6 and ratio.max() <= 3.6
+    assert ratio.min() < 0.6 and ratio.max() > 1.7  # both orientations occur
+    assert np.array_equal(augment.erase(x, rng(4), 0.0, 0.05, 0.2, 3.0), x)
+
+
+def test_erase_probability_and_area_bounds_from_config():
+    from mnist_bp.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="augment.erase.min_area: 0.5 is above max_area 0.2"):
+        load_config("default", ["augment.erase.min_area=0.5", "augment.erase.max_area=0.2"])
+    x = np.full((2000, 28, 28), 2.0, np.float32)
+    out = augment.erase(x, rng(5), 0.3, 0.1, 0.1, 1.0)
+    hit = (out != 2.0).any(axis=(1, 2)).mean()
+    assert abs(hit - 0.3) < 0.04

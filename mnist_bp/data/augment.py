@@ -34,6 +34,41 @@ def shift(x: np.ndarray, rng: np.random.Generator, pixels: int, p: float = 1.0) 
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def flip(x: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """Mirror the chosen images left-right."""
+    chosen = _chosen(rng, len(x), p)
+    if not chosen.any():
+        return x
+    out = x.copy()
+    out[chosen] = x[chosen, :, ::-1]
+    return out
+
+
+def erase(x: np.ndarray, rng: np.random.Generator, p: float, min_area: float,
+          max_area: float, max_aspect: float) -> np.ndarray:
+    """Random erasing (Zhong et al. 2017): a rectangle of each chosen image, covering a
+    fraction of it drawn from [min_area, max_area] with height/width drawn log-uniformly from
+    [1/max_aspect, max_aspect], is filled with uniform noise. The rectangle is cut at the
+    image's edges; its top-left corner is uniform over the image."""
+    n = len(x)
+    chosen = _chosen(rng, n, p)
+    area = rng.uniform(min_area, max_area, n) * SIZE * SIZE
+    log_aspect = np.log(max_aspect)
+    aspect = np.exp(rng.uniform(-log_aspect, log_aspect, n))
+    h = np.clip(np.rint(np.sqrt(area * aspect)), 1, SIZE).astype(np.intp)
+    w = np.clip(np.rint(np.sqrt(area / aspect)), 1, SIZE).astype(np.intp)
+    top = (rng.random(n) * (SIZE - h + 1)).astype(np.intp)
+    left = (rng.random(n) * (SIZE - w + 1)).astype(np.intp)
+    fill = rng.random((n, SIZE, SIZE), dtype=np.float32)
+    if not chosen.any():
+        return x
+    ar = np.arange(SIZE)
+    rows = (ar >= top[:, None]) & (ar < (top + h)[:, None])  # (n, 28)
+    cols = (ar >= left[:, None]) & (ar < (left + w)[:, None])
+    mask = rows[:, :, None] & cols[:, None, :] & chosen[:, None, None]
+    return np.where(mask, fill.astype(x.dtype, copy=False), x)
+
+
 def affine_matrices(rng, n: int, degrees: float, scale: float, shear: float, p: float):
     """`(n, 2, 2)` matrices: rotation x shear x zoom, identity for images not chosen."""
     theta = np.deg2rad(rng.uniform(-degrees, degrees, n))
@@ -187,22 +222,31 @@ def noise(x: np.ndarray, rng: np.random.Generator, p: float, std: float) -> np.n
     return out
 
 
+TRANSFORMS = ("shift", "flip", "affine", "elastic", "invert", "colors", "erase", "noise")
+
+
 def is_active(cfg) -> bool:
     """Whether an augment config changes anything at all."""
-    return any(getattr(cfg, name).p > 0 for name in ("shift", "affine", "elastic", "invert",
-                                                     "colors", "noise"))
+    return any(getattr(cfg, name).p > 0 for name in TRANSFORMS)
 
 
 def augment_batch(x: np.ndarray, rng: np.random.Generator, cfg) -> np.ndarray:
-    """All configured transforms in a fixed order: shift, affine+elastic, invert, colors, noise."""
+    """All configured transforms in a fixed order: shift, flip, affine+elastic, invert, colors,
+    erase, noise. A transform with p = 0 draws nothing, so adding one to a config leaves the
+    random draws of the others as they were."""
     if cfg.shift.p > 0:
         x = shift(x, rng, cfg.shift.pixels, cfg.shift.p)
+    if cfg.flip.p > 0:
+        x = flip(x, rng, cfg.flip.p)
     if cfg.affine.p > 0 or cfg.elastic.p > 0:
         x = geometric(x, rng, cfg.affine, cfg.elastic)
     if cfg.invert.p > 0:
         x = invert(x, rng, cfg.invert.p)
     if cfg.colors.p > 0:
         x = colors(x, rng, cfg.colors.p, cfg.colors.min_contrast)
+    if cfg.erase.p > 0:
+        e = cfg.erase
+        x = erase(x, rng, e.p, e.min_area, e.max_area, e.max_aspect)
     if cfg.noise.p > 0:
         x = noise(x, rng, cfg.noise.p, cfg.noise.std)
     return x
