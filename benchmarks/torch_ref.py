@@ -1,12 +1,15 @@
 """PyTorch reference for the benchmark workload: the plainest fast loop.
 
-Whole training set preloaded as one float32 tensor; nn.Sequential(Linear, ReLU, Linear, ReLU,
-Linear); CrossEntropyLoss; SGD(lr=0.05, momentum=0.9); batches of 128 indexed from
-torch.randperm; zero_grad(set_to_none=True); torch's default threads. Prints one JSON line
-with the training-loop seconds of each epoch. `--hidden` and `--batch` change the widths of
-the two hidden layers and the batch size (the scaling table of bench.py).
+The whole training set preloaded as one float32 tensor (read from the gzip IDX files with
+numpy, as a standalone script would); nn.Sequential(Linear, ReLU, Linear, ReLU, Linear);
+CrossEntropyLoss; SGD(lr=0.05, momentum=0.9); batches of 128 indexed from torch.randperm;
+zero_grad(set_to_none=True); torch's default threads. `--optimizer` picks SGD's
+implementation: `plain` (the per-parameter loop, the default on CPU), `foreach` or `fused`
+(one kernel for all parameters); bench.py runs the variants and takes the fastest as the
+reference. Prints one JSON line with the training-loop seconds of each epoch. `--hidden` and
+`--batch` change the widths of the two hidden layers and the batch size.
 
-    python benchmarks/torch_ref.py --data-dir D --epochs 3 [--hidden 512] [--batch 128]
+    python benchmarks/torch_ref.py --data-dir D --epochs 3 [--optimizer fused] [--hidden 512]
 """
 
 import time
@@ -16,16 +19,23 @@ from torch import nn
 
 from common import report, training_set
 
+IMPLEMENTATIONS = {"plain": {"foreach": False}, "foreach": {"foreach": True},
+                   "fused": {"fused": True}}
+
 
 def main():
-    args, x, y = training_set(__doc__.splitlines()[0])
+    def extra(ap):
+        ap.add_argument("--optimizer", choices=sorted(IMPLEMENTATIONS), default="plain")
+
+    args, x, y = training_set(__doc__.splitlines()[0], extra)
     h, batch = args.hidden, args.batch
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
                           nn.Linear(h, 10))
     loss_fn = nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9,
+                          **IMPLEMENTATIONS[args.optimizer])
     seconds = []
     for _ in range(args.epochs):
         start = time.perf_counter()
@@ -37,7 +47,8 @@ def main():
             loss.backward()
             opt.step()
         seconds.append(time.perf_counter() - start)
-    report(seconds, threads=torch.get_num_threads(), final_loss=float(loss))
+    report(seconds, threads=torch.get_num_threads(), final_loss=loss.item(),
+           optimizer=args.optimizer)
 
 
 if __name__ == "__main__":

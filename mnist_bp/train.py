@@ -14,6 +14,7 @@ import json
 import math
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -77,11 +78,16 @@ class Trainer:
         self.loss = make_loss(cfg.loss)
         self.normalizer = normalizer
         aug = cfg.augment if is_active(cfg.augment) else None
-        self.train_maker = BatchMaker(train_split.images, train_split.labels, normalizer, aug)
+        self.train_maker = BatchMaker(train_split.images, train_split.labels, normalizer, aug,
+                                      in_memory=True)
         self.val_maker = (BatchMaker(val_split.images, val_split.labels, normalizer)
                           if val_split is not None else None)
         self.batch_size = cfg.training.batch_size
         self.steps_per_epoch = math.ceil(len(self.train_maker) / self.batch_size)
+        # Preparing the next batch in a worker thread pays where augmentation makes it costly
+        # (mnist-best: 5 % off each step); a plain gather and convert gains nothing from it,
+        # and handing small batches to a thread costs more than it saves.
+        self.prefetch = aug is not None
 
     def lr(self, global_step: int) -> float:
         cfg = self.cfg
@@ -104,6 +110,32 @@ class Trainer:
         self.optimizer.step(self.params, self.grads, self.lr(global_step))
         return loss, correct
 
+    def prepare_batch(self, order: np.ndarray, epoch: int, step: int):
+        """Batch `step` of the epoch: gathered, converted and augmented (its own random
+        stream, so the result does not depend on when or in which thread this runs)."""
+        index = order[step * self.batch_size:(step + 1) * self.batch_size]
+        aug_rng = (rng.stream(self.cfg.seed, rng.AUGMENT, epoch, step)
+                   if self.train_maker.augment_cfg else None)
+        return self.train_maker.batch(index, aug_rng, slot=step % 2)
+
+    def batches(self, order: np.ndarray, epoch: int, first: int):
+        """Yield `(step, (x, y))` from step `first` to the end of the epoch. With `prefetch`,
+        a worker thread prepares batch step + 1 (into the other of two buffer slots) while
+        step runs: numpy releases the GIL, so gathering and augmenting overlap with the
+        single-threaded parts of the step."""
+        last = self.steps_per_epoch
+        if not self.prefetch:
+            for step in range(first, last):
+                yield step, self.prepare_batch(order, epoch, step)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="mnist-bp-batches") as pool:
+            ahead = pool.submit(self.prepare_batch, order, epoch, first)
+            for step in range(first, last):
+                batch = ahead.result()
+                if step + 1 < last:
+                    ahead = pool.submit(self.prepare_batch, order, epoch, step + 1)
+                yield step, batch
+
     def train_epoch(self, progress: Progress, should_stop, on_step=None) -> dict | None:
         """Run the rest of epoch `progress.epoch`; returns its metrics, or None if stopped."""
         cfg, epoch = self.cfg, progress.epoch
@@ -111,25 +143,25 @@ class Trainer:
         order = rng.stream(cfg.seed, rng.SHUFFLE, epoch).permutation(n)
         sums = progress.partial or {"loss_sum": 0.0, "correct": 0, "seen": 0, "train_seconds": 0.0}
         start = time.perf_counter() - sums["train_seconds"]
-        for step in range(progress.step_in_epoch, self.steps_per_epoch):
-            if should_stop():
-                sums["train_seconds"] = time.perf_counter() - start
-                progress.partial = sums
-                return None
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            # per-step streams, made only when something draws from them
-            aug_rng = (rng.stream(cfg.seed, rng.AUGMENT, epoch, step)
-                       if self.train_maker.augment_cfg else None)
-            dropout_rng = rng.stream(cfg.seed, rng.DROPOUT, epoch, step) if self.dropout else None
-            x, y = self.train_maker.batch(index, aug_rng)
-            loss, correct = self.train_step(x, y, progress.global_step, dropout_rng)
-            sums["loss_sum"] += loss * len(index)
-            sums["correct"] += correct
-            sums["seen"] += len(index)
-            progress.step_in_epoch = step + 1
-            progress.global_step += 1
-            if on_step:
-                on_step(step + 1, self.steps_per_epoch, sums, time.perf_counter() - start)
+        batches = self.batches(order, epoch, progress.step_in_epoch)
+        try:
+            for step, (x, y) in batches:
+                if should_stop():
+                    sums["train_seconds"] = time.perf_counter() - start
+                    progress.partial = sums
+                    return None
+                dropout_rng = (rng.stream(cfg.seed, rng.DROPOUT, epoch, step) if self.dropout
+                               else None)
+                loss, correct = self.train_step(x, y, progress.global_step, dropout_rng)
+                sums["loss_sum"] += loss * len(y)
+                sums["correct"] += correct
+                sums["seen"] += len(y)
+                progress.step_in_epoch = step + 1
+                progress.global_step += 1
+                if on_step:
+                    on_step(step + 1, self.steps_per_epoch, sums, time.perf_counter() - start)
+        finally:
+            batches.close()  # waits for a batch still being prepared
         seconds = time.perf_counter() - start
         return {"train_loss": sums["loss_sum"] / sums["seen"],
                 "train_acc": sums["correct"] / sums["seen"],

@@ -197,3 +197,40 @@ def test_checkpoint_round_trip(tmp_path):
     assert np.array_equal(o2["layers.0.W.m"], optim["layers.0.W.m"])
     assert meta["epoch"] == 4 and meta["note"] == "é" and meta["version"] == checkpoint.VERSION
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_batches_prepared_ahead_equal_batches_prepared_inline(small_arrays):
+    """The worker thread that prepares batch step + 1 while step trains gives the very same
+    batches, augmentation included, as preparing them in the training thread; a stop in the
+    middle of an epoch leaves no batch half-written behind."""
+    from mnist_bp import rng
+    from mnist_bp.config import load_config
+    from mnist_bp.data.batches import Normalizer
+    from mnist_bp.data.cache import Split
+    from mnist_bp.train import Trainer
+
+    cfg, _ = load_config("mnist-robust", ["training.batch_size=32", "model.hidden=[16]",
+                                          "augment.flip.p=0.5", "augment.erase.p=0.5"])
+    train = Split(small_arrays["train_images"], small_arrays["train_labels"])
+    trainer = Trainer(cfg, train, None, Normalizer())
+    assert trainer.prefetch  # augmentation on: batches are prepared ahead
+    order = rng.stream(0, rng.SHUFFLE, 3).permutation(len(train))
+
+    def collect(prefetch, first=0):
+        trainer.prefetch = prefetch
+        return [(step, x.copy(), y.copy()) for step, (x, y) in trainer.batches(order, 3, first)]
+
+    inline, ahead = collect(False), collect(True)
+    steps = list(range(trainer.steps_per_epoch))
+    assert [s for s, _, _ in ahead] == steps == [s for s, _, _ in inline]
+    for (_, x1, y1), (_, x2, y2) in zip(inline, ahead, strict=True):
+        assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert not np.array_equal(inline[0][1], inline[1][1])
+    resumed = collect(True, first=5)  # a resumed epoch starts mid-way, same batches
+    assert all(np.array_equal(x, inline[s][1]) for s, x, _ in resumed)
+    trainer.prefetch = True
+    batches = trainer.batches(order, 3, 0)
+    next(batches)
+    batches.close()  # what train_epoch does on a stop: waits for the batch in flight
+    cfg_plain, _ = load_config("bench")
+    assert not Trainer(cfg_plain, train, None, Normalizer()).prefetch

@@ -50,13 +50,18 @@ class Normalizer:
 class BatchMaker(Buffered):
     """Gathers, converts, augments and normalises batches from uint8 images.
 
-    Returned arrays are buffers reused by the next call of the same maker.
+    Returned arrays are buffers reused by the next call with the same `slot` (two slots let
+    one batch be prepared while the other is in use). `in_memory=True` copies memory-mapped
+    images into RAM first: random gathers from a file mapping are about a third slower.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, normalizer: Normalizer,
-                 augment_cfg=None, dtype=np.float32):
+                 augment_cfg=None, dtype=np.float32, in_memory=False):
         self.flat = images.reshape(len(images), INPUT_DIM)
         self.labels = np.asarray(labels)
+        if in_memory:
+            self.flat = np.array(self.flat)
+            self.labels = np.array(self.labels, np.intp)
         self.normalizer = normalizer
         self.augment_cfg = augment_cfg
         self.dtype = dtype
@@ -64,13 +69,13 @@ class BatchMaker(Buffered):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def _batch_arrays(self, n: int):
-        return (self.buffer("u8", (n, INPUT_DIM), np.uint8),
-                self.buffer("x", (n, INPUT_DIM), self.dtype))
+    def _batch_arrays(self, n: int, slot: int = 0):
+        return (self.buffer(f"u8.{slot}", (n, INPUT_DIM), np.uint8),
+                self.buffer(f"x.{slot}", (n, INPUT_DIM), self.dtype))
 
-    def batch(self, index: np.ndarray, rng: np.random.Generator | None = None):
-        """`(x (B, 784) float32, y (B,) uint8)` for the images at `index`."""
-        u8, x = self._batch_arrays(len(index))
+    def batch(self, index: np.ndarray, rng: np.random.Generator | None = None, slot: int = 0):
+        """`(x (B, 784) float32, y (B,))` for the images at `index`."""
+        u8, x = self._batch_arrays(len(index), slot)
         np.take(self.flat, index, axis=0, out=u8)
         y = self.labels[index]
         if self.augment_cfg is None:
