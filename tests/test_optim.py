@@ -202,3 +202,23 @@ def test_fused_momentum_matches_the_plain_update():
         assert np.allclose(p, plain.params[name], rtol=1e-4, atol=1e-6), name
     for name, v in fused.optimizer.state_arrays().items():
         assert np.allclose(v, plain.optimizer.state_arrays()[name], rtol=1e-4, atol=1e-6)
+
+
+def test_blas_addresses_follow_arrays_that_die_and_are_replaced():
+    """The address cache behind the BLAS calls: a new array that takes a dead one's id gets
+    its own address, results stay right, and the cache keeps nothing alive."""
+    import gc
+    import weakref
+
+    from mnist_bp.nn import blas
+
+    for _ in range(50):  # ids of dead arrays get reused quickly
+        x = np.arange(1000, dtype=np.float32)
+        y = np.ones(1000, np.float32)
+        blas.axpy(2.0, x, y)
+        assert np.array_equal(y, 1 + 2 * np.arange(1000, dtype=np.float32))
+        assert blas._address(y) == y.ctypes.data
+    ref = weakref.ref(y)
+    del x, y
+    gc.collect()
+    assert ref() is None

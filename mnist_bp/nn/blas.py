@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import weakref
 
 import numpy as np
 
@@ -61,6 +62,24 @@ def _find() -> dict:
 _FUNCS = _find()
 
 
+_ADDRESSES: dict[int, tuple[weakref.ref, int]] = {}
+
+
+def _address(a: np.ndarray) -> int:
+    """The address of `a`'s data. `a.ctypes.data` costs about 2 us a call, some twenty calls
+    a training step; the buffers passed here live as long as the layers, so their addresses
+    are remembered, under a weak reference (a dead array's id may be reused; nothing is kept
+    alive)."""
+    entry = _ADDRESSES.get(id(a))
+    if entry is not None and entry[0]() is a:
+        return entry[1]
+    if len(_ADDRESSES) > 1024:  # arrays that come and go (other callers): start afresh
+        _ADDRESSES.clear()
+    address = a.ctypes.data
+    _ADDRESSES[id(a)] = (weakref.ref(a), address)
+    return address
+
+
 def _usable(x: np.ndarray, y: np.ndarray) -> bool:
     return (y.dtype in _FUNCS and x.dtype == y.dtype and x.shape == y.shape
             and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable)
@@ -69,7 +88,7 @@ def _usable(x: np.ndarray, y: np.ndarray) -> bool:
 def axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
     """y += a * x, in place."""
     if _usable(x, y):
-        _FUNCS[y.dtype][0](y.size, a, x.ctypes.data, 1, y.ctypes.data, 1)
+        _FUNCS[y.dtype][0](y.size, a, _address(x), 1, _address(y), 1)
     else:
         y += y.dtype.type(a) * x
 
@@ -77,7 +96,7 @@ def axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
 def axpby(a: float, x: np.ndarray, b: float, y: np.ndarray) -> None:
     """y = a * x + b * y, in place."""
     if _usable(x, y):
-        _FUNCS[y.dtype][1](y.size, a, x.ctypes.data, 1, b, y.ctypes.data, 1)
+        _FUNCS[y.dtype][1](y.size, a, _address(x), 1, b, _address(y), 1)
     else:
         y *= y.dtype.type(b)
         y += y.dtype.type(a) * x
@@ -98,8 +117,8 @@ def gemm_tn(x: np.ndarray, g: np.ndarray, beta: float, c: np.ndarray) -> None:
         return
     n, d_in = x.shape
     d_out = g.shape[1]
-    _FUNCS[c.dtype][2](_ROW_MAJOR, _TRANS, _NO_TRANS, d_in, d_out, n, 1.0, x.ctypes.data, d_in,
-                       g.ctypes.data, d_out, beta, c.ctypes.data, d_out)
+    _FUNCS[c.dtype][2](_ROW_MAJOR, _TRANS, _NO_TRANS, d_in, d_out, n, 1.0, _address(x), d_in,
+                       _address(g), d_out, beta, _address(c), d_out)
 
 
 def available() -> bool:
