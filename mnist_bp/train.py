@@ -78,8 +78,7 @@ class Trainer:
         self.loss = make_loss(cfg.loss)
         self.normalizer = normalizer
         aug = cfg.augment if is_active(cfg.augment) else None
-        self.train_maker = BatchMaker(train_split.images, train_split.labels, normalizer, aug,
-                                      in_memory=True)
+        self.train_maker = BatchMaker(train_split.images, train_split.labels, normalizer, aug)
         self.val_maker = (BatchMaker(val_split.images, val_split.labels, normalizer)
                           if val_split is not None else None)
         self.batch_size = cfg.training.batch_size
@@ -280,7 +279,7 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
         run_dir, progress = start_run(cfg, run_dir, config_name), Progress()
     reporter.info(f"run directory: {run_dir}")
 
-    dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info)
+    dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info, in_memory=True)
     train_split, val_split = split_validation(dataset.train, cfg.data.validation)
     normalizer = (Normalizer(**state[2]["normalization"]) if state
                   else Normalizer.fit(cfg.data.normalize, train_split.images))

@@ -51,17 +51,13 @@ class BatchMaker(Buffered):
     """Gathers, converts, augments and normalises batches from uint8 images.
 
     Returned arrays are buffers reused by the next call with the same `slot` (two slots let
-    one batch be prepared while the other is in use). `in_memory=True` copies memory-mapped
-    images into RAM first: random gathers from a file mapping are about a third slower.
+    one batch be prepared while the other is in use).
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, normalizer: Normalizer,
-                 augment_cfg=None, dtype=np.float32, in_memory=False):
+                 augment_cfg=None, dtype=np.float32):
         self.flat = images.reshape(len(images), INPUT_DIM)
-        self.labels = np.asarray(labels)
-        if in_memory:
-            self.flat = np.array(self.flat)
-            self.labels = np.array(self.labels, np.intp)
+        self.labels = np.asarray(labels, np.intp)  # index-sized: the fastest to gather
         self.normalizer = normalizer
         self.augment_cfg = augment_cfg
         self.dtype = dtype

@@ -25,8 +25,9 @@ def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
 
 
 def load_dataset(name: str, data_dir: Path | str | None = None, *, fetch: bool = True,
-                 log=None) -> Dataset:
-    """Load `name` from the data dir, downloading it first when files are missing."""
+                 log=None, in_memory: bool = False) -> Dataset:
+    """Load `name` from the data dir, downloading it first when files are missing; memory-mapped,
+    or read into RAM with `in_memory`."""
     spec = get_dataset(name)
     folder = resolve_data_dir(data_dir) / name
     if missing_files(folder):
@@ -34,7 +35,7 @@ def load_dataset(name: str, data_dir: Path | str | None = None, *, fetch: bool =
             raise UserError(f"{folder}: {name} is not downloaded; run "
                             f"`mnist-bp download --dataset {name}`")
         download_dataset(spec, folder.parent, log=log)
-    return load_cached(folder, log=log)
+    return load_cached(folder, log=log, in_memory=in_memory)
 
 
 def split_validation(train: Split, validation: int) -> tuple[Split, Split | None]:
