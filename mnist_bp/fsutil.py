@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,24 @@ def atomic_write(path: Path, mode: str = "wb"):
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Make `dst` a copy of `src`, atomically: a hard link where the file system has them (no
+    bytes written; replacing `src` later, itself atomically, leaves `dst` as it was), else a
+    copy of the bytes."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.link.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        with atomic_write(dst) as f, open(src, "rb") as source:
+            shutil.copyfileobj(source, f)
+        return
+    os.replace(tmp, dst)
+    fsync_dir(dst.parent)
 
 
 def _umask() -> int:

@@ -234,3 +234,37 @@ def test_batches_prepared_ahead_equal_batches_prepared_inline(small_arrays):
     batches.close()  # what train_epoch does on a stop: waits for the batch in flight
     cfg_plain, _ = load_config("bench")
     assert not Trainer(cfg_plain, train, None, Normalizer()).prefetch
+
+
+def test_best_is_linked_to_last_and_survives_the_next_epoch(tmp_path):
+    """best.npz is made from last.npz without writing the bytes again (a hard link); when
+    last.npz is replaced by the next epoch, best.npz keeps its own epoch."""
+    import os
+
+    from mnist_bp.fsutil import atomic_copy, atomic_write
+
+    last, best = tmp_path / "last.npz", tmp_path / "best.npz"
+    with atomic_write(last) as f:
+        f.write(b"epoch 1")
+    atomic_copy(last, best)
+    assert best.read_bytes() == b"epoch 1" and os.path.samefile(last, best)
+    with atomic_write(last) as f:
+        f.write(b"epoch 2")
+    assert best.read_bytes() == b"epoch 1" and last.read_bytes() == b"epoch 2"
+    atomic_copy(last, best)
+    assert best.read_bytes() == b"epoch 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.npz", "last.npz"]
+
+
+def test_best_is_copied_where_hard_links_fail(tmp_path, monkeypatch):
+    from mnist_bp import fsutil
+
+    def no_links(src, dst):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(fsutil.os, "link", no_links)
+    last, best = tmp_path / "last.npz", tmp_path / "best.npz"
+    last.write_bytes(b"epoch 1")
+    fsutil.atomic_copy(last, best)
+    assert best.read_bytes() == b"epoch 1" and not best.samefile(last)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.npz", "last.npz"]
