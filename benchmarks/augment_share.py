@@ -25,7 +25,7 @@ from mnist_bp.train import Trainer
 CONFIGS = ("default", "fashion", "mnist-best", "mnist-robust")
 
 def step_seconds(trainer: Trainer, steps: int, prefetch: bool) -> float:
-    trainer.prefetch = prefetch
+    trainer.prefetch = prefetch  # training.prefetch, whatever the config says
     order = rng.stream(0, rng.SHUFFLE, 0).permutation(len(trainer.train_maker))
     start = time.perf_counter()
     for step, (x, y) in trainer.batches(order, 0, 0):

@@ -91,6 +91,8 @@ class TrainingConfig:
     early_stopping_metric: str = opt("val_acc", choices=("val_acc", "val_loss"))
     clip_grad_norm: float = opt(0.0, ge=0.0, doc="clip the global gradient norm; 0 = off")
     eval_batch_size: int = opt(2000, ge=1)
+    prefetch: bool = opt(False, doc="prepare each augmented batch in a worker thread while the "
+                                    "step before it runs (slower on 2 cores, see README)")
 
 
 @dataclass(frozen=True)

@@ -83,10 +83,10 @@ class Trainer:
                           if val_split is not None else None)
         self.batch_size = cfg.training.batch_size
         self.steps_per_epoch = math.ceil(len(self.train_maker) / self.batch_size)
-        # Preparing the next batch in a worker thread pays where augmentation makes it costly
-        # (mnist-best: 5 % off each step); a plain gather and convert gains nothing from it,
-        # and handing small batches to a thread costs more than it saves.
-        self.prefetch = aug is not None
+        # Preparing the next batch in a worker thread competes with OpenBLAS's threads for the
+        # cores: on 2 cores it made augmented steps 8-9 % slower (benchmarks/augment_share.py),
+        # and a plain gather and convert gains nothing from it. Off unless asked for.
+        self.prefetch = cfg.training.prefetch and aug is not None
 
     def lr(self, global_step: int) -> float:
         cfg = self.cfg

@@ -20,6 +20,7 @@ SETTINGS = {
     "schedule.warmup_epochs": "0.5", "augment.shift.p": "0.5", "augment.affine.p": "0.3",
     "augment.elastic.p": "0.3", "augment.invert.p": "0.2", "augment.colors.p": "0.3",
     "augment.noise.p": "0.2", "augment.flip.p": "0.5", "augment.erase.p": "0.3",
+    "training.prefetch": "true",
 }
 
 

@@ -210,7 +210,8 @@ def test_batches_prepared_ahead_equal_batches_prepared_inline(small_arrays):
     from mnist_bp.train import Trainer
 
     cfg, _ = load_config("mnist-robust", ["training.batch_size=32", "model.hidden=[16]",
-                                          "augment.flip.p=0.5", "augment.erase.p=0.5"])
+                                          "augment.flip.p=0.5", "augment.erase.p=0.5",
+                                          "training.prefetch=true"])
     train = Split(small_arrays["train_images"], small_arrays["train_labels"])
     trainer = Trainer(cfg, train, None, Normalizer())
     assert trainer.prefetch  # augmentation on: batches are prepared ahead
@@ -232,8 +233,8 @@ def test_batches_prepared_ahead_equal_batches_prepared_inline(small_arrays):
     batches = trainer.batches(order, 3, 0)
     next(batches)
     batches.close()  # what train_epoch does on a stop: waits for the batch in flight
-    cfg_plain, _ = load_config("bench")
-    assert not Trainer(cfg_plain, train, None, Normalizer()).prefetch
+    for name, sets in (("bench", ["training.prefetch=true"]), ("mnist-robust", [])):
+        assert not Trainer(load_config(name, sets)[0], train, None, Normalizer()).prefetch
 
 
 def test_best_is_linked_to_last_and_survives_the_next_epoch(tmp_path):
