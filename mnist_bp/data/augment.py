@@ -118,27 +118,33 @@ def elastic_field(rng, n: int, alpha: float, sigma: float, p: float):
 
 def resample(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """Bilinear sampling of `x` `(n, 28, 28)` at `coords` `(2, n, 28, 28)` (row, col), 0
-    outside the image: four gathers from a zero-padded copy, weighted."""
+    outside the image: the four neighbours gathered from a zero-padded copy in one `take`,
+    weighted."""
     n = len(x)
     P = SIZE + 3  # padded side: index 0 is row/col -1, indices 29 and 30 are zero beyond
     padded = np.zeros((n, P, P), x.dtype)
     padded[:, 1:SIZE + 1, 1:SIZE + 1] = x
-    flat = padded.ravel()
     r = np.clip(coords[0], -1, SIZE)  # beyond -1 or 28 everything is 0 anyway
     c = np.clip(coords[1], -1, SIZE)
     r0, c0 = np.floor(r), np.floor(c)
-    fr, fc = r - r0, c - c0
-    # index of each (row r0, col c0) in the flat padded batch
-    base = (r0.astype(np.intp) + 1) * P + (c0.astype(np.intp) + 1)
-    base += (np.arange(n) * (P * P))[:, None, None]
-    top = flat[base]
-    top += (flat[base + 1] - top) * fc
-    bottom = flat[base + P]
-    bottom += (flat[base + P + 1] - bottom) * fc
+    fr, fc = np.subtract(r, r0, out=r), np.subtract(c, c0, out=c)
+    # index of each (row r0, col c0) in the flat padded batch, then of its three neighbours
+    base = r0.astype(np.intp)
+    base *= P
+    base += c0.astype(np.intp)
+    base += (np.arange(n) * (P * P) + P + 1)[:, None, None]
+    corners = np.take(padded.ravel(), base + np.array([0, 1, P, P + 1])[:, None, None, None])
+    top, right, bottom, bottom_right = corners
+    right -= top
+    right *= fc
+    top += right  # along the top row
+    bottom_right -= bottom
+    bottom_right *= fc
+    bottom += bottom_right  # along the bottom row
     bottom -= top
     bottom *= fr
-    top += bottom
-    return top.astype(x.dtype, copy=False)
+    top += bottom  # between the two
+    return top
 
 
 def geometric(x, rng, affine_cfg=None, elastic_cfg=None) -> np.ndarray:
