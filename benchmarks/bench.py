@@ -1,10 +1,12 @@
-"""`make bench`: the benchmark workload (configs/bench.yaml) in mnist-bp, PyTorch and
-scikit-learn, alternating in one run, plus the matmul floor, evaluation, start-up and
-dataset-loading times, and a scaling table (mnist-bp against PyTorch as the hidden width and
-the batch size change; `--part scaling` runs it alone). Only ratios measured in the same run
-mean anything: absolute times drift by +-30 % on a shared machine.
+"""`make bench`: the benchmark workload (configs/bench.yaml) in mnist-bp, PyTorch (its SGD
+both plain and fused: the faster median is the reference) and scikit-learn, alternating in one
+run, plus the matmul floor, evaluation, start-up and dataset-loading times, and a scaling table
+(mnist-bp against the PyTorch reference as the hidden width and the batch size change;
+`--part scaling` runs it alone). Only ratios measured in the same run mean anything: absolute
+times drift by +-30 % on a shared machine.
 
     python benchmarks/bench.py --data-dir D [--rounds 3] [--epochs 3] [--part all|main|scaling]
+                                            [--torch-optimizer plain|fused]
 
 Needs Fashion-MNIST in D (`mnist-bp download --dataset fashion-mnist --from
 /usr/share/datasets/fashion-mnist --data-dir D` after `apt-get install dataset-fashion-mnist`).
