@@ -238,17 +238,17 @@ def test_batches_prepared_ahead_equal_batches_prepared_inline(small_arrays):
 
 
 def test_best_is_linked_to_last_and_survives_the_next_epoch(tmp_path):
-    """best.npz is made from last.npz without writing the bytes again (a hard link); when
+    """last.npz is made from best.npz without writing the bytes again (a hard link); when
     last.npz is replaced by the next epoch, best.npz keeps its own epoch."""
     import os
 
     from mnist_bp.fsutil import atomic_copy, atomic_write
 
     last, best = tmp_path / "last.npz", tmp_path / "best.npz"
-    with atomic_write(last) as f:
+    with atomic_write(best) as f:
         f.write(b"epoch 1")
-    atomic_copy(last, best)
-    assert best.read_bytes() == b"epoch 1" and os.path.samefile(last, best)
+    atomic_copy(best, last)
+    assert last.read_bytes() == b"epoch 1" and os.path.samefile(last, best)
     with atomic_write(last) as f:
         f.write(b"epoch 2")
     assert best.read_bytes() == b"epoch 1" and last.read_bytes() == b"epoch 2"
