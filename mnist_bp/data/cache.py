@@ -116,7 +116,7 @@ def load_cached(folder: Path, log=None, in_memory: bool = False) -> Dataset:
     arrays = _read_cache(folder, in_memory)
     if arrays is None:
         with locked(folder):
-            arrays = _read_cache(folder)
+            arrays = _read_cache(folder, in_memory)
             if arrays is None:
                 if log:
                     log(f"parsing {folder.name} IDX files into the cache at {_cache_dir(folder)}")
