@@ -330,6 +330,16 @@ def apply_override(raw: dict, assignment: str) -> None:
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set "
                           f"optimizer.learning_rate=0.01")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    set_key(raw, key, value)
+
+
+def set_key(raw: dict, key: str, value) -> None:
+    """Set the config key `dotted.key` to `value` in the raw dict, creating sections on the way;
+    a key the config does not have is an error naming it (and the nearest names)."""
     parts = key.split(".")
     cls = Config
     node = raw
@@ -344,10 +354,7 @@ def apply_override(raw: dict, assignment: str) -> None:
             if is_dataclass(hint):
                 raise ConfigError(f"--set {key}: '{dotted}' is a section; set one of its keys, "
                                   f"e.g. {dotted}.{fields(hint)[0].name}=...")
-            try:
-                node[part] = yaml.safe_load(text)
-            except yaml.YAMLError:
-                node[part] = text
+            node[part] = value
             return
         if not is_dataclass(hint):
             raise ConfigError(f"--set {key}: '{dotted}' is not a section")

@@ -34,6 +34,7 @@ from mnist_bp.config import (
     dump_yaml,
     from_dict,
     read_yaml,
+    set_key,
     to_dict,
 )
 from mnist_bp.errors import UserError
@@ -59,15 +60,6 @@ def config_fields(cls=Config, prefix: str = "") -> dict[str, type]:
         else:
             out[key] = hints[f.name]
     return out
-
-
-def set_dotted(raw: dict, key: str, value) -> dict:
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return raw
 
 
 def load_space(path: Path, base: dict) -> dict[str, dict]:
@@ -129,7 +121,9 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
             spec = {**spec, "low": kind(low), "high": kind(high), "kind": kind.__name__}
         for value in values:  # each end of the range, each choice must make a valid config
             try:
-                from_dict(set_dotted(json.loads(json.dumps(base)), key, value))
+                raw_cfg = json.loads(json.dumps(base))
+                set_key(raw_cfg, key, value)
+                from_dict(raw_cfg)
             except ConfigError as exc:
                 raise UserError(f"{path}: {exc}") from None
         space[key] = spec
@@ -325,7 +319,7 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
             continue
         raw = json.loads(json.dumps(cfg_raw))
         for key, value in params.items():
-            set_dotted(raw, key, value)
+            set_key(raw, key, value)
         cfg = from_dict(raw)
         trial.set_user_attr("config", to_dict(cfg))
         run_dir = out / "trials" / str(trial.number)
