@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_bp.data.registry import DIGITS, class_names
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write
 
@@ -111,6 +112,13 @@ def score_run(run: RunData, data_dir, log=None) -> None:
                      float(probs[i, pred[i]])) for i in worst]
 
 
+def class_labels(dataset: str) -> tuple[str, ...]:
+    """Axis and table labels for classes 0..9: the digits, or "6 Shirt" where the classes have
+    names (Fashion-MNIST, KMNIST)."""
+    names = class_names(dataset)
+    return names if names == DIGITS else tuple(f"{k} {name}" for k, name in enumerate(names))
+
+
 # --- figures ---------------------------------------------------------------------------------
 
 def png(fig) -> bytes:
@@ -162,8 +170,9 @@ def confusion_figure(plt, runs: list[RunData]):
                 if counts[t, p]:
                     ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=7,
                             color="black" if share[t, p] > 0.15 else "white")
-        ax.set_xticks(range(10))
-        ax.set_yticks(range(10))
+        names = class_labels(run.dataset)
+        ax.set_xticks(range(10), names, rotation=90 if names != DIGITS else 0)
+        ax.set_yticks(range(10), names)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{run.name}: test accuracy {run.scores['accuracy']:.4f}", fontsize=10)
@@ -183,15 +192,16 @@ def mistakes_figure(plt, runs: list[RunData], columns: int = 8):
             ax.axis("off")
             if i < len(run.mistakes):
                 image, true, pred, confidence = run.mistakes[i]
+                names = class_names(run.dataset)
                 ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-                ax.set_title(f"true {true} → {pred}\n{confidence:.2f}", fontsize=8)
+                ax.set_title(f"{names[true]} → {names[pred]}\n{confidence:.2f}", fontsize=7)
         if len(scored) > 1:
             axes[row, 0].text(-0.2, 0.5, run.name, transform=axes[row, 0].transAxes,
                               rotation=90, va="center", ha="right", fontsize=8)
         if not run.mistakes:
             axes[row, 0].text(0, 0.5, "no mistakes", fontsize=9)
         row += n_rows
-    fig.suptitle("most confidently wrong test images (true label → prediction, confidence)",
+    fig.suptitle("most confidently wrong test images (true class → prediction, confidence)",
                  fontsize=9)
     fig.tight_layout()
     return fig
@@ -259,7 +269,8 @@ def page(runs: list[RunData], figures: dict[str, bytes]) -> str:
     for k, run in enumerate(runs):
         head = f" ({html.escape(run.name)})" if len(runs) > 1 else ""
         if run.scores:
-            rows = [[str(c["class"]), fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]),
+            names = class_labels(run.dataset)
+            rows = [[html.escape(names[c["class"]]), fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]),
                      str(c["support"])] for c in run.scores["per_class"]]
             parts += [f"<h2>Per class{head}</h2>",
                       table(["class", "precision", "recall", "F1", "support"], rows, "num",

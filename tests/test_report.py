@@ -88,6 +88,22 @@ def test_confusion_matches_evaluate(trained_run):
     assert confidences == sorted(confidences, reverse=True)
 
 
+def test_named_classes_label_the_tables(trained_run):
+    """Fashion-MNIST's and KMNIST's classes appear by name; MNIST's digits as themselves."""
+    assert report.class_labels("mnist") == tuple("0123456789")
+    assert report.class_labels("fashion-mnist")[6] == "6 Shirt"
+    assert report.class_labels("kmnist")[9] == "9 wo"
+    run = report.read_run(trained_run)
+    report.score_run(run, trained_run.parent / "data")
+    figures = dict.fromkeys(report.FILES[1:], b"")
+    assert cells(report.page([run], figures), "3", "per-class-0")  # digits: "3"
+    run.dataset = "fashion-mnist"
+    page = report.page([run], figures)
+    row = cells(page, "0 T-shirt/top", "per-class-0")
+    assert row[-1] == str(run.scores["per_class"][0]["support"])
+    assert cells(page, "9 Ankle boot", "per-class-0")
+
+
 def test_two_runs_overlaid_with_both_labels(trained_run, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(trained_run, other)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from mnist_bp.errors import UserError
 
+DIGITS = tuple(str(d) for d in range(10))
+
 # The four files, keyed by the role they play.
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 FILENAMES = {
@@ -40,14 +42,16 @@ class DatasetSpec:
     files: dict[str, FileSpec]
     mirrors: tuple[str, ...]
     description: str = ""
+    classes: tuple[str, ...] = DIGITS  # what labels 0..9 mean
 
 
-def _spec(name, description, mirrors, sha256, sizes):
+def _spec(name, description, mirrors, sha256, sizes, classes=None):
     files = {
         role: FileSpec(FILENAMES[role], "sha256", digest, size)
         for role, digest, size in zip(ROLES, sha256, sizes, strict=True)
     }
-    return DatasetSpec(name, files, tuple(mirrors), description)
+    extra = {"classes": tuple(classes)} if classes else {}
+    return DatasetSpec(name, files, tuple(mirrors), description, **extra)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -82,6 +86,9 @@ DATASETS: dict[str, DatasetSpec] = {
                 "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
             ],
             [26421880, 29515, 4422102, 5148],
+            # the dataset's README, label by label
+            ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+             "Sneaker", "Bag", "Ankle boot"],
         ),
         _spec(
             "kmnist",
@@ -94,9 +101,17 @@ DATASETS: dict[str, DatasetSpec] = {
                 "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
             ],
             [18165135, 29497, 3041136, 5120],
+            # the dataset's kmnist_classmap.csv: hiragana, romanised
+            ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
         ),
     )
 }
+
+
+def class_names(dataset: str | None) -> tuple[str, ...]:
+    """What labels 0..9 stand for in `dataset` (the digits themselves when unknown)."""
+    spec = DATASETS.get(dataset or "")
+    return spec.classes if spec else DIGITS
 
 
 def get_dataset(name: str) -> DatasetSpec:
