@@ -35,8 +35,9 @@ def opt(default, *, choices=None, ge=None, gt=None, le=None, lt=None, doc=""):
 class DataConfig:
     dataset: str = opt("mnist", choices=DATASET_NAMES)
     validation: int = opt(0, ge=0, doc="images held out of the training files; 0 = none")
-    normalize: str = opt("scale", choices=("scale", "standardize"),
-                         doc="scale: pixel/255; standardize: (pixel/255 - mean) / std")
+    normalize: str = opt("scale", choices=("scale", "center", "standardize"),
+                         doc="scale: pixel/255; center: 2 pixel/255 - 1 (inverting the colours "
+                             "negates the input); standardize: (pixel/255 - mean) / std")
 
 
 @dataclass(frozen=True)

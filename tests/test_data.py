@@ -160,3 +160,22 @@ def test_real_mnist_10k_import_if_present(tmp_path):
     assert result.exit_code == 0, result.output
     assert "10000 training and 10000 test images" in result.stdout
     assert result.stdout.count("does NOT match the official checksum") == 4
+
+
+@pytest.mark.parametrize("kind, mean, std", [("scale", 0.0, 1.0), ("center", 0.5, 0.5)])
+def test_normalize_scale_and_center(kind, mean, std):
+    """scale: pixel/255; center: 2 pixel/255 - 1, where inverting the colours (255 - pixel)
+    negates the input exactly, from uint8 and from [0, 1] floats (after augmentation) alike."""
+    from mnist_bp.data.batches import Normalizer
+
+    u8 = np.array([[0, 51, 255, 102]], np.uint8)
+    norm = Normalizer.fit(kind, u8)
+    assert (norm.mean, norm.std) == (mean, std)
+    out = norm.from_uint8(u8, np.empty(u8.shape, np.float32))
+    expected = {"scale": [0.0, 0.2, 1.0, 0.4], "center": [-1.0, -0.6, 1.0, -0.2]}[kind]
+    np.testing.assert_allclose(out[0], expected, atol=1e-6)
+    unit = norm.from_unit(u8.astype(np.float32) / 255, np.empty(u8.shape, np.float32))
+    np.testing.assert_allclose(unit, out, atol=1e-6)
+    if kind == "center":
+        inverted = norm.from_uint8(255 - u8, np.empty(u8.shape, np.float32))
+        np.testing.assert_allclose(inverted, -out, atol=1e-6)

@@ -76,6 +76,23 @@ def test_activation(make, n, d, _):
     check_layer(make(), away_from_kinks(rng, (n, d)), rng)
 
 
+def test_relu_float32_exact():
+    """float32 ReLU: forward np.maximum(x, 0) and backward g * (x > 0), bit for bit, with
+    zeros, subnormals and infinities."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 33)).astype(np.float32)
+    special = [0.0, 1e-45, -1e-45, 1e-38, -1e-38, np.inf, -np.inf, 3.0, -3.0]
+    x.flat[:len(special)] = special
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    relu = ReLU()
+    out = relu.forward(x)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out.view(np.int32), np.maximum(x, 0).view(np.int32))
+    dx = relu.backward(g)
+    np.testing.assert_array_equal(dx.view(np.int32), (g * (x > 0)).view(np.int32))
+    assert dx[0, 0] == 0 and dx[0, 1] == g[0, 1] and dx[0, 2] == 0  # 0, +tiny, -tiny
+
+
 @pytest.mark.parametrize("n, d, _", SHAPES)
 def test_dropout_with_fixed_mask(n, d, _):
     rng = np.random.default_rng(7)

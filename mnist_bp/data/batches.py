@@ -25,6 +25,8 @@ class Normalizer:
     def fit(cls, kind: str, images: np.ndarray) -> Normalizer:
         if kind == "scale":
             return cls()
+        if kind == "center":  # [0, 1] -> [-1, 1]: 1 - x (inverted colours) becomes -x
+            return cls(0.5, 0.5)
         sample = np.asarray(images[:10000], dtype=np.float32) / 255  # plenty for two numbers
         return cls(float(sample.mean()), float(sample.std()))
 
