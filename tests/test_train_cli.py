@@ -271,33 +271,6 @@ def test_best_is_copied_where_hard_links_fail(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.npz", "last.npz"]
 
 
-def test_epoch_files_are_written_in_the_background_from_copies(tmp_path, data_dir, monkeypatch):
-    """Checkpoints and metrics are written by the writer thread while the next epoch trains,
-    from copies: a slow disk changes nothing in what is written."""
-    import threading
-    import time
-
-    from mnist_bp import train as train_module
-
-    reference, _ = train(tmp_path, data_dir, run="reference")
-    threads, save = [], checkpoint.save
-
-    def slow_save(*args):
-        threads.append(threading.current_thread().name)
-        time.sleep(0.3)  # longer than an epoch here: the next epoch's steps run meanwhile
-        save(*args)
-
-    monkeypatch.setattr(train_module.checkpoint, "save", slow_save)
-    run, _ = train(tmp_path, data_dir, run="slow")
-    assert len(threads) == 3 and all(t.startswith("mnist-bp-writer") for t in threads)
-    for name in ("best.npz", "last.npz"):
-        a, _, meta_a = checkpoint.load(reference / "checkpoints" / name)
-        b, _, meta_b = checkpoint.load(run / "checkpoints" / name)
-        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-        assert meta_a["progress"]["epoch"] == meta_b["progress"]["epoch"]
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
-
-
 def test_a_failed_epoch_write_is_one_clear_error(tmp_path, data_dir, monkeypatch):
     from mnist_bp import train as train_module
 
