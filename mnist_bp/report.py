@@ -270,8 +270,8 @@ def page(runs: list[RunData], figures: dict[str, bytes]) -> str:
         head = f" ({html.escape(run.name)})" if len(runs) > 1 else ""
         if run.scores:
             names = class_labels(run.dataset)
-            rows = [[html.escape(names[c["class"]]), fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]),
-                     str(c["support"])] for c in run.scores["per_class"]]
+            rows = [[html.escape(names[c["class"]]), fmt(c["precision"]), fmt(c["recall"]),
+                     fmt(c["f1"]), str(c["support"])] for c in run.scores["per_class"]]
             parts += [f"<h2>Per class{head}</h2>",
                       table(["class", "precision", "recall", "F1", "support"], rows, "num",
                             f"per-class-{k}")]
