@@ -45,13 +45,12 @@ class DatasetSpec:
     classes: tuple[str, ...] = DIGITS  # what labels 0..9 mean
 
 
-def _spec(name, description, mirrors, sha256, sizes, classes=None):
+def _spec(name, description, mirrors, sha256, sizes, classes=DIGITS):
     files = {
         role: FileSpec(FILENAMES[role], "sha256", digest, size)
         for role, digest, size in zip(ROLES, sha256, sizes, strict=True)
     }
-    extra = {"classes": tuple(classes)} if classes else {}
-    return DatasetSpec(name, files, tuple(mirrors), description, **extra)
+    return DatasetSpec(name, files, tuple(mirrors), description, tuple(classes))
 
 
 DATASETS: dict[str, DatasetSpec] = {
