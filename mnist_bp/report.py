@@ -187,12 +187,12 @@ def mistakes_figure(plt, runs: list[RunData], columns: int = 8):
                              squeeze=False)
     row = 0
     for run, n_rows in zip(scored, rows_per_run, strict=True):
+        names = class_names(run.dataset)
         for i in range(n_rows * columns):
             ax = axes[row + i // columns, i % columns]
             ax.axis("off")
             if i < len(run.mistakes):
                 image, true, pred, confidence = run.mistakes[i]
-                names = class_names(run.dataset)
                 ax.imshow(image, cmap="gray", vmin=0, vmax=255)
                 ax.set_title(f"{names[true]} → {names[pred]}\n{confidence:.2f}", fontsize=7)
         if len(scored) > 1:
