@@ -24,6 +24,7 @@ from mnist_bp.train import Trainer
 
 CONFIGS = ("default", "fashion", "mnist-best", "mnist-robust")
 
+
 def step_seconds(trainer: Trainer, steps: int, prefetch: bool) -> float:
     trainer.prefetch = prefetch  # training.prefetch, whatever the config says
     order = rng.stream(0, rng.SHUFFLE, 0).permutation(len(trainer.train_maker))
@@ -34,6 +35,7 @@ def step_seconds(trainer: Trainer, steps: int, prefetch: bool) -> float:
         dropout_rng = rng.stream(0, rng.DROPOUT, 0, step) if trainer.dropout else None
         trainer.train_step(x, y, step, dropout_rng)
     return (time.perf_counter() - start) / steps
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -66,6 +68,7 @@ def main():
         print(f"| {name} | {1000 * med[(True, False)]:.1f} -> {1000 * med[(True, True)]:.1f} | "
               f"{1000 * med[(False, False)]:.1f} -> {1000 * med[(False, True)]:.1f} | "
               f"{share[False]:.0%} | {share[True]:.0%} |", flush=True)
+
 
 if __name__ == "__main__":
     main()
