@@ -35,9 +35,10 @@ def opt(default, *, choices=None, ge=None, gt=None, le=None, lt=None, doc=""):
 class DataConfig:
     dataset: str = opt("mnist", choices=DATASET_NAMES)
     validation: int = opt(0, ge=0, doc="images held out of the training files; 0 = none")
-    normalize: str = opt("scale", choices=("scale", "center", "standardize"),
+    normalize: str = opt("scale", choices=("scale", "center", "standardize", "image"),
                          doc="scale: pixel/255; center: 2 pixel/255 - 1 (inverting the colours "
-                             "negates the input); standardize: (pixel/255 - mean) / std")
+                             "negates the input); standardize: (pixel/255 - mean) / std; "
+                             "image: each image to mean 0, std 1 (any colours -> +/- one input)")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class TrainingConfig:
     early_stopping_metric: str = opt("val_acc", choices=("val_acc", "val_loss"))
     clip_grad_norm: float = opt(0.0, ge=0.0, doc="clip the global gradient norm; 0 = off")
     eval_batch_size: int = opt(2000, ge=1)
+    checkpoint_every: int = opt(1, ge=1, doc="write last.npz (and the metrics) every this many "
+                                             "epochs and after the last; an epoch with a "
+                                             "better validation metric always writes best.npz")
     prefetch: bool = opt(False, doc="prepare each augmented batch in a worker thread while the "
                                     "step before it runs (slower on 2 cores, see README)")
 

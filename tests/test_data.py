@@ -179,3 +179,27 @@ def test_normalize_scale_and_center(kind, mean, std):
     if kind == "center":
         inverted = norm.from_uint8(255 - u8, np.empty(u8.shape, np.float32))
         np.testing.assert_allclose(inverted, -out, atol=1e-6)
+
+
+def test_normalize_per_image():
+    """image: each image to mean 0 and standard deviation 1. Inverting its colours negates
+    it, other foreground/background intensities (bg + (fg - bg) x) give it back up to the
+    sign of fg - bg, and an image of one intensity becomes zeros, not NaN. The mode travels
+    in a checkpoint's meta (to_dict) and old metas without it load as before."""
+    from mnist_bp.data.batches import Normalizer
+
+    u8 = np.array([[0, 51, 255, 102], [9, 9, 9, 9]], np.uint8)
+    norm = Normalizer.fit("image", u8)
+    out = norm.from_uint8(u8, np.empty(u8.shape, np.float32))
+    x = np.array([0, 0.2, 1, 0.4])  # the first image, std sqrt(0.14)
+    np.testing.assert_allclose(out[0], (x - 0.4) / np.sqrt(0.14), atol=1e-6)
+    np.testing.assert_array_equal(out[1], np.zeros(4, np.float32))
+    inverted = norm.from_uint8(255 - u8, np.empty(u8.shape, np.float32))
+    np.testing.assert_allclose(inverted, -out, atol=1e-6)
+    unit = u8.astype(np.float32) / 255
+    for fg, bg, sign in ((0.9, 0.3, 1), (0.1, 0.7, -1)):
+        colored = norm.from_unit((bg + (fg - bg) * unit).astype(np.float32),
+                                 np.empty(u8.shape, np.float32))
+        np.testing.assert_allclose(colored[0], sign * out[0], atol=1e-5)
+    assert Normalizer(**norm.to_dict()).per_image is True
+    assert Normalizer(mean=0.1, std=0.3).per_image is False

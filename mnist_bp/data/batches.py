@@ -16,10 +16,11 @@ INPUT_DIM = 784
 
 
 class Normalizer:
-    """pixel (uint8 or [0, 1] float) -> (pixel/255 - mean)/std, as one multiply-add."""
+    """pixel (uint8 or [0, 1] float) -> (pixel/255 - mean)/std, as one multiply-add; or, with
+    `per_image`, each image standardised by its own mean and standard deviation."""
 
-    def __init__(self, mean: float = 0.0, std: float = 1.0):
-        self.mean, self.std = float(mean), float(std)
+    def __init__(self, mean: float = 0.0, std: float = 1.0, per_image: bool = False):
+        self.mean, self.std, self.per_image = float(mean), float(std), bool(per_image)
 
     @classmethod
     def fit(cls, kind: str, images: np.ndarray) -> Normalizer:
@@ -27,17 +28,19 @@ class Normalizer:
             return cls()
         if kind == "center":  # [0, 1] -> [-1, 1]: 1 - x (inverted colours) becomes -x
             return cls(0.5, 0.5)
+        if kind == "image":  # any foreground/background intensities -> + or - one image
+            return cls(per_image=True)
         sample = np.asarray(images[:10000], dtype=np.float32) / 255  # plenty for two numbers
         return cls(float(sample.mean()), float(sample.std()))
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std}
+        return {"mean": self.mean, "std": self.std, "per_image": self.per_image}
 
     def from_uint8(self, u8: np.ndarray, out: np.ndarray) -> np.ndarray:
         np.multiply(u8, np.float32(1 / (255 * self.std)), out=out)
         if self.mean:
             out -= np.float32(self.mean / self.std)
-        return out
+        return standardize_rows(out) if self.per_image else out
 
     def from_unit(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """`x` in [0, 1] (after augmentation) -> normalised."""
@@ -46,7 +49,21 @@ class Normalizer:
             out *= np.float32(1 / self.std)
         else:
             np.copyto(out, x)
-        return out
+        return standardize_rows(out) if self.per_image else out
+
+
+# An image of one intensity has no contrast to standardise: its pixels become 0, not NaN.
+MIN_STD = 1 / 255
+
+
+def standardize_rows(x: np.ndarray) -> np.ndarray:
+    """Each row (image) of `x` to mean 0 and standard deviation 1, in place. Colours
+    `bg + (fg - bg) x` map to sign(fg - bg) times the standardised x: inverting an image
+    negates its input exactly, and other intensities change nothing else."""
+    x -= x.mean(axis=1, keepdims=True, dtype=np.float32)
+    std = np.sqrt(np.einsum("ij,ij->i", x, x) / np.float32(x.shape[1]))
+    x *= (1 / np.maximum(std, np.float32(MIN_STD)))[:, None]
+    return x
 
 
 class BatchMaker(Buffered):
