@@ -210,6 +210,16 @@ def write_epoch(run_dir: Path, state: tuple, best: bool, history: list[dict]) ->
                         f"--resume {ckpt_dir / 'last.npz'}") from None
 
 
+def due(progress: Progress, improved: bool, every: int) -> bool:
+    """Whether the epoch just recorded writes its checkpoint: an improved validation metric
+    always does (best.npz must hold the best epoch), otherwise every `every` epochs and the
+    last. Without a validation split every epoch is the best, so best.npz and last.npz are
+    the same file, written on the same schedule. Each write of a 1024-1024 net with Adam
+    costs about 0.1 s (22 MB, fsynced): 4 % of mnist-best's 2-second epochs. A run killed
+    in between resumes from the last write and repeats the epochs after it, bit for bit."""
+    return improved or progress.finished or progress.epoch % every == 0
+
+
 def is_better(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -338,7 +348,8 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
                    "lr": train["lr"], "train_seconds": train["train_seconds"],
                    "seconds": time.perf_counter() - epoch_start + earlier}
             best = record_epoch(progress, row, metric, cfg)
-            write_epoch(run_dir, trainer.checkpoint_state(progress), best, progress.history)
+            if due(progress, best and metric is not None, cfg.training.checkpoint_every):
+                write_epoch(run_dir, trainer.checkpoint_state(progress), best, progress.history)
             reporter.epoch_end(row, cfg.training.epochs, len(trainer.train_maker))
 
     return finish(trainer, progress, dataset.test if score_test else None, run_dir, reporter)

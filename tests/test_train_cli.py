@@ -286,3 +286,35 @@ def test_a_failed_epoch_write_is_one_clear_error(tmp_path, data_dir, monkeypatch
     assert "could not write epoch 1's checkpoint and metrics (No space left on device)" \
         in errors[0] and "--resume" in errors[0]
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("validation, every, epochs", [(0, 2, 5), (100, 10, 4)])
+def test_checkpoint_every(tmp_path, data_dir, monkeypatch, validation, every, epochs):
+    """training.checkpoint_every: last.npz (and the metrics) every N epochs and after the
+    last; an epoch with a better validation accuracy always writes best.npz. The files at the
+    end are those of the last epoch either way."""
+    from mnist_bp import train as train_module
+
+    written = []
+    original = train_module.write_epoch
+
+    def spy(run_dir, state, best, history):
+        written.append(len(history))
+        original(run_dir, state, best, history)
+
+    monkeypatch.setattr(train_module, "write_epoch", spy)
+    run, _ = train(tmp_path, data_dir, "--set", f"training.checkpoint_every={every}",
+                   "--set", f"data.validation={validation}", "--set", f"training.epochs={epochs}")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    if validation:
+        accs = [r["val_acc"] for r in rows]
+        improved = [e for e in range(1, epochs + 1) if accs[e - 1] > max(accs[:e - 1], default=-1)]
+        assert written == sorted(set(improved) | {epochs}) and len(written) < epochs
+    else:
+        assert written == [2, 4, 5]
+    _, _, meta = checkpoint.load(run / "checkpoints" / "last.npz")
+    assert meta["progress"]["epoch"] == epochs
+    _, _, best = checkpoint.load(run / "checkpoints" / "best.npz")
+    summary = json.loads((run / "summary.json").read_text())
+    assert best["progress"]["epoch"] == summary["best_epoch"]
