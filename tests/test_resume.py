@@ -1,6 +1,6 @@
 """Kill a training subprocess at arbitrary moments (SIGKILL, SIGINT), resume it, and get
-weights bit-identical to an uninterrupted run, with dropout, every augmentation and the
-batch-preparing thread on."""
+weights bit-identical to an uninterrupted run, with dropout, every augmentation, per-image
+normalisation and the batch-preparing thread on."""
 
 import json
 import signal
@@ -20,7 +20,7 @@ SETTINGS = {
     "schedule.warmup_epochs": "0.5", "augment.shift.p": "0.5", "augment.affine.p": "0.3",
     "augment.elastic.p": "0.3", "augment.invert.p": "0.2", "augment.colors.p": "0.3",
     "augment.noise.p": "0.2", "augment.flip.p": "0.5", "augment.erase.p": "0.3",
-    "training.prefetch": "true",
+    "training.prefetch": "true", "data.normalize": "image",
 }
 
 
