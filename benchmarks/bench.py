@@ -1,6 +1,7 @@
 """`make bench`: the benchmark workload (configs/bench.yaml) in mnist-bp, PyTorch (its SGD
 both plain and fused: the faster median is the reference) and scikit-learn, alternating in one
-run, plus the matmul floor, evaluation, start-up and dataset-loading times, and a scaling table
+run, plus the matmul floor (also against mnist-bp's step in one process, alternating blocks of
+steps: the steadier ratio), evaluation, start-up and dataset-loading times, and a scaling table
 (mnist-bp against the PyTorch reference as the hidden width and the batch size change;
 `--part scaling` runs it alone). Only ratios measured in the same run mean anything: absolute
 times drift by +-30 % on a shared machine.
@@ -59,9 +60,9 @@ def run_reference(script: str, data_dir: str, epochs: int, *extra: str) -> tuple
     return json.loads(out.strip().splitlines()[-1])["epoch_seconds"], rss
 
 
-def matmul_floor(n_train: int, batch: int = 128, sizes=(784, 512, 512, 10), repeats=200) -> float:
-    """Every float32 matmul of one training step at its real shapes, with out=, scaled to an
-    epoch: forward x@W per layer, backward x^T@g per layer and g@W^T for all but the first."""
+def floor_step(batch: int = 128, sizes=(784, 512, 512, 10)):
+    """A function doing every float32 matmul of one training step at its real shapes, with
+    out=: forward x@W per layer, backward x^T@g per layer and g@W^T for all but the first."""
     rng = np.random.default_rng(0)
     f32 = np.float32
     Ws = [rng.random((a, b), dtype=f32) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
@@ -77,6 +78,12 @@ def matmul_floor(n_train: int, batch: int = 128, sizes=(784, 512, 512, 10), repe
             if i:
                 np.matmul(acts[i + 1], Ws[i].T, out=dxs[i])
 
+    return step
+
+
+def matmul_floor(n_train: int, batch: int = 128, sizes=(784, 512, 512, 10), repeats=200) -> float:
+    """The floor's step (`floor_step`) timed in 5 blocks of `repeats`, scaled to an epoch."""
+    step = floor_step(batch, sizes)
     for _ in range(20):
         step()
     times = []
@@ -86,6 +93,47 @@ def matmul_floor(n_train: int, batch: int = 128, sizes=(784, 512, 512, 10), repe
             step()
         times.append((time.perf_counter() - start) / repeats)
     return statistics.median(times) * n_train / batch
+
+
+def step_vs_floor(data_dir: str, blocks: int = 21, steps: int = 100) -> tuple[float, float, float]:
+    """mnist-bp's training step (the real Trainer on configs/bench.yaml: batch preparation,
+    forward, backward, update) against the floor's step, in one process, alternating blocks
+    of `steps` steps, so that the machine's drift hits both alike: (median ratio, lowest,
+    highest) over the blocks. Steadier than the ratio of whole runs measured seconds apart."""
+    from mnist_bp import rng
+    from mnist_bp.config import load_config
+    from mnist_bp.data.batches import Normalizer
+    from mnist_bp.data.datadir import load_dataset
+    from mnist_bp.train import Trainer
+
+    cfg, _ = load_config("bench")
+    train = load_dataset(cfg.data.dataset, data_dir, fetch=False, in_memory=True).train
+    trainer = Trainer(cfg, train, None, Normalizer.fit(cfg.data.normalize, train.images))
+    order = rng.stream(cfg.seed, rng.SHUFFLE, 0).permutation(len(trainer.train_maker))
+    floor = floor_step(cfg.training.batch_size, (784, *cfg.model.hidden, 10))
+    position = 0
+
+    def ours(n):
+        nonlocal position
+        for _ in range(n):
+            step = position % trainer.steps_per_epoch
+            x, y = trainer.prepare_batch(order, 0, step)
+            trainer.train_step(x, y, position, None)
+            position += 1
+
+    def theirs(n):
+        for _ in range(n):
+            floor()
+
+    ours(20), theirs(20)  # warm-up
+    ratios = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        ours(steps)
+        middle = time.perf_counter()
+        theirs(steps)
+        ratios.append((middle - start) / (time.perf_counter() - middle))
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def eval_seconds(data_dir: str) -> float:
@@ -228,7 +276,10 @@ def main():
                  f"{floor / ref:.2f} | 1.00 | - |" if ref else
                  f"| matmul floor | {floor:.3f} | {n_train / floor:,.0f} | - | 1.00 | - |")
     cached, parsed = load_seconds(data_dir)
+    ratio, low, high = step_vs_floor(data_dir)
     lines += ["",
+              f"mnist-bp's training step against the floor's, alternating in one process: "
+              f"{ratio:.2f} x (21 blocks of 100 steps: {low:.2f}-{high:.2f})",
               f"evaluate 10,000 test images (in-process, bench net): "
               f"{eval_seconds(data_dir):.3f} s",
               f"`mnist-bp --help` (whole process): {help_seconds():.3f} s",
