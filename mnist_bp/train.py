@@ -170,15 +170,11 @@ class Trainer:
         return evaluate(self.model, self.loss, maker, self.cfg.training.eval_batch_size, transform)
 
     # checkpoints -----------------------------------------------------------------------
-    def checkpoint_state(self, progress: Progress) -> tuple[dict, dict, dict]:
-        """(params, optimizer state, meta) as `checkpoint.save` takes them."""
+    def save(self, path: Path, progress: Progress) -> None:
         meta = {"config": to_dict(self.cfg), "progress": asdict(progress),
                 "optimizer_steps": self.optimizer.t, "normalization": self.normalizer.to_dict(),
                 "rng": "np.random.SeedSequence([seed, purpose, epoch, step]); see mnist_bp/rng.py"}
-        return self.params, self.optimizer.state_arrays(), meta
-
-    def save(self, path: Path, progress: Progress) -> None:
-        checkpoint.save(path, *self.checkpoint_state(progress))
+        checkpoint.save(path, self.params, self.optimizer.state_arrays(), meta)
 
     def restore(self, params, optim_state, meta) -> None:
         """Load arrays whose shapes `load_resume` has checked."""
@@ -186,7 +182,7 @@ class Trainer:
         self.optimizer.load_state(optim_state, meta["optimizer_steps"])
 
 
-def write_epoch(run_dir: Path, state: tuple, best: bool, history: list[dict]) -> None:
+def write_epoch(run_dir: Path, trainer: Trainer, progress: Progress, best: bool) -> None:
     """An epoch's files, in the order that keeps a killed run resumable: best.npz first (a
     run killed before last.npz follows resumes from the older last.npz and repeats the epoch,
     never losing a best epoch), last.npz as a link to the same bytes (no second write: 0.1 s
@@ -199,13 +195,13 @@ def write_epoch(run_dir: Path, state: tuple, best: bool, history: list[dict]) ->
     ckpt_dir = run_dir / "checkpoints"
     try:
         if best:
-            checkpoint.save(ckpt_dir / "best.npz", *state)
+            trainer.save(ckpt_dir / "best.npz", progress)
             atomic_copy(ckpt_dir / "best.npz", ckpt_dir / "last.npz")
         else:
-            checkpoint.save(ckpt_dir / "last.npz", *state)
-        write_history(run_dir, history)
+            trainer.save(ckpt_dir / "last.npz", progress)
+        write_history(run_dir, progress.history)
     except OSError as exc:
-        raise UserError(f"{run_dir}: could not write epoch {len(history)}'s checkpoint and "
+        raise UserError(f"{run_dir}: could not write epoch {progress.epoch}'s checkpoint and "
                         f"metrics ({exc.strerror or exc}); make room there, then continue with "
                         f"--resume {ckpt_dir / 'last.npz'}") from None
 
@@ -349,7 +345,7 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
                    "seconds": time.perf_counter() - epoch_start + earlier}
             best = record_epoch(progress, row, metric, cfg)
             if due(progress, best and metric is not None, cfg.training.checkpoint_every):
-                write_epoch(run_dir, trainer.checkpoint_state(progress), best, progress.history)
+                write_epoch(run_dir, trainer, progress, best)
             reporter.epoch_end(row, cfg.training.epochs, len(trainer.train_maker))
 
     return finish(trainer, progress, dataset.test if score_test else None, run_dir, reporter)

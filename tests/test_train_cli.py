@@ -298,9 +298,9 @@ def test_checkpoint_every(tmp_path, data_dir, monkeypatch, validation, every, ep
     written = []
     original = train_module.write_epoch
 
-    def spy(run_dir, state, best, history):
-        written.append(len(history))
-        original(run_dir, state, best, history)
+    def spy(run_dir, trainer, progress, best):
+        written.append(progress.epoch)
+        original(run_dir, trainer, progress, best)
 
     monkeypatch.setattr(train_module, "write_epoch", spy)
     run, _ = train(tmp_path, data_dir, "--set", f"training.checkpoint_every={every}",
