@@ -100,7 +100,8 @@ def step_vs_floor(data_dir: str, blocks: int = 21, steps: int = 100) -> tuple[fl
     forward, backward, update) against the floor's step, in one process, alternating blocks
     of `steps` steps, so that the machine's drift hits both alike: (median ratio, lowest,
     highest) over the blocks. Steadier than the ratio of whole runs measured seconds apart."""
-    from mnist_bp import rng
+    from augment_share import step_seconds
+
     from mnist_bp.config import load_config
     from mnist_bp.data.batches import Normalizer
     from mnist_bp.data.datadir import load_dataset
@@ -109,30 +110,18 @@ def step_vs_floor(data_dir: str, blocks: int = 21, steps: int = 100) -> tuple[fl
     cfg, _ = load_config("bench")
     train = load_dataset(cfg.data.dataset, data_dir, fetch=False, in_memory=True).train
     trainer = Trainer(cfg, train, None, Normalizer.fit(cfg.data.normalize, train.images))
-    order = rng.stream(cfg.seed, rng.SHUFFLE, 0).permutation(len(trainer.train_maker))
     floor = floor_step(cfg.training.batch_size, (784, *cfg.model.hidden, 10))
-    position = 0
 
-    def ours(n):
-        nonlocal position
-        for _ in range(n):
-            step = position % trainer.steps_per_epoch
-            x, y = trainer.prepare_batch(order, 0, step)
-            trainer.train_step(x, y, position, None)
-            position += 1
-
-    def theirs(n):
+    def floor_seconds(n):
+        start = time.perf_counter()
         for _ in range(n):
             floor()
+        return (time.perf_counter() - start) / n
 
-    ours(20), theirs(20)  # warm-up
-    ratios = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        ours(steps)
-        middle = time.perf_counter()
-        theirs(steps)
-        ratios.append((middle - start) / (time.perf_counter() - middle))
+    step_seconds(trainer, 20, prefetch=False)  # warm-up
+    floor_seconds(20)
+    ratios = [step_seconds(trainer, steps, prefetch=False) / floor_seconds(steps)
+              for _ in range(blocks)]
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
