@@ -78,10 +78,11 @@ def test_activation(make, n, d, _):
 
 def test_relu_float32_exact():
     """float32 ReLU: forward np.maximum(x, 0) and backward g * (x > 0), bit for bit, with
-    zeros, subnormals and infinities."""
+    zeros of both signs, subnormals, infinities and NaN, and again at another batch size (the
+    layer keeps its zeros and buffers per shape)."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((64, 33)).astype(np.float32)
-    special = [0.0, 1e-45, -1e-45, 1e-38, -1e-38, np.inf, -np.inf, 3.0, -3.0]
+    special = [0.0, 1e-45, -1e-45, 1e-38, -1e-38, np.inf, -np.inf, 3.0, -3.0, -0.0, np.nan]
     x.flat[:len(special)] = special
     g = rng.standard_normal(x.shape).astype(np.float32)
     relu = ReLU()
@@ -91,6 +92,10 @@ def test_relu_float32_exact():
     dx = relu.backward(g)
     np.testing.assert_array_equal(dx.view(np.int32), (g * (x > 0)).view(np.int32))
     assert dx[0, 0] == 0 and dx[0, 1] == g[0, 1] and dx[0, 2] == 0  # 0, +tiny, -tiny
+    small = x[:7, :5] * np.float32(-2)
+    np.testing.assert_array_equal(relu.forward(small).view(np.int32),
+                                  np.maximum(small, 0).view(np.int32))
+    np.testing.assert_array_equal(relu.forward(x).view(np.int32), np.maximum(x, 0).view(np.int32))
 
 
 @pytest.mark.parametrize("n, d, _", SHAPES)

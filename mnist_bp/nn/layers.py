@@ -24,6 +24,15 @@ class Buffered:
             buf = buffers[name] = np.empty(shape, dtype)
         return buf
 
+    def zeros(self, shape, dtype) -> np.ndarray:
+        """A read-only array of zeros of this shape and dtype, kept like the buffers."""
+        key = (tuple(shape), np.dtype(dtype))
+        pool = self.__dict__.setdefault("_zeros_pool", {})
+        if key not in pool:
+            pool[key] = np.zeros(shape, dtype)
+            pool[key].flags.writeable = False
+        return pool[key]
+
 
 class Layer(Buffered):
     """Base class: no parameters, reusable output buffers."""
