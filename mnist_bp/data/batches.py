@@ -44,23 +44,26 @@ class Normalizer:
 
     def from_unit(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """`x` in [0, 1] (after augmentation) -> normalised."""
+        if self.per_image:  # (mean 0, std 1): standardised straight into `out`
+            return standardize_rows(x, out)
         if self.mean or self.std != 1:
             np.subtract(x, np.float32(self.mean), out=out)
             out *= np.float32(1 / self.std)
         else:
             np.copyto(out, x)
-        return standardize_rows(out) if self.per_image else out
+        return out
 
 
 # An image of one intensity has no contrast to standardise: its pixels become 0, not NaN.
 MIN_STD = 1 / 255
 
 
-def standardize_rows(x: np.ndarray) -> np.ndarray:
-    """Each row (image) of `x` to mean 0 and standard deviation 1, in place. Colours
-    `bg + (fg - bg) x` map to sign(fg - bg) times the standardised x: inverting an image
-    negates its input exactly, and other intensities change nothing else."""
-    x -= x.mean(axis=1, keepdims=True, dtype=np.float32)
+def standardize_rows(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Each row (image) of `x` to mean 0 and standard deviation 1, into `out` (default: in
+    place). Colours `bg + (fg - bg) x` map to sign(fg - bg) times the standardised x:
+    inverting an image negates its input exactly, and other intensities change nothing else."""
+    x = np.subtract(x, x.mean(axis=1, keepdims=True, dtype=np.float32),
+                    out=x if out is None else out)
     std = np.sqrt(np.einsum("ij,ij->i", x, x) / np.float32(x.shape[1]))
     x *= (1 / np.maximum(std, np.float32(MIN_STD)))[:, None]
     return x
