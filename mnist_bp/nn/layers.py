@@ -9,6 +9,8 @@ allocation per step), so an output is valid until the next forward call of the s
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mnist_bp.nn.blas import gemm_tn
@@ -25,13 +27,14 @@ class Buffered:
         return buf
 
     def zeros(self, shape, dtype) -> np.ndarray:
-        """A read-only array of zeros of this shape and dtype, kept like the buffers."""
-        key = (tuple(shape), np.dtype(dtype))
-        pool = self.__dict__.setdefault("_zeros_pool", {})
-        if key not in pool:
-            pool[key] = np.zeros(shape, dtype)
-            pool[key].flags.writeable = False
-        return pool[key]
+        """Read-only zeros of this shape and dtype: a view of one kept array, grown when a
+        larger shape asks (so training and evaluation batch sizes share it)."""
+        size = math.prod(shape)
+        kept = self.__dict__.get("_zeros")
+        if kept is None or kept.size < size or kept.dtype != dtype:
+            kept = self._zeros = np.zeros(size, dtype)
+            kept.flags.writeable = False
+        return kept[:size].reshape(shape)
 
 
 class Layer(Buffered):
