@@ -81,17 +81,19 @@ def floor_step(batch: int = 128, sizes=(784, 512, 512, 10)):
     return step
 
 
+def floor_seconds(step, n: int) -> float:
+    """Seconds a call of the floor's `step` takes, over `n` calls in a row."""
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - start) / n
+
+
 def matmul_floor(n_train: int, batch: int = 128, sizes=(784, 512, 512, 10), repeats=200) -> float:
     """The floor's step (`floor_step`) timed in 5 blocks of `repeats`, scaled to an epoch."""
     step = floor_step(batch, sizes)
-    for _ in range(20):
-        step()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            step()
-        times.append((time.perf_counter() - start) / repeats)
+    floor_seconds(step, 20)  # warm-up
+    times = [floor_seconds(step, repeats) for _ in range(5)]
     return statistics.median(times) * n_train / batch
 
 
@@ -111,16 +113,9 @@ def step_vs_floor(data_dir: str, blocks: int = 21, steps: int = 100) -> tuple[fl
     train = load_dataset(cfg.data.dataset, data_dir, fetch=False, in_memory=True).train
     trainer = Trainer(cfg, train, None, Normalizer.fit(cfg.data.normalize, train.images))
     floor = floor_step(cfg.training.batch_size, (784, *cfg.model.hidden, 10))
-
-    def floor_seconds(n):
-        start = time.perf_counter()
-        for _ in range(n):
-            floor()
-        return (time.perf_counter() - start) / n
-
     step_seconds(trainer, 20, prefetch=False)  # warm-up
-    floor_seconds(20)
-    ratios = [step_seconds(trainer, steps, prefetch=False) / floor_seconds(steps)
+    floor_seconds(floor, 20)
+    ratios = [step_seconds(trainer, steps, prefetch=False) / floor_seconds(floor, steps)
               for _ in range(blocks)]
     return statistics.median(ratios), min(ratios), max(ratios)
 

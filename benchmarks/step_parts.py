@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 from augment_share import step_seconds
-from bench import floor_step
+from bench import floor_seconds, floor_step
 
 from mnist_bp.config import load_config
 from mnist_bp.data.batches import Normalizer
@@ -103,22 +102,15 @@ def main():
     variants["the products alone (all five taken out)"] = make_trainer(cfg, train,
                                                                        PARTS.values())
     floor = floor_step(cfg.training.batch_size, (784, *cfg.model.hidden, 10))
-
-    def floor_seconds(n):
-        start = time.perf_counter()
-        for _ in range(n):
-            floor()
-        return (time.perf_counter() - start) / n
-
     for trainer in variants.values():  # warm-up
         step_seconds(trainer, 20, prefetch=False)
-    floor_seconds(20)
+    floor_seconds(floor, 20)
     seconds = {name: [] for name in variants}
     floors = []
     for _ in range(args.blocks):
         for name, trainer in variants.items():
             seconds[name].append(step_seconds(trainer, args.steps, prefetch=False))
-        floors.append(floor_seconds(args.steps))
+        floors.append(floor_seconds(floor, args.steps))
     ratio = {name: statistics.median(s / f for s, f in zip(v, floors, strict=True))
              for name, v in seconds.items()}
     whole = ratio["the whole step"]

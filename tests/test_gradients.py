@@ -78,8 +78,8 @@ def test_activation(make, n, d, _):
 
 def test_relu_float32_exact():
     """float32 ReLU: forward np.maximum(x, 0) and backward g * (x > 0), bit for bit, with
-    zeros of both signs, subnormals, infinities and NaN, and again at another batch size (the
-    layer keeps its zeros and buffers per shape)."""
+    zeros of both signs, subnormals, infinities and NaN, and again at a smaller and a larger
+    batch (the layer's zeros are one array, viewed at each shape and grown when needed)."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((64, 33)).astype(np.float32)
     special = [0.0, 1e-45, -1e-45, 1e-38, -1e-38, np.inf, -np.inf, 3.0, -3.0, -0.0, np.nan]
@@ -96,6 +96,9 @@ def test_relu_float32_exact():
     np.testing.assert_array_equal(relu.forward(small).view(np.int32),
                                   np.maximum(small, 0).view(np.int32))
     np.testing.assert_array_equal(relu.forward(x).view(np.int32), np.maximum(x, 0).view(np.int32))
+    big = np.concatenate([x, -x])
+    np.testing.assert_array_equal(relu.forward(big).view(np.int32),
+                                  np.maximum(big, 0).view(np.int32))
 
 
 @pytest.mark.parametrize("n, d, _", SHAPES)
