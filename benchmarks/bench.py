@@ -126,13 +126,13 @@ def eval_seconds(data_dir: str) -> float:
     from mnist_bp.config import load_config
     from mnist_bp.data.batches import BatchMaker, Normalizer
     from mnist_bp.data.datadir import load_dataset
-    from mnist_bp.evaluate import evaluate
     from mnist_bp.nn.losses import make_loss
     from mnist_bp.nn.mlp import MLP
+    from mnist_bp.scoring import evaluate
 
     cfg, _ = load_config("bench")
     test = load_dataset("fashion-mnist", data_dir, fetch=False).test
-    model = MLP(cfg.model, rng.stream(0, rng.INIT))
+    model = MLP(cfg.model, rng.stream(0, rng.INIT), 784, 10)
     maker = BatchMaker(np.asarray(test.images), np.asarray(test.labels), Normalizer())
     loss = make_loss(cfg.loss)
     evaluate(model, loss, maker, cfg.training.eval_batch_size)

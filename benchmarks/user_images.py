@@ -168,11 +168,11 @@ def read_labels(folder: Path) -> list[tuple[str, str]]:
 
 
 def score(sets: Path, checkpoints: list[str], invert: str, names=None) -> dict:
-    from mnist_bp.predict import Predictor
+    from mnist_bp.model import load
 
     results = {}
     for ckpt in checkpoints:
-        predictor = Predictor(ckpt)
+        predictor = load(ckpt)
         for name in names or ("fonts", "numbers", "handwriting", "handwriting-originals"):
             folder = sets / name
             if not (folder / "labels.csv").is_file():

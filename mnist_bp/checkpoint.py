@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_bp import rng
 from mnist_bp.config import from_dict
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write
-from mnist_bp.nn.mlp import MLP
 
 FORMAT = "mnist-bp-checkpoint"
 VERSION = 1
@@ -90,18 +88,14 @@ def check_shapes(path, expected: dict[str, np.ndarray], found: dict[str, np.ndar
                               f"checkpoint from the same run")
 
 
-def build_model(path, meta: dict, params: dict[str, np.ndarray]):
-    """(model, config) of a checkpoint's meta, the parameters' shapes checked against the
-    model the config builds (the parameters are not loaded)."""
-    cfg = from_dict(meta["config"])
-    model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
-    check_shapes(path, model.parameters(), params)
-    return model, cfg
-
-
-def load_model(path: Path):
-    """(model, config, meta) rebuilt from a checkpoint, its parameters loaded."""
-    params, _, meta = load(path)
-    model, cfg = build_model(path, meta, params)
-    model.load_parameters(params)
-    return model, cfg, meta
+def config_of(path, meta: dict):
+    """The checkpoint's resolved config as a Config, or a CheckpointError naming the file."""
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its meta holds no config; pass a checkpoint written by "
+                              f"`mnist-bp train`")
+    try:
+        return from_dict(config)
+    except UserError as exc:
+        raise CheckpointError(f"{path}: its config is invalid ({exc}); pass a checkpoint "
+                              f"written by `mnist-bp train`") from None

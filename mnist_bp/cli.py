@@ -81,7 +81,7 @@ def download(name, data_dir, source, mirrors, force, timeout, retries):
     Examples:
       mnist-bp download
       mnist-bp download --dataset fashion-mnist --data-dir ./data
-      mnist-bp download --from ../shared/data/mnist-10k --data-dir ./data
+      mnist-bp download --from ~/Downloads/mnist --data-dir ./data
       MNIST_BP_MIRROR=http://127.0.0.1:8000/ mnist-bp download --force
     """
     from mnist_bp.data.cache import load_cached
@@ -123,7 +123,7 @@ class ConsoleReporter:
     def step_callback(self, epoch: int, epochs: int):
         if self.quiet or not sys.stderr.isatty():
             return None
-        from mnist_bp.progress import Progress
+        from mnist_bp.progress import ProgressBar
 
         def render(done, elapsed):
             s = self._sums
@@ -133,7 +133,7 @@ class ConsoleReporter:
                     f"{s['seen'] / max(elapsed, 1e-9):,.0f} samples/s")
 
         self._sums = None
-        bar = Progress(f"epoch {epoch}/{epochs}", None, render)
+        bar = ProgressBar(f"epoch {epoch}/{epochs}", None, render)
 
         def on_step(step, steps, sums, elapsed):
             self._sums = sums
@@ -300,14 +300,15 @@ def predict(checkpoint, inputs, as_json, k, invert, number, save_inputs):
       mnist-bp predict runs/x/checkpoints/best.npz 1984.png --number --json
       cat digit.png | mnist-bp predict runs/x/checkpoints/best.npz -
     """
-    from mnist_bp.predict import Predictor, expand_inputs, format_table, to_json, write_inputs
+    from mnist_bp.model import load
+    from mnist_bp.predict import expand_inputs, format_table, to_json, write_inputs
 
-    predictor = Predictor(checkpoint)
+    model = load(checkpoint)
     named = expand_inputs(inputs)
     if not named:
         raise click.UsageError("no images found in " + " ".join(inputs))
-    results = predictor.predict_paths([s for _, s in named], invert=invert, number=number,
-                                      names=[n for n, _ in named])
+    results = model.predict_paths([s for _, s in named], invert=invert, number=number,
+                                  names=[n for n, _ in named])
     if save_inputs is not None:
         written = write_inputs(results, save_inputs)
         echo_err(f"saved {len(written)} input image(s) in {save_inputs}")
@@ -353,8 +354,8 @@ def report(run_dirs, out, data_dir):
 @main.command()
 @click.argument("checkpoints", nargs=-1, required=True, type=PATH, metavar="CHECKPOINT...")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0: every interface, anyone who can reach "
-                   "this machine).")
+              help="Address to listen on (0.0.0.0: every interface, so anyone who can reach "
+                   "the computer on the network).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port (0 picks a free one).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
@@ -375,7 +376,7 @@ def serve(checkpoints, host, port, open_browser):
     from mnist_bp.serve import serve as run_server
 
     if host not in ("127.0.0.1", "localhost", "::1"):
-        echo_err(f"note: listening on {host}: anyone who can reach this machine can use it")
+        echo_err(f"note: listening on {host}: anyone who can reach this computer can use it")
     run_server(list(checkpoints), host, port, open_browser, lambda line: click.echo(line))
 
 

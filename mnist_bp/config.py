@@ -97,7 +97,7 @@ class TrainingConfig:
                                              "epochs and after the last; an epoch with a "
                                              "better validation metric always writes best.npz")
     prefetch: bool = opt(False, doc="prepare each augmented batch in a worker thread while the "
-                                    "step before it runs (slower on 2 cores, see README)")
+                                    "step before it runs (for machines with cores to spare)")
 
 
 @dataclass(frozen=True)

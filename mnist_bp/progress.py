@@ -14,7 +14,7 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-class Progress:
+class ProgressBar:
     """Report `done` out of `total` units; `render(done, elapsed)` formats the text after the bar.
 
     On a terminal the line is redrawn at most ten times a second; elsewhere (logs, CI, pipes)

@@ -81,29 +81,29 @@ def read_run(path: Path) -> RunData:
 
 def score_run(run: RunData, data_dir, log=None) -> None:
     """Score best.npz on the test set (and on inverted colours); keep the worst mistakes."""
-    from mnist_bp import checkpoint
-    from mnist_bp.data.batches import BatchMaker, Normalizer
     from mnist_bp.data.datadir import load_dataset
-    from mnist_bp.evaluate import evaluate, invert_transform, per_class
+    from mnist_bp.model import load
     from mnist_bp.nn.losses import make_loss, probabilities
+    from mnist_bp.scoring import evaluate, invert_transform, per_class
 
     best = run.path / "checkpoints" / "best.npz"
     if not best.is_file():
         run.missing.append("checkpoints/best.npz (no confusion matrix or mistakes)")
         return
-    model, cfg, meta = checkpoint.load_model(best)
+    model = load(best)
+    cfg = model.cfg
     run.dataset = cfg.data.dataset
     test = load_dataset(cfg.data.dataset, data_dir, log=log).test
-    maker = BatchMaker(test.images, test.labels, Normalizer(**meta["normalization"]))
+    maker = model.maker(test.images, test.labels)
     loss = make_loss(cfg.loss)
     size = cfg.training.eval_batch_size
-    result = evaluate(model, loss, maker, size, keep_outputs=True)  # as `evaluate` scores
-    inverted = evaluate(model, loss, maker, size, invert_transform)
+    result = evaluate(model.network, loss, maker, size, keep_outputs=True)  # as `evaluate`
+    inverted = evaluate(model.network, loss, maker, size, invert_transform)
     run.scores = {"accuracy": result["accuracy"], "loss": result["loss"], "n": result["n"],
                   "confusion": result["confusion_matrix"],
                   "per_class": per_class(result["confusion_matrix"]),
                   "inverted_accuracy": inverted["accuracy"]}
-    probs = probabilities(result["outputs"], cfg.model.output_activation == "sigmoid")
+    probs = probabilities(result["outputs"], model.sigmoid_outputs)
     pred = probs.argmax(axis=1)
     labels = np.asarray(test.labels)
     wrong = np.flatnonzero(pred != labels)

@@ -5,9 +5,9 @@ prediction API for any program.
     curl --data-binary @digit.png 'http://127.0.0.1:8000/api/predict?invert=no'
 
 Built on Starlette (routing, requests, responses) served by uvicorn: the `serve` extra,
-imported only here. Every checkpoint is loaded once into a `predict.Predictor`; an image is
-read and preprocessed once per request (data/preprocess.py, as `predict` does) and then shown
-to every network. Limits: bodies over `MAX_BODY` bytes get 413, images over `MAX_PIXELS`
+imported only here. Every checkpoint is loaded once (`model.load`); an image is read and
+preprocessed once per request (imageprep.py, as `predict` does) and then shown to every
+network. Limits: bodies over `MAX_BODY` bytes get 413, images over `MAX_UPLOAD_PIXELS`
 pixels 400; any bad request gets a JSON error and the server goes on.
 """
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_bp.data.preprocess import ImageError, prepare, read_image
 from mnist_bp.errors import UserError
-from mnist_bp.predict import Predictor, digit_fields
+from mnist_bp.imageprep import ImageError, prepare, read_image
+from mnist_bp.model import digit_fields, load
 
 MAX_BODY = 4 * 1024 * 1024  # bytes of one uploaded image
-MAX_PIXELS = 16_000_000  # pixels of one decoded image
+MAX_UPLOAD_PIXELS = 16_000_000  # pixels of one decoded upload
 INVERT_CHOICES = ("auto", "yes", "no")
 INSTALL_HINT = "install the serve extra: pip install 'mnist-bp[serve]' (starlette, uvicorn)"
 
@@ -47,14 +47,14 @@ class BodyTooLarge(Exception):
     pass
 
 
-def predict_bytes(predictors: dict, body: bytes, invert: str) -> dict:
+def predict_bytes(models: dict, body: bytes, invert: str) -> dict:
     """The API's answer for one image, or ImageError."""
-    prepared = prepare(read_image(body, max_pixels=MAX_PIXELS), invert)
+    prepared = prepare(read_image(body, max_pixels=MAX_UPLOAD_PIXELS), invert)
     x = prepared.image[None]
     out = []
     seen = np.round(prepared.image, 3).tolist()
-    for name, predictor in predictors.items():
-        out.append({"model": name, **digit_fields(predictor.probabilities(x)[0]),
+    for name, model in models.items():
+        out.append({"model": name, **digit_fields(model.probabilities(x)[0]),
                     "inverted": prepared.inverted, "input": seen})
     return {"predictions": out}
 
@@ -69,12 +69,12 @@ def create_app(checkpoints: list[Path]):
     except ImportError:
         raise UserError(f"serve needs starlette and uvicorn; {INSTALL_HINT}") from None
     paths = [Path(p) for p in checkpoints]
-    predictors = {name: Predictor(path)
-                  for name, path in zip(model_names(paths), paths, strict=True)}
-    models = [{"name": name, "checkpoint": p.path, "dataset": p.cfg.data.dataset,
+    loaded = {name: load(path) for name, path in zip(model_names(paths), paths, strict=True)}
+    # the file's name only: the API does not reveal where checkpoints live
+    models = [{"name": name, "checkpoint": p.path.name, "dataset": p.cfg.data.dataset,
                "hidden": list(p.cfg.model.hidden),
                "invert_augmentation": p.cfg.augment.invert.p, "colors_augmentation":
-               p.cfg.augment.colors.p} for name, p in predictors.items()]
+               p.cfg.augment.colors.p} for name, p in loaded.items()]
     page = resources.files("mnist_bp").joinpath("web", "index.html").read_text()
 
     def error(message: str, status: int):
@@ -106,7 +106,7 @@ def create_app(checkpoints: list[Path]):
             return error("empty body: send the image's bytes (curl --data-binary @digit.png)",
                          400)
         try:
-            answer = await run_in_threadpool(predict_bytes, predictors, body, invert)
+            answer = await run_in_threadpool(predict_bytes, loaded, body, invert)
         except ImageError as exc:
             return error(str(exc), 400)
         return JSONResponse(answer)
@@ -123,7 +123,7 @@ def create_app(checkpoints: list[Path]):
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/models", list_models),
               Route("/api/predict", api_predict, methods=["POST"])]
     app = Starlette(routes=routes)
-    app.state.predictors = predictors
+    app.state.models = loaded
     return app
 
 
@@ -143,7 +143,7 @@ def serve(checkpoints: list[Path], host: str, port: int, open_browser: bool, ech
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted connections inherit this: a response's headers and body, written separately,
-    # go out at once instead of waiting out the client's delayed ACK (40 ms a request).
+    # go out at once instead of waiting out the client's delayed ACK.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))

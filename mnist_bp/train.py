@@ -25,22 +25,21 @@ from mnist_bp.config import Config, dump_yaml, to_dict
 from mnist_bp.data.augment import is_active
 from mnist_bp.data.batches import BatchMaker, Normalizer
 from mnist_bp.errors import UserError
-from mnist_bp.evaluate import evaluate
 from mnist_bp.fsutil import atomic_copy, atomic_write
 from mnist_bp.metrics import write_history, write_summary
+from mnist_bp.model import build_network, load, read
 from mnist_bp.nn.losses import make_loss
-from mnist_bp.nn.mlp import MLP
 from mnist_bp.nn.optimizers import Momentum, clip_grad_norm, make_optimizer
 from mnist_bp.nn.schedules import learning_rate
+from mnist_bp.scoring import evaluate
 
 
 class Interrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving `checkpoint`."""
 
-    def __init__(self, checkpoint_path: Path, signum: int):
+    def __init__(self, checkpoint_path: Path):
         super().__init__(str(checkpoint_path))
         self.checkpoint = checkpoint_path
-        self.signum = signum
 
 
 class Diverged(UserError):
@@ -48,7 +47,7 @@ class Diverged(UserError):
 
 
 @dataclass
-class Progress:
+class RunState:
     """Where training is; everything the checkpoint needs besides the arrays."""
 
     epoch: int = 0  # completed epochs
@@ -68,7 +67,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, train_split, val_split, normalizer: Normalizer):
         self.cfg = cfg
-        self.model = MLP(cfg.model, rng.stream(cfg.seed, rng.INIT))
+        self.model = build_network(cfg)
         self.dropout = cfg.model.dropout > 0 or cfg.model.input_dropout > 0
         self.params = self.model.parameters()
         self.optimizer = make_optimizer(self.params, cfg.optimizer)
@@ -83,9 +82,8 @@ class Trainer:
                           if val_split is not None else None)
         self.batch_size = cfg.training.batch_size
         self.steps_per_epoch = math.ceil(len(self.train_maker) / self.batch_size)
-        # Preparing the next batch in a worker thread competes with OpenBLAS's threads for the
-        # cores: on 2 cores it made augmented steps 8-9 % slower (benchmarks/augment_share.py),
-        # and a plain gather and convert gains nothing from it. Off unless asked for.
+        # Preparing the next batch in a worker thread competes with BLAS's threads for the
+        # cores (docs/benchmarks.md), and a plain gather and convert gains nothing from it.
         self.prefetch = cfg.training.prefetch and aug is not None
 
     def lr(self, global_step: int) -> float:
@@ -135,7 +133,7 @@ class Trainer:
                     ahead = pool.submit(self.prepare_batch, order, epoch, step + 1)
                 yield step, batch
 
-    def train_epoch(self, progress: Progress, should_stop, on_step=None) -> dict | None:
+    def train_epoch(self, progress: RunState, should_stop, on_step=None) -> dict | None:
         """Run the rest of epoch `progress.epoch`; returns its metrics, or None if stopped."""
         cfg, epoch = self.cfg, progress.epoch
         n = len(self.train_maker)
@@ -170,7 +168,7 @@ class Trainer:
         return evaluate(self.model, self.loss, maker, self.cfg.training.eval_batch_size, transform)
 
     # checkpoints -----------------------------------------------------------------------
-    def save(self, path: Path, progress: Progress) -> None:
+    def save(self, path: Path, progress: RunState) -> None:
         meta = {"config": to_dict(self.cfg), "progress": asdict(progress),
                 "optimizer_steps": self.optimizer.t, "normalization": self.normalizer.to_dict(),
                 "rng": "np.random.SeedSequence([seed, purpose, epoch, step]); see mnist_bp/rng.py"}
@@ -182,16 +180,12 @@ class Trainer:
         self.optimizer.load_state(optim_state, meta["optimizer_steps"])
 
 
-def write_epoch(run_dir: Path, trainer: Trainer, progress: Progress, best: bool) -> None:
+def write_epoch(run_dir: Path, trainer: Trainer, progress: RunState, best: bool) -> None:
     """An epoch's files, in the order that keeps a killed run resumable: best.npz first (a
     run killed before last.npz follows resumes from the older last.npz and repeats the epoch,
-    never losing a best epoch), last.npz as a link to the same bytes (no second write: 0.1 s
-    an epoch on 1024-1024 with Adam), then the metrics, never ahead of last.npz.
-
-    Written in the training thread: a background writer cut the 0.1 s but made the epoch
-    0.3 s slower (mnist-best, 12 epochs, alternating: 26-27 s of training without it, 30 s
-    with it): serialising holds the GIL, which the training loop wants back after every
-    numpy call."""
+    never losing a best epoch), last.npz as a link to the same bytes (no second write), then
+    the metrics, never ahead of last.npz. Written in the training thread: serialising holds
+    the GIL, which the training loop wants back after every numpy call."""
     ckpt_dir = run_dir / "checkpoints"
     try:
         if best:
@@ -206,13 +200,12 @@ def write_epoch(run_dir: Path, trainer: Trainer, progress: Progress, best: bool)
                         f"--resume {ckpt_dir / 'last.npz'}") from None
 
 
-def due(progress: Progress, improved: bool, every: int) -> bool:
+def due(progress: RunState, improved: bool, every: int) -> bool:
     """Whether the epoch just recorded writes its checkpoint: an improved validation metric
     always does (best.npz must hold the best epoch), otherwise every `every` epochs and the
     last. Without a validation split every epoch is the best, so best.npz and last.npz are
-    the same file, written on the same schedule. Each write of a 1024-1024 net with Adam
-    costs about 0.1 s (22 MB, fsynced): 4 % of mnist-best's 2-second epochs. A run killed
-    in between resumes from the last write and repeats the epochs after it, bit for bit."""
+    the same file, written on the same schedule. A run killed in between resumes from the
+    last write and repeats the epochs after it, bit for bit."""
     return improved or progress.finished or progress.epoch % every == 0
 
 
@@ -251,7 +244,7 @@ def new_run_dir(config_name: str, root: Path = Path("runs")) -> Path:
     return root / f"{time.strftime('%Y%m%d-%H%M%S')}-{config_name}"
 
 
-def record_epoch(progress: Progress, row: dict, metric: str | None, cfg: Config) -> bool:
+def record_epoch(progress: RunState, row: dict, metric: str | None, cfg: Config) -> bool:
     """Close the epoch in `progress`: history, best metric, patience, finished.
     Returns whether this epoch is the best so far (always, without a validation split)."""
     progress.epoch += 1
@@ -276,13 +269,13 @@ def record_epoch(progress: Progress, row: dict, metric: str | None, cfg: Config)
 
 def load_resume(path: Path):
     """(config, progress, run dir, arrays) of a checkpoint to resume, its shapes checked."""
-    params, optim_state, meta = checkpoint.load(path)
     # the arrays must fit the model and optimizer the config builds
-    model, cfg = checkpoint.build_model(path, meta, params)
-    checkpoint.check_shapes(path, make_optimizer(model.parameters(), cfg.optimizer)
-                            .state_arrays(), optim_state, "optimizer state")
+    network, cfg, meta, optim_state = read(path)
+    params = network.parameters()
+    checkpoint.check_shapes(path, make_optimizer(params, cfg.optimizer).state_arrays(),
+                            optim_state, "optimizer state")
     run_dir = Path(path).resolve().parent.parent  # RUN/checkpoints/last.npz
-    return cfg, Progress(**meta["progress"]), run_dir, (params, optim_state, meta)
+    return cfg, RunState(**meta["progress"]), run_dir, (params, optim_state, meta)
 
 
 def start_run(cfg: Config, run_dir: Path | None, config_name: str) -> Path:
@@ -310,7 +303,7 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
                           f"({progress.stop_reason}); nothing to resume")
             return json.loads((run_dir / "summary.json").read_text())
     else:
-        run_dir, progress = start_run(cfg, run_dir, config_name), Progress()
+        run_dir, progress = start_run(cfg, run_dir, config_name), RunState()
     reporter.info(f"run directory: {run_dir}")
 
     dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info, in_memory=True)
@@ -335,7 +328,7 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
                 progress.epoch + 1, cfg.training.epochs))
             if train is None:
                 trainer.save(ckpt_dir / "last.npz", progress)
-                raise Interrupted(ckpt_dir / "last.npz", stop.signum)
+                raise Interrupted(ckpt_dir / "last.npz")
             val = trainer.evaluate(trainer.val_maker) if val_split is not None else None
             row = {"epoch": progress.epoch + 1, "train_loss": train["train_loss"],
                    "train_acc": train["train_acc"],
@@ -351,15 +344,16 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
     return finish(trainer, progress, dataset.test if score_test else None, run_dir, reporter)
 
 
-def finish(trainer: Trainer, progress: Progress, test_split, run_dir: Path, reporter) -> dict:
+def finish(trainer: Trainer, progress: RunState, test_split, run_dir: Path, reporter) -> dict:
     """Score best.npz on the test split (unless it is None) and write summary.json."""
     start = time.perf_counter()
     test = {"accuracy": None, "loss": None, "n": 0}
     if test_split is not None:
-        params, _, meta = checkpoint.load(run_dir / "checkpoints" / "best.npz")
-        trainer.model.load_parameters(params)
-        test_maker = BatchMaker(test_split.images, test_split.labels, trainer.normalizer)
-        test = trainer.evaluate(test_maker)
+        # best.npz as any command loads it: its own parameters and normalisation
+        best = load(run_dir / "checkpoints" / "best.npz")
+        test = evaluate(best.network, trainer.loss, best.maker(test_split.images,
+                                                               test_split.labels),
+                        trainer.cfg.training.eval_batch_size)
     history = progress.history
     best_row = history[progress.best_epoch - 1] if progress.best_epoch else history[-1]
     summary = {

@@ -39,7 +39,7 @@ from mnist_bp.config import (
 )
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write, locked
-from mnist_bp.train import Interrupted, NullReporter, run
+from mnist_bp.train import NullReporter, run
 
 INSTALL_HINT = "install the tune extra: pip install 'mnist-bp[tune]' (optuna)"
 SPEC_KEYS = {"low", "high", "log", "step", "choices"}
@@ -198,7 +198,7 @@ def process_start(pid: int) -> str | None:
 
 
 def fail_dead_trials(optuna, study, log) -> int:
-    """Mark FAIL the RUNNING trials whose worker on this machine is gone (and, where the
+    """Mark FAIL the RUNNING trials whose worker on this host is gone (and, where the
     storage keeps heartbeats, those of silent workers anywhere)."""
     from optuna.trial import TrialState
 
@@ -329,11 +329,7 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
                           reporter=TrialReporter(trial, optuna), score_test=False)
         except optuna.TrialPruned:
             state, value = TrialState.PRUNED, None
-        except Interrupted:
-            study.tell(trial, state=TrialState.FAIL)
-            write_outputs(study, space, out)
-            raise
-        except Exception:
+        except Exception:  # Interrupted included: the trial is FAIL, the study stays usable
             study.tell(trial, state=TrialState.FAIL)
             write_outputs(study, space, out)
             raise

@@ -85,3 +85,33 @@ def train_small(folder: Path, overrides: dict | None = None, **run_kwargs) -> Pa
 def trained_run(tmp_path_factory) -> Path:
     """One small finished run (3 epochs, validation split) shared by the tests that read one."""
     return train_small(tmp_path_factory.mktemp("trained"))
+
+
+def reference_probabilities(checkpoint: Path, images: np.ndarray) -> np.ndarray:
+    """`(N, 10)` probabilities of a checkpoint's ReLU/softmax MLP computed here, in float64,
+    from the arrays in the file alone: an independent check of what the package computes.
+    `images` are uint8 `(N, 28, 28)` or float in [0, 1]."""
+    import json
+
+    with np.load(checkpoint, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["meta"]))
+        layers = sorted({k.split(".")[1] for k in npz.files if k.startswith("layers.")}, key=int)
+        weights = [(npz[f"layers.{i}.W"].astype(np.float64), npz[f"layers.{i}.b"].astype(
+            np.float64)) for i in layers]
+    assert meta["config"]["model"].get("activation", "relu") == "relu"
+    x = np.asarray(images, np.float64).reshape(len(images), -1)
+    if np.asarray(images).dtype == np.uint8:
+        x = x / 255
+    norm = meta["normalization"]
+    if norm["per_image"]:
+        x = x - x.mean(axis=1, keepdims=True)
+        x = x / np.maximum(x.std(axis=1, keepdims=True), 1 / 255)
+    else:
+        x = (x - norm["mean"]) / norm["std"]
+    for i, (W, b) in enumerate(weights):
+        x = x @ W + b
+        if i < len(weights) - 1:
+            x = np.maximum(x, 0)
+    x -= x.max(axis=1, keepdims=True)
+    p = np.exp(x)
+    return p / p.sum(axis=1, keepdims=True)

@@ -177,7 +177,7 @@ def test_whole_mlp(activation, loss_name):
 def test_directional_derivative_float32_model():
     """The float32 hot path agrees with a float64 finite difference along a random direction."""
     rng = np.random.default_rng(5)
-    model = MLP(replace(ModelConfig(), hidden=(32,)), rng)
+    model = MLP(replace(ModelConfig(), hidden=(32,)), rng, 784, 10)
     loss_fn = SoftmaxCrossEntropy()
     x = rng.random((16, 784), dtype=np.float32)
     labels = rng.integers(0, 10, 16)
@@ -187,7 +187,7 @@ def test_directional_derivative_float32_model():
     direction = {k: rng.standard_normal(p.shape).astype(np.float32) for k, p in params.items()}
     analytic = sum(float(np.vdot(model.gradients()[k], d)) for k, d in direction.items())
     base = {k: p.astype(np.float64) for k, p in params.items()}
-    model64 = MLP(replace(ModelConfig(), hidden=(32,)), rng, dtype=np.float64)
+    model64 = MLP(replace(ModelConfig(), hidden=(32,)), rng, 784, 10, dtype=np.float64)
 
     def loss_at(t):
         model64.load_parameters({k: base[k] + t * direction[k] for k in base})

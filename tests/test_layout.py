@@ -119,8 +119,11 @@ def test_nn_imports_only_numpy_nn_and_pure_stdlib():
 
 
 @pytest.mark.parametrize("name", ["nn", "data"])
-def test_the_two_subpackages_exist(name):
-    assert (PACKAGE / name / "__init__.py").is_file()
+def test_each_subpackage_docstring_names_every_module(name):
+    """A newcomer reads the folder's __init__ to find what is where: it lists every module."""
+    doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text())) or ""
+    modules = sorted(p.name for p in (PACKAGE / name).glob("*.py") if p.name != "__init__.py")
+    assert [m for m in modules if f"`{m}`" not in doc] == []
 
 
 def test_checker_names_an_offending_nn_import(tmp_path, monkeypatch):

@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
-from conftest import dataset_arrays
+from conftest import dataset_arrays, reference_probabilities
+from mnist_bp import imageprep as P
 from mnist_bp.cli import main
-from mnist_bp.data import preprocess as P
-from mnist_bp.predict import Predictor, expand_inputs
+from mnist_bp.model import load
+from mnist_bp.predict import expand_inputs
 
 
 def png_bytes(array_u8: np.ndarray, mode: str = "L") -> bytes:
@@ -193,19 +194,27 @@ def exported(checkpoint, tmp_path_factory):
 
 def test_png_round_trip_matches_evaluation(checkpoint, exported):
     folder, images, labels = exported
-    predictor = Predictor(checkpoint)
+    predictor = load(checkpoint)
     direct = predictor.probabilities(images.astype(np.float32) / 255)
     results = predictor.predict_paths(sorted(folder.iterdir()))
     got = np.array([r["probabilities"] for r in results])
     np.testing.assert_allclose(got, direct, rtol=1e-6, atol=1e-9)
     assert [r["digit"] for r in results] == list(direct.argmax(axis=1))
+    # evaluation's own path (uint8 through the batch maker) gives the same outputs
+    from mnist_bp.nn.losses import make_loss
+    from mnist_bp.scoring import evaluate
+    scored = evaluate(predictor.network, make_loss(predictor.cfg.loss),
+                      predictor.maker(images, labels), keep_outputs=True)
+    assert np.array_equal(np.array([r["digit"] for r in results]),
+                          scored["outputs"].argmax(axis=1))
+    np.testing.assert_allclose(got, reference_probabilities(checkpoint, images), atol=1e-5)
     assert np.mean(direct.argmax(axis=1) == labels) > 0.9
     assert all(r["inverted"] is False for r in results)
 
 
 def test_threads_get_the_same_answers(checkpoint, exported):
     folder, _, _ = exported
-    predictor = Predictor(checkpoint)
+    predictor = load(checkpoint)
     files = sorted(folder.iterdir())
     alone = [predictor.predict_image(f)["probabilities"] for f in files]
     got: dict[int, list] = {}
@@ -248,6 +257,8 @@ def test_cli_json_with_errors_and_saved_inputs(checkpoint, exported, tmp_path):
     assert "Traceback" not in result.output
     saved = np.asarray(Image.open(seen / "000.png"))
     assert saved.shape == (28, 28)
+    # an MNIST-like 28x28 input keeps its pixels: what was saved is the exported image
+    assert np.array_equal(saved, np.asarray(Image.open(folder / "000.png")))
 
 
 def test_cli_table_directory_and_stdin(checkpoint, exported):
@@ -281,7 +292,7 @@ def test_cli_number(checkpoint, tmp_path):
     assert pred["number"] == "".join(str(d["digit"]) for d in pred["digits"])
     for d in pred["digits"]:
         assert d["confidence"] == max(d["probabilities"])
-    alone = Predictor(checkpoint).predict_image(page[:, :60].astype(np.float32) / 255)
+    alone = load(checkpoint).predict_image(page[:, :60].astype(np.float32) / 255)
     assert pred["digits"][0]["probabilities"] == pytest.approx(alone["probabilities"])
 
 

@@ -34,3 +34,21 @@ def test_augment_preview_writes_png(tmp_path, data_dir):
     image = Image.open(out)
     cell = 28 + PAD
     assert image.size == ((COLUMNS * cell + PAD) * 3, (4 * cell + PAD) * 3)
+    # the file holds the mosaic: originals are the training images the first epoch shuffles
+    # first (in index order), each row followed by the same images augmented
+    from mnist_bp import rng
+    from mnist_bp.data.datadir import load_dataset
+
+    mosaic = np.asarray(image.convert("L"))[::3, ::3]
+    train = load_dataset("mnist", data_dir).train
+    order = np.sort(rng.stream(0, rng.SHUFFLE, 0).permutation(len(train))[:16])
+    cell = 28 + PAD
+
+    def at(row, col):
+        top, left = PAD + row * cell, PAD + col * cell
+        return mosaic[top:top + 28, left:left + 28]
+
+    for k in (0, 5, 8, 15):
+        row, col = divmod(k, COLUMNS)
+        assert np.array_equal(at(2 * row, col), np.asarray(train.images[order[k]]))
+        assert not np.array_equal(at(2 * row + 1, col), at(2 * row, col))  # augmented

@@ -7,10 +7,12 @@ import re
 import shutil
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import dataset_arrays, reference_probabilities
 from mnist_bp import report
 from mnist_bp.cli import main
 
@@ -78,6 +80,13 @@ def test_confusion_matches_evaluate(trained_run):
                                   "--data-dir", data, "--json").stdout)
     assert run.scores["confusion"].sum() == evaluated["n"] == 200
     assert run.scores["confusion"].tolist() == evaluated["confusion_matrix"]
+    # ...and both equal a forward pass computed independently from the file's arrays
+    test = dataset_arrays()
+    pred = reference_probabilities(trained_run / "checkpoints" / "best.npz",
+                                   test["test_images"]).argmax(axis=1)
+    expected = np.zeros((10, 10), int)
+    np.add.at(expected, (test["test_labels"], pred), 1)
+    assert run.scores["confusion"].tolist() == expected.tolist()
     assert run.scores["per_class"] == evaluated["per_class"]
     inverted = json.loads(invoke("evaluate", trained_run / "checkpoints" / "best.npz",
                                  "--data-dir", data, "--json", "--invert").stdout)
@@ -164,6 +173,9 @@ def test_train_writes_its_report_unless_told_not_to(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     assert f"report: {tmp_path / 'a' / 'report' / 'report.html'}" in result.stdout
     assert sorted(p.name for p in (tmp_path / "a" / "report").iterdir()) == sorted(report.FILES)
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    page = (tmp_path / "a" / "report" / "report.html").read_text()
+    assert f"{summary['test_accuracy']:.4f}" in page
     result = invoke(*common, "--run-dir", tmp_path / "b", "--no-report")
     assert result.exit_code == 0 and not (tmp_path / "b" / "report").exists()
 

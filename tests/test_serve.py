@@ -19,9 +19,9 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import dataset_arrays, train_small
-from mnist_bp.data.preprocess import prepare, read_image
-from mnist_bp.predict import Predictor
+from conftest import dataset_arrays, reference_probabilities, train_small
+from mnist_bp.imageprep import prepare, read_image
+from mnist_bp.model import load
 from mnist_bp.serve import MAX_BODY, model_names
 
 pytest.importorskip("starlette")
@@ -56,6 +56,7 @@ class Server:
     def stop(self, sig=signal.SIGTERM) -> int:
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=20)
+        self.rest = self.proc.stdout.read()
         self.proc.stdout.close()
         self.proc.stderr.close()
         return code
@@ -84,7 +85,8 @@ def test_health_and_models(server, checkpoint):
     models = requests.get(f"{server.url}/api/models", timeout=10).json()["models"]
     name = checkpoint.parent.parent.name
     assert [m["name"] for m in models] == [name, f"{name}-2"]
-    assert all(m["checkpoint"] == str(checkpoint) for m in models)
+    assert all(m["checkpoint"] == checkpoint.name and "/" not in m["checkpoint"]
+               for m in models)
 
 
 def test_page_holds_the_canvas_and_loads_nothing_from_elsewhere(server):
@@ -95,7 +97,7 @@ def test_page_holds_the_canvas_and_loads_nothing_from_elsewhere(server):
 
 
 def test_predict_matches_the_predictor(server, checkpoint, digits):
-    predictor = Predictor(checkpoint)
+    predictor = load(checkpoint)
     for invert in ("auto", "no", "yes"):
         r = server.post(digits[0], invert=invert)
         assert r.status_code == 200
@@ -110,6 +112,10 @@ def test_predict_matches_the_predictor(server, checkpoint, digits):
             assert a["confidence"] == pytest.approx(expected.max())
             assert a["inverted"] is (invert != "no")
             assert np.array(a["input"]).shape == (28, 28)
+            assert np.array_equal(np.array(a["input"]), np.round(prepared.image, 3))
+        # and the probabilities of an independent forward pass over that input
+        reference = reference_probabilities(checkpoint, prepared.image[None])[0]
+        assert answers[0]["probabilities"] == pytest.approx(reference.tolist(), abs=1e-5)
 
 
 def test_default_invert_is_auto(server, digits):
@@ -164,6 +170,8 @@ def test_sigint_and_sigterm_stop_cleanly(checkpoint):
         s = Server(checkpoint)
         assert s.healthy()
         assert s.stop(sig) == 0
+        with pytest.raises(requests.ConnectionError):  # the port is closed
+            requests.get(f"{s.url}/healthz", timeout=5)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):

@@ -3,12 +3,14 @@
 import csv
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import dataset_arrays, reference_probabilities
 from mnist_bp import checkpoint
 from mnist_bp.cli import main
 from mnist_bp.data import registry as datasets
@@ -84,6 +86,10 @@ def test_evaluate_table_and_json(tmp_path, data_dir):
     assert report["n"] == 200 and np.sum(report["confusion_matrix"]) == 200
     assert len(report["per_class"]) == 10
     assert np.trace(report["confusion_matrix"]) / 200 == report["accuracy"]
+    # the accuracy of a forward pass computed independently from the checkpoint's arrays
+    test = dataset_arrays()
+    pred = reference_probabilities(Path(ckpt), test["test_images"]).argmax(axis=1)
+    assert report["accuracy"] == np.mean(pred == test["test_labels"])
     table = CliRunner().invoke(main, ["evaluate", ckpt, "--data-dir", str(data_dir)])
     assert f"accuracy    {report['accuracy']:.4f}" in table.stdout
     assert "confusion matrix (rows: true class, columns: predicted class)" in table.stdout
@@ -102,6 +108,13 @@ def test_evaluate_invert_reports_transformed_accuracy(tmp_path, data_dir):
     again = CliRunner().invoke(main, ["evaluate", ckpt, "--data-dir", str(data_dir), "--json",
                                       "--colors", "random", "--seed", "3"])
     assert json.loads(colors.stdout)["accuracy"] == json.loads(again.stdout)["accuracy"]
+    # the colours are really applied: another seed scores other images, and no seed
+    # scores the plain images
+    other = [json.loads(CliRunner().invoke(main, ["evaluate", ckpt, "--data-dir", str(data_dir),
+                                                  "--json", "--colors", "random", "--seed",
+                                                  str(seed)]).stdout)["loss"]
+             for seed in (4, 5)]
+    assert len({json.loads(colors.stdout)["loss"], *other, plain["loss"]}) == 4
 
 
 def test_classic_mse_sigmoid_runs_to_a_number(tmp_path, data_dir):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SIZE = 28
+from mnist_bp.data.registry import IMAGE_SIDE as SIZE
 
 
 def _chosen(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
@@ -29,7 +29,7 @@ def shift(x: np.ndarray, rng: np.random.Generator, pixels: int, p: float = 1.0) 
     padded = np.zeros((n, SIZE + 2 * s, SIZE + 2 * s), x.dtype)
     padded[:, s:s + SIZE, s:s + SIZE] = x
     # Every 28x28 window of each padded image, as a view `(n, 2s+1, 2s+1, 28, 28)`; indexing
-    # one window per image copies whole blocks (5 times faster than gathering pixel by pixel).
+    # one window per image copies whole blocks instead of gathering pixel by pixel.
     windows = np.lib.stride_tricks.sliding_window_view(padded, (SIZE, SIZE), axis=(1, 2))
     return windows[np.arange(n), s - offsets[0], s - offsets[1]]
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_bp.data.augment import augment_batch
+from mnist_bp.data.registry import IMAGE_PIXELS as INPUT_DIM
 from mnist_bp.nn.layers import Buffered
-
-INPUT_DIM = 784
 
 
 class Normalizer:

@@ -111,8 +111,8 @@ def write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def load_cached(folder: Path, log=None, in_memory: bool = False) -> Dataset:
     """The dataset in `folder`, from the `.npy` cache (rebuilt when the sources changed):
-    memory-mapped, or read into RAM with `in_memory` (training, whose random gathers are about
-    a third slower from a file mapping)."""
+    memory-mapped, or read into RAM with `in_memory` (training, whose random gathers are
+    slower from a file mapping)."""
     arrays = _read_cache(folder, in_memory)
     if arrays is None:
         with locked(folder):

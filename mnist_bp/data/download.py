@@ -17,7 +17,7 @@ from pathlib import Path
 from mnist_bp.data.registry import ROLES, DatasetSpec, FileSpec
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import fsync_dir, locked
-from mnist_bp.progress import Progress, human_bytes
+from mnist_bp.progress import ProgressBar, human_bytes
 
 DEFAULT_TIMEOUT = (10.0, 30.0)  # seconds: connect, read (between bytes)
 DEFAULT_RETRIES = 2  # extra tries per mirror after a transient failure
@@ -77,7 +77,7 @@ def _fetch_once(session, url: str, part: Path, timeout, show_progress: bool) -> 
             length = r.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
             done = offset
-            progress = Progress(
+            progress = ProgressBar(
                 f"  {part.name[:-5]}", total,
                 lambda n, t: f"{human_bytes(n)} {human_bytes((n - offset) / max(t, 1e-9))}/s",
                 enabled=show_progress)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_bp.data.registry import IMAGE_SIDE, NUM_CLASSES
 from mnist_bp.errors import UserError
 
 UINT8 = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
+IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE)
 
 
 class IdxError(UserError):

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 from mnist_bp.errors import UserError
 
-DIGITS = tuple(str(d) for d in range(10))
+IMAGE_SIDE = 28  # every image is IMAGE_SIDE x IMAGE_SIDE uint8
+IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # 784: the network's input size
+NUM_CLASSES = 10  # labels 0..9
+DIGITS = tuple(str(d) for d in range(NUM_CLASSES))
 
 # The four files, keyed by the role they play.
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")

@@ -66,9 +66,9 @@ _ADDRESSES: dict[int, tuple[weakref.ref, int]] = {}
 
 
 def _address(a: np.ndarray) -> int:
-    """The address of `a`'s data. `a.ctypes.data` costs about 2 us a call, some twenty calls
-    a training step; the buffers passed here live as long as the layers, so their addresses
-    are remembered, under a weak reference (a dead array's id may be reused; nothing is kept
+    """The address of `a`'s data. `a.ctypes.data` is slow next to a small BLAS call; the
+    buffers passed here live as long as the layers, so their addresses are remembered,
+    under a weak reference (a dead array's id may be reused; nothing is kept
     alive)."""
     entry = _ADDRESSES.get(id(a))
     if entry is not None and entry[0]() is a:
@@ -120,7 +120,3 @@ def gemm_tn(x: np.ndarray, g: np.ndarray, beta: float, c: np.ndarray) -> None:
     _FUNCS[c.dtype][2](_ROW_MAJOR, _TRANS, _NO_TRANS, d_in, d_out, n, 1.0, _address(x), d_in,
                        _address(g), d_out, beta, _address(c), d_out)
 
-
-def available() -> bool:
-    """Whether numpy's own BLAS was found (else the numpy fallbacks run)."""
-    return bool(_FUNCS)

@@ -40,8 +40,10 @@ class SoftmaxCrossEntropy(Buffered):
         return float(loss / n)
 
     def backward(self) -> np.ndarray:
+        """(p - t) / N `(N, K)`, into a buffer of its own: calling it twice gives the same."""
         n, k = self.p.shape
-        grad = self.p  # reused in place: p is not needed after this
+        grad = self.buffer("grad", self.p.shape, self.p.dtype)
+        np.copyto(grad, self.p)
         grad[np.arange(n), self.labels] -= grad.dtype.type(1 - self.eps)
         if self.eps:
             grad -= grad.dtype.type(self.eps / k)
@@ -63,9 +65,9 @@ class MSE(Buffered):
         return float(0.5 * np.square(diff, dtype=np.float64).sum() / self.n)
 
     def backward(self) -> np.ndarray:
-        grad = self.diff
-        grad *= grad.dtype.type(1.0 / self.n)
-        return grad
+        """(a - onehot) / N `(N, K)`, into a buffer of its own: calling it twice gives the same."""
+        grad = self.buffer("grad", self.diff.shape, self.diff.dtype)
+        return np.multiply(self.diff, grad.dtype.type(1.0 / self.n), out=grad)
 
 
 def probabilities(outputs: np.ndarray, sigmoid_outputs: bool = False) -> np.ndarray:

@@ -14,13 +14,10 @@ import numpy as np
 from mnist_bp.nn.activations import Sigmoid, make_activation
 from mnist_bp.nn.layers import Dropout, Layer, Linear
 
-INPUT_DIM = 784
-NUM_CLASSES = 10
-
 
 class MLP:
-    def __init__(self, cfg, rng: np.random.Generator, input_dim=INPUT_DIM,
-                 num_classes=NUM_CLASSES, dtype=np.float32, input_grad=False):
+    def __init__(self, cfg, rng: np.random.Generator, input_dim: int, num_classes: int,
+                 dtype=np.float32, input_grad=False):
         self.layers: list[Layer] = []
         self.linears: dict[str, Linear] = {}
         if cfg.input_dropout > 0:
@@ -39,7 +36,7 @@ class MLP:
             self.layers.append(Sigmoid())
 
     def parameters(self) -> dict[str, np.ndarray]:
-        """Every parameter array by name, e.g. `layers.0.W` `(784, H)`."""
+        """Every parameter array by name, e.g. `layers.0.W` `(D, H)`."""
         return {f"{prefix}.{name}": p for prefix, layer in self.linears.items()
                 for name, p in layer.params.items()}
 
@@ -53,7 +50,7 @@ class MLP:
             p[...] = arrays[name]
 
     def forward(self, x: np.ndarray, training: bool = False, rng=None) -> np.ndarray:
-        """`x` `(N, 784)` -> outputs `(N, 10)` (logits, or sigmoid activations)."""
+        """`x` `(N, D)` -> outputs `(N, C)` (logits, or sigmoid activations)."""
         for layer in self.layers:
             x = layer.forward(x, training, rng)
         return x

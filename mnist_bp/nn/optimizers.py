@@ -14,7 +14,7 @@ from mnist_bp.nn.blas import axpby, axpy
 
 # Momentum of a weight whose gradient stays 0 (a pixel that is always black) decays
 # geometrically into subnormal floats, and arithmetic on subnormals is about a hundred times
-# slower on x86: epochs of Adam on Fashion-MNIST grew from 7 s to 13 s. Every FLUSH_EVERY
+# slower on x86 (docs/benchmarks.md). Every FLUSH_EVERY
 # updates, state below TINY is set to 0: far below anything that moves a weight, and far
 # enough above the subnormal range (1.2e-38) that no decay reaches it in between.
 FLUSH_EVERY = 32
@@ -94,7 +94,7 @@ class Momentum(Optimizer):
     def fuse_into(self, linears: dict) -> None:
         """Make each Linear layer's gradient buffers the velocity buffers, with grad_decay mu:
         backward then computes v <- mu v + g inside its matrix product, and `update` only has
-        p <- p - lr v left to do. About 8 % of a step on the benchmark net. Not with gradient
+        p <- p - lr v left to do: one pass over the weights fewer. Not with gradient
         clipping, which needs the bare gradients."""
         for prefix, layer in linears.items():
             for name in layer.grads:

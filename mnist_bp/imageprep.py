@@ -18,8 +18,8 @@ at any size and stroke width. `prepare` closes that gap, step by step:
 7. the longest side scaled to 20 px (area-averaged: anti-aliased), the core stretched to 1;
 8. placed in 28x28 with the centre of mass at MNIST's average centre, (14, 14).
 
-Each step was measured on rendered font digits, numbers and real MNIST digits printed on
-photographed paper (benchmarks/user_images.py; the README has the numbers).
+docs/predict.md shows each step on a photo and how well the whole reads photographed digits
+(benchmarks/user_images.py).
 
 An image that is already MNIST-like (28x28, dark background, digit centred in a 20-pixel box)
 keeps its pixels: only the background level and contrast are normalised, which leaves a real
@@ -35,14 +35,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnist_bp.data.registry import IMAGE_SIDE as SIZE
 from mnist_bp.errors import UserError
 
-SIZE = 28
 BOX = 20  # MNIST fits the digit's longest side into 20 pixels
 CENTRE = 14.0  # mean centre of mass of MNIST digits, in pixel indices (rows and columns)
 # target stroke width / the digit's longest side: MNIST's median is 0.11, 0.09 read fonts best
 STROKE = 0.09
-WORK_SIDE = 240  # images are analysed at most this large (longest side; 400 read no better)
+WORK_SIDE = 240  # images are analysed at most this large (longest side)
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
@@ -105,6 +105,20 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise ImageError(f"cannot read the file ({exc.strerror})") from None
         raise ImageError(f"truncated or corrupt image ({exc}); export it again") from None
+
+
+def as_gray(source) -> np.ndarray:
+    """Grayscale `(H, W)` float32 in [0, 1] of a path, bytes, a file object, a PIL image or a
+    2-D array (clipped to [0, 1])."""
+    if isinstance(source, np.ndarray):
+        if source.ndim != 2:
+            raise ImageError(f"an array image must be 2-D (H, W), not {source.shape}")
+        if not np.isfinite(source).all():
+            raise ImageError("the array holds NaN or infinite values")
+        return np.clip(source.astype(np.float32), 0, 1)
+    if hasattr(source, "mode") and hasattr(source, "getbands"):  # a PIL image
+        return to_gray(source)
+    return read_image(source)
 
 
 def to_gray(im) -> np.ndarray:

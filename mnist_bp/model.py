@@ -1,0 +1,221 @@
+"""A trained network, ready to use: the one place a checkpoint becomes a model.
+
+    >>> import mnist_bp
+    >>> model = mnist_bp.load("runs/x/checkpoints/best.npz")        # doctest: +SKIP
+    >>> model.predict(images)[0]["digit"]                            # doctest: +SKIP
+
+`load(path)` rebuilds the network a checkpoint's config describes, loads its parameters and
+its input normalisation, and returns a `Model`. `evaluate`, `predict`, `report`, `serve`,
+`export` and `train` (for its test score and its resume) all go through it, so a checkpoint
+is read, checked and normalised the same way everywhere. `build_network` is the one place a
+config becomes an MLP of the datasets' shape. Inference is always float32.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from mnist_bp import checkpoint, rng
+from mnist_bp.config import Config
+from mnist_bp.data.batches import BatchMaker, Normalizer
+from mnist_bp.data.registry import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES
+from mnist_bp.nn.losses import make_loss, probabilities
+from mnist_bp.nn.mlp import MLP
+
+CHUNK_IMAGES = 2000  # images per forward pass when predicting
+
+
+def build_network(cfg: Config) -> MLP:
+    """The MLP `cfg.model` describes, 784 inputs and 10 outputs, initialised from the seed."""
+    return MLP(cfg.model, rng.stream(cfg.seed, rng.INIT), IMAGE_PIXELS, NUM_CLASSES)
+
+
+def digit_fields(p: np.ndarray) -> dict:
+    """`digit`, `confidence` and `probabilities` (10 floats) of one row of probabilities."""
+    digit = int(np.argmax(p))
+    return {"digit": digit, "confidence": float(p[digit]), "probabilities": p.tolist()}
+
+
+class Model:
+    """A checkpoint's network, config and input normalisation, loaded once.
+
+    The layers write into buffers they own, so forward passes hold a lock; reading and
+    preprocessing images, the slow part of predicting, runs in parallel across threads.
+    """
+
+    def __init__(self, path: Path | str, network: MLP, cfg: Config, meta: dict):
+        self.path = Path(path)
+        self.network = network
+        self.cfg = cfg
+        self.meta = meta
+        self.normalizer = Normalizer(**meta["normalization"])
+        self.sigmoid_outputs = cfg.model.output_activation == "sigmoid"
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        sizes = "-".join(str(s) for s in (IMAGE_PIXELS, *self.cfg.model.hidden, NUM_CLASSES))
+        return f"<mnist_bp.Model {sizes} {self.cfg.model.activation} from {self.path.name}>"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        from mnist_bp.data.registry import class_names
+        return class_names(self.cfg.data.dataset)
+
+    # --- arrays in, probabilities out -----------------------------------------------------------
+
+    def maker(self, images: np.ndarray, labels: np.ndarray) -> BatchMaker:
+        """Batches of uint8 `images` `(N, 28, 28)` normalised as this network was trained."""
+        return BatchMaker(images, labels, self.normalizer)
+
+    def outputs(self, images: np.ndarray) -> np.ndarray:
+        """`images` `(N, 28, 28)` float in [0, 1] (light ink on dark) -> the network's raw
+        outputs `(N, 10)` float32 (logits, or sigmoid activations)."""
+        n = len(images)
+        x = self.normalizer.from_unit(
+            np.asarray(images, np.float32).reshape(n, IMAGE_PIXELS),
+            np.empty((n, IMAGE_PIXELS), np.float32))
+        out = np.empty((n, NUM_CLASSES), np.float32)
+        for start in range(0, n, CHUNK_IMAGES):
+            with self._lock:
+                out[start:start + CHUNK_IMAGES] = self.network.forward(
+                    x[start:start + CHUNK_IMAGES])
+        return out
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """`images` `(N, 28, 28)` in [0, 1] -> `(N, 10)` float64, rows summing to 1 (softmax
+        of the logits; sigmoid outputs divided by their sum)."""
+        return probabilities(self.outputs(images), self.sigmoid_outputs)
+
+    # --- the Python API -------------------------------------------------------------------------
+
+    def predict(self, images, invert: str = "auto") -> list[dict]:
+        """One dict per image with `digit`, `confidence`, `probabilities` (10 floats).
+
+        `images`: an array `(N, 28, 28)` or `(28, 28)` of MNIST-ready pixels in [0, 1] (white
+        digit on black), used as they are, as `evaluate` and the exported ONNX model use
+        them; or a list of image paths, read with `mnist-bp predict`'s preprocessing (then
+        each dict also has `file` and `inverted`, or `file` and `error`).
+
+        >>> import numpy as np
+        >>> blank = np.zeros((2, 28, 28), np.float32)
+        >>> [sorted(r) for r in model.predict(blank)]                # doctest: +SKIP
+        [['confidence', 'digit', 'probabilities'], ['confidence', 'digit', 'probabilities']]
+        """
+        if isinstance(images, (str, Path)):
+            images = [images]
+        if isinstance(images, (list, tuple)) and all(isinstance(s, (str, Path)) for s in images):
+            return [{k: v for k, v in r.items() if k != "input"}
+                    for r in self.predict_paths(images, invert=invert)]
+        array = np.asarray(images, np.float32)
+        if array.shape == (IMAGE_SIDE, IMAGE_SIDE):
+            array = array[None]
+        if array.ndim != 3 or array.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+            raise ValueError(f"images must be (N, 28, 28) or (28, 28), not {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError("images hold NaN or infinite pixel values")
+        return [digit_fields(p) for p in self.probabilities(array)]
+
+    def evaluate(self, dataset: str | None = None, split: str = "test", data_dir=None,
+                 invert: bool = False, colors: str = "normal", seed: int = 0,
+                 log=None) -> dict:
+        """Accuracy, loss, per-class numbers and confusion matrix on a split of a dataset in
+        the data dir (the checkpoint's own dataset by default), as `mnist-bp evaluate`
+        reports them; `invert` / `colors="random"` score the transformed images."""
+        from mnist_bp.data.datadir import load_dataset
+        from mnist_bp.scoring import evaluate, make_transform, per_class
+
+        name = dataset or self.cfg.data.dataset
+        data = getattr(load_dataset(name, data_dir, log=log), split)
+        transform = make_transform(len(data), invert, colors, seed)
+        result = evaluate(self.network, make_loss(self.cfg.loss),
+                          self.maker(data.images, data.labels),
+                          self.cfg.training.eval_batch_size, transform)
+        images = ("inverted " if invert else "") + ("random-colour " if colors == "random"
+                                                    else "")
+        return {
+            "checkpoint": str(self.path), "epoch": self.meta["progress"]["epoch"],
+            "dataset": name, "split": split, "images": (images + "images").strip(),
+            "invert": invert, "colors": colors,
+            "accuracy": result["accuracy"], "loss": result["loss"], "n": result["n"],
+            "per_class": per_class(result["confusion_matrix"]),
+            "confusion_matrix": result["confusion_matrix"].tolist(),
+        }
+
+    def export(self, out: Path | str, format: str | None = None, force: bool = False) -> Path:
+        """Write this network as ONNX (`.onnx`) or safetensors (`.safetensors`); see
+        docs/export.md."""
+        from mnist_bp.export import export
+        return export(self, Path(out), format, force)
+
+    # --- users' images (predict, serve) ---------------------------------------------------------
+
+    def prepare(self, source, invert: str = "auto", number: bool = False) -> list:
+        """Network inputs (`imageprep.Prepared`) of one image (a path, bytes, a file object,
+        a PIL image or a 2-D array in [0, 1]): one, or one per digit with `number`."""
+        from mnist_bp.imageprep import as_gray, prepare, prepare_number
+        gray = as_gray(source)
+        return prepare_number(gray, invert) if number else [prepare(gray, invert)]
+
+    def predict_image(self, source, invert: str = "auto", number: bool = False) -> dict:
+        """The prediction for one image (see `predict_paths` for the fields); raises
+        ImageError for a bad or blank one."""
+        inputs = self.prepare(source, invert, number)
+        return _result(inputs, self.probabilities(np.stack([p.image for p in inputs])), number)
+
+    def predict_paths(self, sources, invert: str = "auto", number: bool = False,
+                      names=None) -> list[dict]:
+        """One dict per source, in order: `file`, then `digit`, `confidence`, `probabilities`
+        (10 floats), `inverted`, `input` (the 28x28 array the network saw); with `number`,
+        `number` and `digits` (one dict per digit) instead of `digit`; or `error`.
+
+        The images are prepared one by one and predicted in chunks."""
+        from mnist_bp.imageprep import ImageError
+
+        names = names or [str(s) for s in sources]
+        prepared: list = []
+        for source in sources:
+            try:
+                prepared.append(self.prepare(source, invert, number))
+            except ImageError as exc:
+                prepared.append(str(exc))
+        flat = [p.image for item in prepared if not isinstance(item, str) for p in item]
+        probs = self.probabilities(np.stack(flat)) if flat else np.empty((0, NUM_CLASSES))
+        out, at = [], 0
+        for name, item in zip(names, prepared, strict=True):
+            if isinstance(item, str):
+                out.append({"file": name, "error": item})
+                continue
+            out.append({"file": name, **_result(item, probs[at:at + len(item)], number)})
+            at += len(item)
+        return out
+
+
+def _result(inputs: list, probs: np.ndarray, number: bool) -> dict:
+    inverted = bool(inputs[0].inverted)
+    if not number:
+        return {**digit_fields(probs[0]), "inverted": inverted, "input": inputs[0].image}
+    digits = [digit_fields(p) for p in probs]
+    return {"number": "".join(str(d["digit"]) for d in digits), "digits": digits,
+            "inverted": inverted, "inputs": [p.image for p in inputs]}
+
+
+def read(path: Path | str) -> tuple[MLP, Config, dict, dict]:
+    """(network, config, meta, optimizer state) of a checkpoint, every parameter checked
+    against the network its config builds and loaded into it; a CheckpointError naming the
+    file otherwise."""
+    path = Path(path)
+    params, optim_state, meta = checkpoint.load(path)
+    cfg = checkpoint.config_of(path, meta)
+    network = build_network(cfg)
+    checkpoint.check_shapes(path, network.parameters(), params)
+    network.load_parameters(params)
+    return network, cfg, meta, optim_state
+
+
+def load(path: Path | str) -> Model:
+    """The trained network in a checkpoint (`RUN/checkpoints/best.npz`), ready to predict."""
+    network, cfg, meta, _ = read(path)
+    return Model(path, network, cfg, meta)
