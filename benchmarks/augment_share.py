@@ -20,7 +20,7 @@ from mnist_bp.config import AugmentConfig, load_config
 from mnist_bp.data.augment import is_active
 from mnist_bp.data.batches import Normalizer
 from mnist_bp.data.datadir import load_dataset, resolve_data_dir
-from mnist_bp.train import Trainer
+from mnist_bp.training import Trainer
 
 CONFIGS = ("default", "fashion", "mnist-best", "mnist-robust")
 

@@ -107,7 +107,7 @@ def step_vs_floor(data_dir: str, blocks: int = 21, steps: int = 100) -> tuple[fl
     from mnist_bp.config import load_config
     from mnist_bp.data.batches import Normalizer
     from mnist_bp.data.datadir import load_dataset
-    from mnist_bp.train import Trainer
+    from mnist_bp.training import Trainer
 
     cfg, _ = load_config("bench")
     train = load_dataset(cfg.data.dataset, data_dir, fetch=False, in_memory=True).train

@@ -27,7 +27,7 @@ from mnist_bp.data.batches import Normalizer
 from mnist_bp.data.datadir import load_dataset, resolve_data_dir
 from mnist_bp.nn.blas import gemm_tn
 from mnist_bp.nn.layers import Linear
-from mnist_bp.train import Trainer
+from mnist_bp.training import Trainer
 
 
 def without_update(trainer):

@@ -175,7 +175,10 @@ class ConsoleReporter:
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final result.")
 @click.option("--no-report", is_flag=True,
               help="Do not write RUN/report/ (curves, confusion matrix, mistakes) at the end.")
-def train(config, data_dir, run_dir, overrides, resume, quiet, no_report):
+@click.option("--tensorboard", is_flag=True,
+              help="Write TensorBoard event files under RUN/tensorboard/ (same as --set "
+                   "training.tensorboard=true); view them with: tensorboard --logdir runs/")
+def train(config, data_dir, run_dir, overrides, resume, quiet, no_report, tensorboard):
     """Train an MLP from a YAML config with backpropagation.
 
     CONFIG is a YAML file or the name of a shipped config (default, classic, bench,
@@ -192,7 +195,7 @@ def train(config, data_dir, run_dir, overrides, resume, quiet, no_report):
       mnist-bp train --resume runs/mine/checkpoints/last.npz
     """
     from mnist_bp.config import load_config
-    from mnist_bp.train import Interrupted, run
+    from mnist_bp.training import Interrupted, run
 
     reporter = ConsoleReporter(quiet)
     if resume is not None:
@@ -205,7 +208,7 @@ def train(config, data_dir, run_dir, overrides, resume, quiet, no_report):
         name = source.stem
     try:
         summary = run(cfg, run_dir, data_dir, config_name=name, resume=resume,
-                      reporter=reporter)
+                      reporter=reporter, tensorboard=tensorboard)
     except Interrupted as stop:
         echo_err(f"\ninterrupted: saved {stop.checkpoint}\n"
                  f"resume with: mnist-bp train --resume {stop.checkpoint}"
@@ -418,7 +421,7 @@ def tune(config, space, trials, timeout, study_name, storage, out, data_dir, ove
       mnist-bp tune default --space space.yaml --out tune/lr     # one study
     """
     from mnist_bp.config import load_config, to_dict
-    from mnist_bp.train import Interrupted
+    from mnist_bp.training import Interrupted
     from mnist_bp.tune import tune as run_tune
 
     cfg, source = load_config(config, overrides)
@@ -433,6 +436,36 @@ def tune(config, space, trials, timeout, study_name, storage, out, data_dir, ove
     click.echo(f"trials: {folder / 'trials.csv'}")
     if (folder / "best.yaml").is_file():
         click.echo(f"best: {folder / 'best.yaml'}")
+
+
+# --- export --------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("checkpoint", type=PATH)
+@click.argument("out", type=PATH)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "safetensors"]),
+              help="Output format [default: from OUT's suffix, .onnx or .safetensors].")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def export(checkpoint, out, fmt, force):
+    """Write a trained network for other runtimes: ONNX or safetensors.
+
+    ONNX: one graph from raw pixels to answers. Input 'images' float32 [N, 28, 28], pixel
+    values in [0, 1] as MNIST stores them (white digit on black); the checkpoint's input
+    normalisation is inside the graph; outputs 'probabilities' [N, 10] and 'digit' [N].
+    safetensors: the parameters under the checkpoint's names (layers.<i>.W, layers.<i>.b),
+    config and normalisation in the metadata. An existing OUT is replaced only with --force.
+    Needs the export extra (pip install 'mnist-bp[export]').
+
+    \b
+    Examples:
+      mnist-bp export runs/x/checkpoints/best.npz x.onnx
+      mnist-bp export runs/x/checkpoints/best.npz weights.safetensors
+    """
+    from mnist_bp.export import export as write
+    from mnist_bp.model import load
+
+    path = write(load(checkpoint), out, fmt, force)
+    click.echo(f"wrote {path}")
 
 
 # --- augment-preview -----------------------------------------------------------------------

@@ -98,6 +98,8 @@ class TrainingConfig:
                                              "better validation metric always writes best.npz")
     prefetch: bool = opt(False, doc="prepare each augmented batch in a worker thread while the "
                                     "step before it runs (for machines with cores to spare)")
+    tensorboard: bool = opt(False, doc="write TensorBoard event files under RUN/tensorboard/ "
+                                       "(train --tensorboard does the same)")
 
 
 @dataclass(frozen=True)

@@ -79,3 +79,29 @@ def locked(folder: Path, name: str = ".lock"):
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def held_by_one(folder: Path, name: str, busy: str):
+    """Hold `folder/name` exclusively for as long as the block runs, or raise UserError(`busy`,
+    with `{pid}` filled in by the holder's process id) at once if another process holds it.
+    The kernel releases the lock when its process dies, so a killed holder blocks nobody."""
+    from mnist_bp.errors import UserError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / name, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            raise UserError(busy.format(pid=pid)) from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -39,7 +39,7 @@ from mnist_bp.config import (
 )
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write, locked
-from mnist_bp.train import NullReporter, run
+from mnist_bp.training import NullReporter, run
 
 INSTALL_HINT = "install the tune extra: pip install 'mnist-bp[tune]' (optuna)"
 SPEC_KEYS = {"low", "high", "log", "step", "choices"}

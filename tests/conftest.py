@@ -71,7 +71,7 @@ SMALL_RUN = {"seed": 0, "data": {"validation": 100}, "model": {"hidden": [32]},
 def train_small(folder: Path, overrides: dict | None = None, **run_kwargs) -> Path:
     """Train a small MLP on synthetic data in `folder`; returns the run directory."""
     from mnist_bp.config import from_dict
-    from mnist_bp.train import run
+    from mnist_bp.training import run
 
     data = folder / "data"
     if not (data / "mnist").is_dir():

@@ -194,6 +194,8 @@ def kind(line: str) -> str:
         return "make"
     if words[0] == "curl":
         return "needs a server"
+    if words[0] == "tensorboard":
+        return "viewer"
     if words[0] == "sudo":
         return "system package"
     if re.search(r"benchmarks/\S+\.py", line):
@@ -218,6 +220,13 @@ def test_every_documented_mnist_bp_command_parses(page, line):
 def test_documented_make_targets_exist(line):
     target = line.split()[1]
     assert re.search(rf"^{re.escape(target)}:", text(ROOT / "Makefile"), re.M), target
+
+
+@pytest.mark.parametrize("line", sorted({c[1] for c in ALL if kind(c[1]) == "viewer"}))
+def test_documented_viewers_are_installed(line):
+    """`tensorboard --logdir runs/`: the tracking extra installs it beside mnist-bp."""
+    pytest.importorskip("tensorboard")
+    assert (Path(sys.executable).parent / line.split()[0]).is_file()
 
 
 @pytest.mark.parametrize("script", sorted({re.search(r"benchmarks/(\S+\.py)", c[1]).group(1)

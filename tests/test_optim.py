@@ -183,7 +183,7 @@ def test_fused_momentum_matches_the_plain_update():
     from mnist_bp.config import Config, TrainingConfig
     from mnist_bp.data.batches import Normalizer
     from mnist_bp.data.cache import Split
-    from mnist_bp.train import Trainer
+    from mnist_bp.training import Trainer
 
     images, labels = synthetic_digits(256, seed=1)
     split = Split(images, labels)

@@ -31,7 +31,7 @@ def train(tmp_path, data_dir, *extra, run="run"):
 def test_train_writes_the_run_directory(tmp_path, data_dir):
     run, result = train(tmp_path, data_dir)
     assert sorted(p.name for p in run.iterdir()) == [
-        "checkpoints", "config.yaml", "metrics.csv", "metrics.jsonl", "summary.json"]
+        ".train.lock", "checkpoints", "config.yaml", "metrics.csv", "metrics.jsonl", "summary.json"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.npz", "last.npz"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -220,7 +220,7 @@ def test_batches_prepared_ahead_equal_batches_prepared_inline(small_arrays):
     from mnist_bp.config import load_config
     from mnist_bp.data.batches import Normalizer
     from mnist_bp.data.cache import Split
-    from mnist_bp.train import Trainer
+    from mnist_bp.training import Trainer
 
     cfg, _ = load_config("mnist-robust", ["training.batch_size=32", "model.hidden=[16]",
                                           "augment.flip.p=0.5", "augment.erase.p=0.5",
@@ -285,7 +285,7 @@ def test_best_is_copied_where_hard_links_fail(tmp_path, monkeypatch):
 
 
 def test_a_failed_epoch_write_is_one_clear_error(tmp_path, data_dir, monkeypatch):
-    from mnist_bp import train as train_module
+    from mnist_bp import training as train_module
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
@@ -306,7 +306,7 @@ def test_checkpoint_every(tmp_path, data_dir, monkeypatch, validation, every, ep
     """training.checkpoint_every: last.npz (and the metrics) every N epochs and after the
     last; an epoch with a better validation accuracy always writes best.npz. The files at the
     end are those of the last epoch either way."""
-    from mnist_bp import train as train_module
+    from mnist_bp import training as train_module
 
     written = []
     original = train_module.write_epoch

@@ -25,7 +25,7 @@ from mnist_bp.config import Config, dump_yaml, to_dict
 from mnist_bp.data.augment import is_active
 from mnist_bp.data.batches import BatchMaker, Normalizer
 from mnist_bp.errors import UserError
-from mnist_bp.fsutil import atomic_copy, atomic_write
+from mnist_bp.fsutil import atomic_copy, atomic_write, held_by_one
 from mnist_bp.metrics import write_history, write_summary
 from mnist_bp.model import build_network, load, read
 from mnist_bp.nn.losses import make_loss
@@ -278,32 +278,51 @@ def load_resume(path: Path):
     return cfg, RunState(**meta["progress"]), run_dir, (params, optim_state, meta)
 
 
-def start_run(cfg: Config, run_dir: Path | None, config_name: str) -> Path:
-    """Create the run directory and write config.yaml, before any data is loaded."""
-    run_dir = Path(run_dir) if run_dir else new_run_dir(config_name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def start_run(cfg: Config, run_dir: Path, config_name: str) -> None:
+    """Write config.yaml into the (locked) run directory, before any data is loaded."""
     with atomic_write(run_dir / "config.yaml", "w") as f:
         f.write(f"# resolved config of this run ({config_name}); pass it back as CONFIG\n")
         f.write(dump_yaml(cfg))
-    return run_dir
 
 
 def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str = "config",
-        resume: Path | None = None, reporter=None, score_test: bool = True) -> dict:
+        resume: Path | None = None, reporter=None, score_test: bool = True,
+        tensorboard: bool = False) -> dict:
     """Train (or resume) a run; returns summary.json's content. `score_test=False` (tuning)
-    leaves the test set alone: the summary's test numbers are null."""
-    from mnist_bp.data.datadir import load_dataset, split_validation
-
+    leaves the test set alone: the summary's test numbers are null. One process at a time
+    writes a run directory: a second is refused with a UserError naming the run."""
     reporter = reporter or NullReporter()
     state = None
     if resume is not None:
         cfg, progress, run_dir, state = load_resume(resume)
-        if progress.finished and (run_dir / "summary.json").is_file():
+    else:
+        run_dir, progress = Path(run_dir) if run_dir else new_run_dir(config_name), RunState()
+    busy = (f"{run_dir}: another mnist-bp train (process {{pid}}) is writing this run; wait "
+            f"for it to finish or pass another --run-dir")
+    with held_by_one(run_dir, ".train.lock", busy):
+        if state is not None and progress.finished and (run_dir / "summary.json").is_file():
             reporter.info(f"run in {run_dir} already finished after {progress.epoch} epoch(s) "
                           f"({progress.stop_reason}); nothing to resume")
             return json.loads((run_dir / "summary.json").read_text())
-    else:
-        run_dir, progress = start_run(cfg, run_dir, config_name), RunState()
+        if state is None:
+            start_run(cfg, run_dir, config_name)
+        log = None
+        if tensorboard or cfg.training.tensorboard:
+            from mnist_bp.tracking import TensorBoardLog
+            log = TensorBoardLog(run_dir, cfg)
+        summary = None
+        try:
+            summary = _train(cfg, run_dir, data_dir, progress, state, reporter, score_test, log)
+            return summary
+        finally:
+            if log is not None:
+                log.close(summary)
+
+
+def _train(cfg: Config, run_dir: Path, data_dir, progress: RunState, state, reporter,
+           score_test: bool, log) -> dict:
+    from mnist_bp.data.datadir import load_dataset, split_validation
+
     reporter.info(f"run directory: {run_dir}")
 
     dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info, in_memory=True)
@@ -339,6 +358,8 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
             best = record_epoch(progress, row, metric, cfg)
             if due(progress, best and metric is not None, cfg.training.checkpoint_every):
                 write_epoch(run_dir, trainer, progress, best)
+            if log is not None:
+                log.epoch(row, trainer.params)
             reporter.epoch_end(row, cfg.training.epochs, len(trainer.train_maker))
 
     return finish(trainer, progress, dataset.test if score_test else None, run_dir, reporter)
