@@ -362,7 +362,11 @@ def report(run_dirs, out, data_dir):
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port (0 picks a free one).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
-def serve(checkpoints, host, port, open_browser):
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests whose Host header is NAME (repeatable), e.g. the "
+                   "computer's name with --host 0.0.0.0. On loopback only 127.0.0.1, "
+                   "localhost and [::1] are answered otherwise (403).")
+def serve(checkpoints, host, port, open_browser, allow_hosts):
     """Draw a digit in the browser and watch the networks answer; a JSON API.
 
     Every CHECKPOINT is loaded once and answers side by side. The page (GET /) has a
@@ -380,7 +384,8 @@ def serve(checkpoints, host, port, open_browser):
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         echo_err(f"note: listening on {host}: anyone who can reach this computer can use it")
-    run_server(list(checkpoints), host, port, open_browser, lambda line: click.echo(line))
+    run_server(list(checkpoints), host, port, open_browser, lambda line: click.echo(line),
+               allow_hosts)
 
 
 # --- tune ----------------------------------------------------------------------------------

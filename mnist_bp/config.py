@@ -9,14 +9,24 @@ value and what is allowed; `--set dotted.key=value` overrides any key before val
 from __future__ import annotations
 
 import difflib
+import math
+import reprlib
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 
+from mnist_bp.data.registry import DATASETS, IMAGE_PIXELS, NUM_CLASSES
 from mnist_bp.errors import UserError
 
-DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")
+DATASET_NAMES = tuple(DATASETS)
+# Limits that keep a config from a stranger in bounded time and memory: checked before
+# anything is built from it.
+MAX_FILE_BYTES = 1_000_000  # a config or search space file
+MAX_DEPTH = 20  # YAML nesting
+MAX_PARAMETERS = 50_000_000  # weights and biases of the network (200 MB in float32)
+MAX_LAYERS = 64
+LARGE = 1_000_000  # epochs, batch sizes and other counts
 
 
 class ConfigError(UserError):
@@ -34,7 +44,8 @@ def opt(default, *, choices=None, ge=None, gt=None, le=None, lt=None, doc=""):
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = opt("mnist", choices=DATASET_NAMES)
-    validation: int = opt(0, ge=0, doc="images held out of the training files; 0 = none")
+    validation: int = opt(0, ge=0, le=10_000_000,
+                          doc="images held out of the training files; 0 = none")
     normalize: str = opt("scale", choices=("scale", "center", "standardize", "image"),
                          doc="scale: pixel/255; center: 2 pixel/255 - 1 (inverting the colours "
                              "negates the input); standardize: (pixel/255 - mean) / std; "
@@ -43,7 +54,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    hidden: tuple[int, ...] = opt((256,), ge=1, doc="hidden layer sizes")
+    hidden: tuple[int, ...] = opt((256,), ge=1, le=65536, doc="hidden layer sizes")
     activation: str = opt("relu", choices=("relu", "leaky_relu", "tanh", "sigmoid", "gelu"))
     leaky_slope: float = opt(0.01, ge=0.0, lt=1.0)
     dropout: float = opt(0.0, ge=0.0, lt=1.0, doc="drop probability after each hidden layer")
@@ -76,8 +87,9 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     name: str = opt("constant", choices=("constant", "step", "cosine", "onecycle"))
-    warmup_epochs: float = opt(0.0, ge=0.0, doc="linear warmup from 0 (constant, step, cosine)")
-    step_epochs: int = opt(10, ge=1, doc="step: decay every this many epochs")
+    warmup_epochs: float = opt(0.0, ge=0.0, le=LARGE,
+                               doc="linear warmup from 0 (constant, step, cosine)")
+    step_epochs: int = opt(10, ge=1, le=LARGE, doc="step: decay every this many epochs")
     gamma: float = opt(0.1, gt=0.0, le=1.0, doc="step: decay factor")
     min_lr: float = opt(0.0, ge=0.0, doc="cosine: final learning rate")
     pct_start: float = opt(0.3, gt=0.0, lt=1.0, doc="onecycle: fraction of steps rising")
@@ -87,15 +99,16 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = opt(10, ge=1)
-    batch_size: int = opt(128, ge=1)
-    early_stopping_patience: int = opt(0, ge=0, doc="epochs without improvement; 0 = off")
+    epochs: int = opt(10, ge=1, le=LARGE)
+    batch_size: int = opt(128, ge=1, le=65536)
+    early_stopping_patience: int = opt(0, ge=0, le=LARGE, doc="epochs without improvement; 0 = off")
     early_stopping_metric: str = opt("val_acc", choices=("val_acc", "val_loss"))
     clip_grad_norm: float = opt(0.0, ge=0.0, doc="clip the global gradient norm; 0 = off")
-    eval_batch_size: int = opt(2000, ge=1)
-    checkpoint_every: int = opt(1, ge=1, doc="write last.npz (and the metrics) every this many "
-                                             "epochs and after the last; an epoch with a "
-                                             "better validation metric always writes best.npz")
+    eval_batch_size: int = opt(2000, ge=1, le=65536)
+    checkpoint_every: int = opt(1, ge=1, le=LARGE,
+                                doc="write last.npz (and the metrics) every this many epochs "
+                                    "and after the last; an epoch with a better validation "
+                                    "metric always writes best.npz")
     prefetch: bool = opt(False, doc="prepare each augmented batch in a worker thread while the "
                                     "step before it runs (for machines with cores to spare)")
     tensorboard: bool = opt(False, doc="write TensorBoard event files under RUN/tensorboard/ "
@@ -132,8 +145,8 @@ class AffineConfig:
 @dataclass(frozen=True)
 class ElasticConfig:
     p: float = opt(0.0, ge=0.0, le=1.0)
-    alpha: float = opt(34.0, ge=0.0)
-    sigma: float = opt(4.0, gt=0.0)
+    alpha: float = opt(34.0, ge=0.0, le=1000.0)
+    sigma: float = opt(4.0, gt=0.0, le=28.0)
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = opt(0, ge=0)
+    seed: int = opt(0, ge=0, le=2**63 - 1)
     data: DataConfig = opt(DataConfig())
     model: ModelConfig = opt(ModelConfig())
     loss: LossConfig = opt(LossConfig())
@@ -179,6 +192,16 @@ class Config:
 
 # --- validation ---------------------------------------------------------------------------
 
+def _show(value) -> str:
+    """A value as an error message shows it: its repr, cut short."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong = 40
+
+
 def _near(word: str, options) -> str:
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f"; did you mean '{match[0]}'?" if match else ""
@@ -187,7 +210,7 @@ def _near(word: str, options) -> str:
 def _coerce(value, hint, meta, key):
     """Check `value` against the annotation `hint` and the field's limits."""
     def bad(allowed):
-        raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
+        raise ConfigError(f"{key}: {_show(value)} is not allowed; expected {allowed}")
 
     origin = typing.get_origin(hint)
     if is_dataclass(hint):
@@ -210,13 +233,18 @@ def _coerce(value, hint, meta, key):
                 bad("a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             bad("a number")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            bad("a number of reasonable size")
+        if not math.isfinite(value):
+            bad("a finite number")
     elif hint is str:
         if not isinstance(value, str):
             bad("a string")
     choices = meta.get("choices")
     if choices and value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of "
+        raise ConfigError(f"{key}: {_show(value)} is not allowed; choose one of "
                           f"{', '.join(choices)}{_near(str(value), choices)}")
     limits = [("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
               ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")]
@@ -224,7 +252,7 @@ def _coerce(value, hint, meta, key):
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):
             bounds = " and ".join(f"{s} {meta[n]}" for n, _, s in limits if meta.get(n) is not None)
-            raise ConfigError(f"{key}: {value!r} is out of range; allowed: {bounds}")
+            raise ConfigError(f"{key}: {_show(value)} is out of range; allowed: {bounds}")
     return value
 
 
@@ -232,13 +260,13 @@ def _build(cls, raw, prefix: str):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {_show(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     for key in raw:
         if key not in names:
-            dotted = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"{dotted}: unknown key{_near(str(key), names)} "
+            dotted = f"{prefix}.{str(key)[:60]}" if prefix else str(key)[:60]
+            raise ConfigError(f"{dotted}: unknown key{_near(str(key)[:60], names)} "
                               f"(allowed: {', '.join(names)})")
     kwargs = {}
     for f in fields(cls):
@@ -249,6 +277,15 @@ def _build(cls, raw, prefix: str):
 
 
 def _check_combinations(cfg: Config) -> None:
+    sizes = [IMAGE_PIXELS, *cfg.model.hidden, NUM_CLASSES]
+    if len(cfg.model.hidden) > MAX_LAYERS:
+        raise ConfigError(f"model.hidden: {len(cfg.model.hidden)} layers is more than the "
+                          f"{MAX_LAYERS} allowed")
+    weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    if weights > MAX_PARAMETERS:
+        raise ConfigError(f"model.hidden: {list(cfg.model.hidden)} makes {weights:,} "
+                          f"parameters, more than the {MAX_PARAMETERS:,} allowed; use "
+                          f"smaller layers")
     if cfg.loss.name == "cross_entropy" and cfg.model.output_activation != "none":
         raise ConfigError("model.output_activation: cross_entropy applies its own softmax; "
                           "set it to none (or use loss.name: mse)")
@@ -288,21 +325,66 @@ def packaged_config_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "configs"
 
 
+class _Refused(Exception):
+    """YAML the loader will not build (aliases, deep nesting, giant numbers)."""
+
+
+def parse_yaml(text: str):
+    """YAML text -> Python values, safely and in bounded time and memory: only plain
+    types (yaml's safe loader), no aliases (`*name`: an alias bomb expands a few lines into
+    billions of nodes), at most MAX_DEPTH levels of nesting, numbers Python can read.
+    Raises _Refused or yaml.YAMLError."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise _Refused("YAML aliases (*name) are not allowed; write the value out")
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH:
+                    raise _Refused(f"nested more than {MAX_DEPTH} levels deep")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise _Refused(f"a value it cannot read ({str(exc).split(':')[0][:80]})") from None
+    except RecursionError:
+        raise _Refused(f"nested more than {MAX_DEPTH} levels deep") from None
+
+
 def read_yaml(path: Path, what: str = "a config is a mapping of sections (seed, data, "
               "model, ...)") -> dict:
-    """A YAML file's mapping; `what` says what the file should hold when it is no mapping."""
+    """A YAML file's mapping; `what` says what the file should hold when it is no mapping.
+    Every problem is one ConfigError naming the file."""
     import yaml
 
     path = Path(path)
     try:
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes is more than the {MAX_FILE_BYTES:,} a "
+                              f"config may have; is it the right file?")
+        data = path.read_bytes()[:MAX_FILE_BYTES + 1]
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.name for p in packaged_config_dir().glob("*.yaml")))
         raise ConfigError(f"{path}: config file not found (shipped configs: {shipped})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") \
+            from None
+    try:
+        raw = parse_yaml(text)
+    except _Refused as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -338,7 +420,9 @@ def apply_override(raw: dict, assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set "
                           f"optimizer.learning_rate=0.01")
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
+    except _Refused as exc:
+        raise ConfigError(f"--set {key[:60]}: {exc}") from None
     except yaml.YAMLError:
         value = text
     set_key(raw, key, value)

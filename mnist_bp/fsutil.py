@@ -105,3 +105,30 @@ def held_by_one(folder: Path, name: str, busy: str):
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Write `data` to `folder/stem+suffix`, or `stem~2+suffix`, `stem~3`... whichever name is
+    free: never replaces an existing file. The bytes go to a temporary file first and are then
+    hard-linked under the free name (which fails instead of overwriting), so no half-written
+    file ever carries the name."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        k = 1
+        while True:
+            path = folder / (f"{stem}{suffix}" if k == 1 else f"{stem}~{k}{suffix}")
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                k += 1
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -78,33 +78,57 @@ class Prepared:
 
 # --- reading ---------------------------------------------------------------------------------
 
+# The formats a user sends; every other Pillow plugin is refused before it parses a byte
+# (some, like ICO and ICNS, decode pixels while opening).
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF or WebP"
+# Larger images are box-averaged by an integer factor right after decoding, before any float
+# copy: the analysis works at WORK_SIDE pixels anyway, and it bounds the memory of a request.
+REDUCE_ABOVE = 4_000_000
+
+
 def read_image(source, max_pixels: int | None = None) -> np.ndarray:
-    """Grayscale `(H, W)` float32 in [0, 1] from a path, a file object or bytes; images of
-    more than `max_pixels` (default `MAX_PIXELS`) are refused before they are decoded."""
+    """Grayscale `(H, W)` float32 in [0, 1] from a path, a file object or bytes.
+
+    Only `FORMATS` are opened; an image declaring more than `max_pixels` (default
+    `MAX_PIXELS`) is refused from its header, before its pixels are decoded; multi-frame
+    images give their first frame. Whatever goes wrong in a decoder becomes one ImageError.
+    """
     import io
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
-    limit = max_pixels or MAX_PIXELS
+    limit = max_pixels if max_pixels is not None else MAX_PIXELS
     try:
-        with Image.open(source) as im:
-            if im.width * im.height > limit:
-                raise ImageError(f"{im.width}x{im.height} pixels is more than the "
-                                 f"{limit:,} allowed (a decompression bomb?); scale it down")
+        with Image.open(source, formats=FORMATS) as im:
+            width, height = im.size
+            if width * height > limit:
+                raise ImageError(f"{width}x{height} pixels is more than the {limit:,} allowed "
+                                 f"(a decompression bomb?); scale it down")
+            if width < 1 or height < 1:
+                raise ImageError(f"{width}x{height} pixels: an empty image")
             im = ImageOps.exif_transpose(im)  # also loads the pixels
+            factor = int(np.ceil(np.sqrt(width * height / REDUCE_ABOVE)))
+            if factor > 1 and im.mode != "F":
+                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info
+                                else "L").reduce(factor)
             return to_gray(im)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
-        raise ImageError("not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, "
-                         "WebP...)") from None
+        raise ImageError(f"not a {FORMAT_NAMES} image") from None
     except Image.DecompressionBombError:
         raise ImageError(f"more than the {limit:,} pixels allowed (a decompression "
                          "bomb?); scale it down") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise ImageError(f"cannot read the file ({exc.strerror})") from None
-        raise ImageError(f"truncated or corrupt image ({exc}); export it again") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise ImageError(f"cannot read the file ({exc.strerror})") from None
+    except MemoryError:
+        raise ImageError("not enough memory to decode it; scale it down") from None
+    except Exception as exc:  # any decoder's failure, whatever its type
+        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ImageError(f"truncated or corrupt image ({detail}); export it again") from None
 
 
 def as_gray(source) -> np.ndarray:
@@ -149,6 +173,8 @@ def to_gray(im) -> np.ndarray:
         return np.clip(a / full, 0, 1)
     if mode == "F":
         a = np.asarray(im, np.float32)
+        if not np.isfinite(a).all():
+            raise ImageError("the image holds NaN or infinite pixel values")
         return np.clip(a / 255 if a.max() > 1 else a, 0, 1)
     if mode != "L":
         im = im.convert("L")
@@ -387,7 +413,7 @@ def mnist_like(gray: np.ndarray) -> tuple[np.ndarray, bool] | None:
     ink = np.clip((ink - bg) / (top - bg), 0, 1) if (bg, top) != (0.0, 1.0) else ink.copy()
     rows = np.flatnonzero(ink.max(axis=1) > 0.1)
     cols = np.flatnonzero(ink.max(axis=0) > 0.1)
-    if max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 > BOX + 2:
+    if rows.size == 0 or max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 > BOX + 2:
         return None
     cy, cx = centre_of_mass(ink)
     if abs(cy - CENTRE) > 2.5 or abs(cx - CENTRE) > 2.5:

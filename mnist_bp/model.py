@@ -155,9 +155,16 @@ class Model:
     def prepare(self, source, invert: str = "auto", number: bool = False) -> list:
         """Network inputs (`imageprep.Prepared`) of one image (a path, bytes, a file object,
         a PIL image or a 2-D array in [0, 1]): one, or one per digit with `number`."""
-        from mnist_bp.imageprep import as_gray, prepare, prepare_number
+        from mnist_bp.imageprep import ImageError, as_gray, prepare, prepare_number
         gray = as_gray(source)
-        return prepare_number(gray, invert) if number else [prepare(gray, invert)]
+        try:
+            return prepare_number(gray, invert) if number else [prepare(gray, invert)]
+        except ImageError:
+            raise
+        except MemoryError:
+            raise ImageError("not enough memory to read it; scale it down") from None
+        except Exception as exc:  # an image no rule foresaw: that file's error, not a crash
+            raise ImageError(f"could not find a digit in it ({type(exc).__name__})") from None
 
     def predict_image(self, source, invert: str = "auto", number: bool = False) -> dict:
         """The prediction for one image (see `predict_paths` for the fields); raises

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_bp.fsutil import atomic_write
+from mnist_bp.fsutil import write_new
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
-                  ".ppm", ".pbm", ".pnm"}
+# a folder's files read as images: the suffixes of imageprep.FORMATS
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 # --- the command's edges: inputs, saved inputs, table -----------------------------------------
@@ -43,26 +43,23 @@ def expand_inputs(inputs) -> list[tuple[str, object]]:
 
 def write_inputs(results: list[dict], folder: Path) -> list[Path]:
     """The 28x28 images the network saw, as PNG files named after their inputs (`NAME.png`,
-    `NAME-<i>.png` per digit of a number)."""
+    `NAME-<i>.png` per digit of a number). An existing file is never replaced, an input
+    included: a taken name gets `~2`, `~3`..."""
+    import io
+
     from PIL import Image
 
-    written, used = [], set()
+    written = []
     for r in results:
         if "error" in r:
             continue
         stem = "stdin" if r["file"] == "-" else Path(r["file"]).stem
         images = r["inputs"] if "inputs" in r else [r["input"]]
         for i, image in enumerate(images):
+            buf = io.BytesIO()
+            Image.fromarray(np.round(image * 255).astype(np.uint8), "L").save(buf, "PNG")
             name = f"{stem}-{i}" if "inputs" in r else stem
-            base, k = name, 1
-            while name in used:
-                k += 1
-                name = f"{base}~{k}"
-            used.add(name)
-            path = Path(folder) / f"{name}.png"
-            with atomic_write(path) as f:
-                Image.fromarray(np.round(image * 255).astype(np.uint8), "L").save(f, "PNG")
-            written.append(path)
+            written.append(write_new(folder, name, ".png", buf.getvalue()))
     return written
 
 

@@ -7,12 +7,23 @@ prediction API for any program.
 Built on Starlette (routing, requests, responses) served by uvicorn: the `serve` extra,
 imported only here. Every checkpoint is loaded once (`model.load`); an image is read and
 preprocessed once per request (imageprep.py, as `predict` does) and then shown to every
-network. Limits: bodies over `MAX_BODY` bytes get 413, images over `MAX_UPLOAD_PIXELS`
-pixels 400; any bad request gets a JSON error and the server goes on.
+network.
+
+Limits, so that no request and no client can take the server down (docs/reliability.md):
+- a body over `MAX_BODY` bytes gets 413; an image over `MAX_UPLOAD_PIXELS` pixels, in a
+  format other than imageprep.FORMATS, corrupt or blank, gets 400 with a JSON error;
+- at most `UPLOADS` uploads are read at once and `DECODES` images decoded at once, which
+  bounds the memory of concurrent large uploads;
+- a client must send its whole request within `REQUEST_TIMEOUT` seconds of connecting (or of
+  its previous answer), else the connection is closed: idle and trickling connections cannot
+  pile up; up to `MAX_CONNECTIONS` are held at once;
+- listening on loopback, only requests whose Host header names the loopback (or a name given
+  with --allow-host) are answered; others get 403 (DNS rebinding).
 """
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +35,13 @@ from mnist_bp.model import digit_fields, load
 
 MAX_BODY = 4 * 1024 * 1024  # bytes of one uploaded image
 MAX_UPLOAD_PIXELS = 16_000_000  # pixels of one decoded upload
+UPLOADS = 16  # request bodies read at once (each at most MAX_BODY)
+DECODES = 2  # images decoded and preprocessed at once (one per core)
+REQUEST_TIMEOUT = 10.0  # seconds for a client to send a whole request
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open after an answer
+MAX_CONNECTIONS = 1000  # connections held at once; more get 503
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 INVERT_CHOICES = ("auto", "yes", "no")
 INSTALL_HINT = "install the serve extra: pip install 'mnist-bp[serve]' (starlette, uvicorn)"
 
@@ -48,8 +66,15 @@ class BodyTooLarge(Exception):
 
 
 def predict_bytes(models: dict, body: bytes, invert: str) -> dict:
-    """The API's answer for one image, or ImageError."""
-    prepared = prepare(read_image(body, max_pixels=MAX_UPLOAD_PIXELS), invert)
+    """The API's answer for one image, or ImageError (whatever went wrong with it)."""
+    try:
+        prepared = prepare(read_image(body, max_pixels=MAX_UPLOAD_PIXELS), invert)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("not enough memory to read this image; scale it down") from None
+    except Exception as exc:  # an image no rule foresaw: a 400, never a 500
+        raise ImageError(f"could not find a digit in it ({type(exc).__name__})") from None
     x = prepared.image[None]
     out = []
     seen = np.round(prepared.image, 3).tolist()
@@ -59,8 +84,54 @@ def predict_bytes(models: dict, body: bytes, invert: str) -> dict:
     return {"predictions": out}
 
 
-def create_app(checkpoints: list[Path]):
-    """The Starlette application serving `checkpoints` (loaded now: errors surface here)."""
+def host_of(header: str) -> str:
+    """The host part of a Host header: `[::1]:8000` -> `[::1]`, `a.b:80` -> `a.b`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[:header.find("]") + 1] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def allowed_hosts(listen: str, extra: tuple[str, ...] = ()) -> set[str] | None:
+    """Host header values the server answers, or None for any. On loopback: the loopback's
+    names; on another address: that address and `extra` when given, else any (as Jupyter
+    does when told to listen beyond the loopback)."""
+    extra = {host_of(h) for h in extra}
+    if listen in LOOPBACK:
+        return {*LOOPBACK_HOSTS, *extra}
+    if not extra:
+        return None
+    listen_host = f"[{listen}]" if ":" in listen else listen
+    return {listen_host, *LOOPBACK_HOSTS, *extra}
+
+
+class HostCheck:
+    """ASGI middleware: 403 with a JSON error for a Host header not in `allowed`."""
+
+    def __init__(self, app, allowed: set[str] | None):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.allowed is not None:
+            headers = dict(scope.get("headers") or [])
+            host = host_of(headers.get(b"host", b"").decode("latin-1"))
+            if host not in self.allowed:
+                body = json.dumps({"error": f"Host {host!r} is not served here; use "
+                                            f"http://127.0.0.1 or start with --allow-host"})
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
+    """The Starlette application serving `checkpoints` (loaded now: errors surface here),
+    answering only Host headers in `allowed` (None: any)."""
+    import asyncio
+    import threading
+
     try:
         from starlette.applications import Starlette
         from starlette.concurrency import run_in_threadpool
@@ -98,18 +169,23 @@ def create_app(checkpoints: list[Path]):
         if declared.isdigit() and int(declared) > MAX_BODY:
             return error(f"body of {int(declared):,} bytes is over the {MAX_BODY:,} allowed",
                          413)
-        try:
-            body = await read_limited(request)
-        except BodyTooLarge:
-            return error(f"body is over the {MAX_BODY:,} bytes allowed", 413)
-        if not body:
-            return error("empty body: send the image's bytes (curl --data-binary @digit.png)",
-                         400)
-        try:
-            answer = await run_in_threadpool(predict_bytes, loaded, body, invert)
-        except ImageError as exc:
-            return error(str(exc), 400)
+        async with uploads:
+            try:
+                body = await read_limited(request)
+            except BodyTooLarge:
+                return error(f"body is over the {MAX_BODY:,} bytes allowed", 413)
+            if not body:
+                return error("empty body: send the image's bytes (curl --data-binary "
+                             "@digit.png)", 400)
+            try:
+                answer = await run_in_threadpool(decode_and_predict, body, invert)
+            except ImageError as exc:
+                return error(str(exc), 400)
         return JSONResponse(answer)
+
+    def decode_and_predict(body: bytes, invert: str) -> dict:
+        with decodes:
+            return predict_bytes(loaded, body, invert)
 
     async def read_limited(request) -> bytes:
         chunks, size = [], 0
@@ -120,21 +196,69 @@ def create_app(checkpoints: list[Path]):
             chunks.append(chunk)
         return b"".join(chunks)
 
+    uploads = asyncio.Semaphore(UPLOADS)
+    decodes = threading.BoundedSemaphore(DECODES)
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/models", list_models),
               Route("/api/predict", api_predict, methods=["POST"])]
     app = Starlette(routes=routes)
     app.state.models = loaded
-    return app
+    return HostCheck(app, allowed)
 
 
-def serve(checkpoints: list[Path], host: str, port: int, open_browser: bool, echo) -> None:
+def guarded(protocol_class):
+    """uvicorn's HTTP protocol with a deadline on receiving each request: a connection must
+    deliver its whole request (headers and body) within REQUEST_TIMEOUT seconds of opening, or
+    of its previous answer, else it is closed. uvicorn alone waits forever for the first
+    bytes of a request, so a few hundred idle sockets would hold every slot."""
+
+    class Guarded(protocol_class):
+        _deadline = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self):
+            self._disarm()
+            self._deadline = self.loop.call_later(REQUEST_TIMEOUT, self._too_slow)
+
+        def _disarm(self):
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def handle_events(self):
+            super().handle_events()
+            cycle = self.cycle
+            if cycle is not None and not cycle.more_body and not cycle.response_complete:
+                self._disarm()  # the whole request is in: the app has it now
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _too_slow(self):
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return Guarded
+
+
+def serve(checkpoints: list[Path], host: str, port: int, open_browser: bool, echo,
+          allow_hosts: tuple[str, ...] = ()) -> None:
     """Load the checkpoints, bind, print `serving on http://HOST:PORT`, serve until Ctrl-C or
     SIGTERM (uvicorn stops cleanly on both)."""
     import contextlib
     import signal
     import socket
 
-    app = create_app(checkpoints)
+    app = create_app(checkpoints, allowed_hosts(host, allow_hosts))
     try:
         import uvicorn
     except ImportError:
@@ -177,7 +301,10 @@ def serve(checkpoints: list[Path], host: str, port: int, open_browser: bool, ech
 
                     webbrowser.open(url)
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=5,
-                            limit_concurrency=64)
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, http=guarded(H11Protocol),
+                            timeout_keep_alive=KEEP_ALIVE, limit_concurrency=MAX_CONNECTIONS,
+                            backlog=2048, h11_max_incomplete_event_size=16 * 1024)
     Server(config).run(sockets=[sock])
     echo("stopped")

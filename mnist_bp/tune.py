@@ -19,7 +19,9 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
+import re
 import socket
 import time
 import typing
@@ -79,7 +81,7 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
     known = config_fields()
     space = {}
     for key, spec in raw.items():
-        key = str(key)
+        key = str(key)[:200]
         where = f"{path}: {key}"
         if key not in known:
             near = difflib.get_close_matches(key, list(known), n=1)
@@ -105,16 +107,26 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
             low, high = spec["low"], spec["high"]
             for name, value in (("low", low), ("high", high)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise UserError(f"{where}: {name} must be a number, not {value!r}")
+                    raise UserError(f"{where}: {name} must be a number, not {str(value)[:60]}")
+                try:
+                    finite = math.isfinite(float(value))
+                except OverflowError:
+                    finite = False
+                if not finite:
+                    raise UserError(f"{where}: {name} must be a finite number of reasonable "
+                                    f"size, not {str(value)[:60]}")
                 if kind is int and not float(value).is_integer():
                     raise UserError(f"{where}: {key} takes whole numbers; {name} is {value}")
             if not low < high:
                 raise UserError(f"{where}: low ({low}) must be below high ({high})")
             if spec.get("log") and low <= 0:
                 raise UserError(f"{where}: a log range needs low > 0 (it is {low})")
-            if "step" in spec and (not isinstance(spec["step"], (int, float))
-                                   or spec["step"] <= 0):
+            step = spec.get("step")
+            if "step" in spec and (isinstance(step, bool) or not isinstance(step, (int, float))
+                                   or not 0 < step < float("inf")):
                 raise UserError(f"{where}: step must be a positive number")
+            if "step" in spec and kind is int and not float(step).is_integer():
+                raise UserError(f"{where}: {key} takes whole numbers; step is {step}")
             if spec.get("log") and "step" in spec:
                 raise UserError(f"{where}: use log or step, not both")
             values = [kind(low), kind(high)]
@@ -176,9 +188,14 @@ def make_storage(optuna, out: Path, url: str | None):
     try:
         return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
     except Exception as exc:  # noqa: BLE001 - any driver or connection error, one line
-        raise UserError(f"--storage {url}: cannot open it ({type(exc).__name__}: "
+        raise UserError(f"--storage {shown_url(url)}: cannot open it ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:200]}); check the URL and that its "
                         "database driver is installed") from None
+
+
+def shown_url(url: str) -> str:
+    """A storage URL as messages show it: the password hidden."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def process_start(pid: int) -> str | None:
@@ -282,7 +299,8 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
     study.set_user_attr("space", {k: {kk: vv for kk, vv in v.items() if kk != "kind"}
                                   for k, v in space.items()})
-    log(f"study {study.study_name} in {storage_url or out / JOURNAL}; trials in {out / 'trials'}")
+    log(f"study {study.study_name} in {shown_url(storage_url) if storage_url else out / JOURNAL}; "
+        f"trials in {out / 'trials'}")
     started = time.monotonic()
     from optuna.trial import TrialState
 

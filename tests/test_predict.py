@@ -156,7 +156,7 @@ def test_16_bit_png_keeps_its_range(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"not an image at all", "not an image file"),
+    (b"not an image at all", "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"),
     (png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8))[:2000],
      "truncated or corrupt"),
 ])
@@ -251,7 +251,7 @@ def test_cli_json_with_errors_and_saved_inputs(checkpoint, exported, tmp_path):
     assert p["confidence"] == max(p["probabilities"])
     errors = {Path(e["file"]).name: e["error"] for e in out["errors"]}
     assert set(errors) == {"bad.png", "blank.png", "missing.png"}
-    assert "not an image" in errors["bad.png"]
+    assert errors["bad.png"] == "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"
     assert "blank image" in errors["blank.png"]
     assert "cannot read" in errors["missing.png"]
     assert "Traceback" not in result.output
