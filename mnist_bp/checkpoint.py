@@ -41,59 +41,135 @@ def save(path: Path, params: dict[str, np.ndarray], optimizer_state: dict[str, n
         np.savez(f, **arrays)
 
 
+# Limits checked from the zip directory and each array's .npy header, before anything is
+# decompressed or allocated: a checkpoint from elsewhere cannot make us read gigabytes.
+MAX_ENTRIES = 1_000
+MAX_ARRAY_BYTES = 1 << 30  # one array (a 16,384 x 16,384 float32 layer)
+MAX_TOTAL_BYTES = 4 << 30  # the whole checkpoint, decompressed
+MAX_META_CHARS = 16 << 20
+
+
+def _inspect(path: Path, fix: str) -> None:
+    """Refuse a checkpoint whose directory or array headers declare too much, or lie."""
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise CheckpointError(f"{path}: {len(infos):,} entries is more than a checkpoint "
+                                  f"has; {fix}")
+        total = 0
+        for info in infos:
+            name = info.filename
+            if not name.endswith(".npy") or info.file_size > MAX_ARRAY_BYTES:
+                raise CheckpointError(f"{path}: entry {name[:80]!r} is not an array of a "
+                                      f"reasonable size; {fix}")
+            total += info.file_size
+            if total > MAX_TOTAL_BYTES:
+                raise CheckpointError(f"{path}: its arrays would take more than "
+                                      f"{MAX_TOTAL_BYTES >> 30} GB; {fix}")
+            with zf.open(info) as f:
+                version = npy.read_magic(f)
+                read = npy.read_array_header_1_0 if version == (1, 0) else \
+                    npy.read_array_header_2_0
+                shape, _, dtype = read(f)
+            size = int(np.prod([int(d) for d in shape], dtype=object)) * dtype.itemsize
+            entry = name[:-4]
+            wanted = "U" if entry == "meta" else "f"
+            if dtype.kind != wanted or dtype.hasobject:
+                raise CheckpointError(f"{path}: '{entry[:80]}' holds {dtype} values, not "
+                                      f"{'a JSON string' if wanted == 'U' else 'floats'}; {fix}")
+            if size > info.file_size:
+                raise CheckpointError(f"{path}: '{entry[:80]}' declares a shape {shape} larger "
+                                      f"than its data (truncated or forged); {fix}")
+
+
 def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
-    """(params, optimizer state, meta) from `path`, or a CheckpointError naming it."""
+    """(params, optimizer state, meta) from `path`, or a CheckpointError naming it.
+
+    Every size is checked before it is read (`_inspect`), arrays must be finite floats, and
+    meta a JSON object with the format's fields; no pickle is ever loaded."""
     path = Path(path)
     fix = "pass a checkpoint written by `mnist-bp train` (RUN/checkpoints/last.npz or best.npz)"
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; {fix}")
     try:
+        _inspect(path, fix)
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+    except CheckpointError:
+        raise
+    except MemoryError:
+        raise CheckpointError(f"{path}: too large to load; {fix}") from None
+    except Exception as exc:  # zip, npy or I/O damage of any kind
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: "
                               f"{type(exc).__name__}); {fix}") from None
     if "meta" not in arrays:
         raise CheckpointError(f"{path}: has no 'meta' entry, so it is not an mnist-bp "
                               f"checkpoint; {fix}")
+    meta_array = arrays.pop("meta")
+    if meta_array.shape != () or meta_array.size * 4 > MAX_META_CHARS * 4:
+        raise CheckpointError(f"{path}: its 'meta' entry is not one JSON string; {fix}")
     try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except json.JSONDecodeError:
+        meta = json.loads(str(meta_array))
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path}: its 'meta' entry is not valid JSON; {fix}") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mnist-bp checkpoint; {fix}")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')} is not "
-                              f"supported (this mnist-bp reads version {VERSION}); retrain with "
-                              f"this version")
+        raise CheckpointError(f"{path}: checkpoint format version {str(meta.get('version'))[:20]}"
+                              f" is not supported (this mnist-bp reads version {VERSION}); "
+                              f"retrain with this version")
+    _check_meta(path, meta, fix)
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise CheckpointError(f"{path}: '{name[:80]}' holds NaN or infinite values (a "
+                                  f"diverged run?); use an earlier checkpoint")
     optim = {k[len(OPTIM_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
     params = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX)}
     return params, optim, meta
 
 
-def check_shapes(path, expected: dict[str, np.ndarray], found: dict[str, np.ndarray],
+def _check_meta(path: Path, meta: dict, fix: str) -> None:
+    """The fields every command reads, with the types they need."""
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            np.isfinite(value)
+
+    norm = meta.get("normalization")
+    if not (isinstance(norm, dict) and set(norm) == {"mean", "std", "per_image"}
+            and number(norm["mean"]) and number(norm["std"]) and norm["std"] > 0
+            and isinstance(norm["per_image"], bool)):
+        raise CheckpointError(f"{path}: its input normalisation is missing or invalid; {fix}")
+    progress = meta.get("progress")
+    if not isinstance(progress, dict) or not isinstance(progress.get("epoch"), int):
+        raise CheckpointError(f"{path}: its training progress is missing or invalid; {fix}")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: its meta holds no config; {fix}")
+
+
+def check_shapes(path, expected: dict, found: dict[str, np.ndarray],
                  what: str = "parameter") -> None:
-    """Every expected array present with the same shape, nothing extra."""
+    """Every expected array (or shape tuple) present with the same shape, nothing extra."""
     for name, array in expected.items():
+        shape = tuple(getattr(array, "shape", array))
         if name not in found:
             raise CheckpointError(f"{path}: {what} '{name}' is missing; the checkpoint does not "
                                   f"fit its config (use a checkpoint from the same run)")
-        if found[name].shape != array.shape:
+        if found[name].shape != shape:
             raise CheckpointError(f"{path}: {what} '{name}' has shape {found[name].shape} but "
-                                  f"the model needs {array.shape}; use a checkpoint from the "
+                                  f"the model needs {shape}; use a checkpoint from the "
                                   f"same run")
     extra = sorted(set(found) - set(expected))
     if extra:
-        raise CheckpointError(f"{path}: unexpected {what} '{extra[0]}' for this model; use a "
+        raise CheckpointError(f"{path}: unexpected {what} '{extra[0][:80]}' for this model; use a "
                               f"checkpoint from the same run")
 
 
 def config_of(path, meta: dict):
-    """The checkpoint's resolved config as a Config, or a CheckpointError naming the file."""
+    """The checkpoint's resolved config as a Config (its sizes within the config limits), or
+    a CheckpointError naming the file."""
     config = meta.get("config")
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: its meta holds no config; pass a checkpoint written by "
-                              f"`mnist-bp train`")
     try:
         return from_dict(config)
     except UserError as exc:

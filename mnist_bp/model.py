@@ -33,6 +33,15 @@ def build_network(cfg: Config) -> MLP:
     return MLP(cfg.model, rng.stream(cfg.seed, rng.INIT), IMAGE_PIXELS, NUM_CLASSES)
 
 
+def parameter_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    """`layers.<i>.W` `(in, out)` and `layers.<i>.b` `(out,)` of the network `cfg` builds."""
+    sizes = [IMAGE_PIXELS, *cfg.model.hidden, NUM_CLASSES]
+    shapes = {}
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        shapes[f"layers.{i}.W"], shapes[f"layers.{i}.b"] = (d_in, d_out), (d_out,)
+    return shapes
+
+
 def digit_fields(p: np.ndarray) -> dict:
     """`digit`, `confidence` and `probabilities` (10 floats) of one row of probabilities."""
     digit = int(np.argmax(p))
@@ -216,8 +225,8 @@ def read(path: Path | str) -> tuple[MLP, Config, dict, dict]:
     path = Path(path)
     params, optim_state, meta = checkpoint.load(path)
     cfg = checkpoint.config_of(path, meta)
+    checkpoint.check_shapes(path, parameter_shapes(cfg), params)  # before building anything
     network = build_network(cfg)
-    checkpoint.check_shapes(path, network.parameters(), params)
     network.load_parameters(params)
     return network, cfg, meta, optim_state
 

@@ -55,26 +55,72 @@ def require_matplotlib():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams["text.parse_math"] = False  # a run named "a$b$" is text, not mathtext
+
     return plt
 
 
+METRIC_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_seconds",
+                 "seconds")
+MAX_FILE_BYTES = 64 << 20  # of any one run file the report reads
+
+
+def read_text(path: Path) -> str:
+    """A run file's text, at most MAX_FILE_BYTES, bytes that are not UTF-8 replaced."""
+    with open(path, "rb") as f:
+        return f.read(MAX_FILE_BYTES).decode("utf-8", errors="replace")
+
+
+def read_rows(path: Path, missing: list[str]) -> list[dict]:
+    """metrics.jsonl's rows as the page shows them: an object with a whole-number `epoch`,
+    each metric a finite number or None. Lines that are not such a row (torn by a crash,
+    edited by hand) are left out and named in `missing`."""
+    rows = []
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            row = None
+        if not isinstance(row, dict) or type(row.get("epoch")) is not int:
+            missing.append(f"metrics.jsonl line {n} (not a metrics row; left out)")
+            continue
+        clean = {"epoch": row["epoch"]}
+        for key in METRIC_FIELDS:
+            value = row.get(key)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            clean[key] = float(value) if ok and np.isfinite(value) else None
+        rows.append(clean)
+    return rows
+
+
 def read_run(path: Path) -> RunData:
-    """A run directory's files; a folder that is not one, or has no epoch yet, is an error."""
+    """A run directory's files; a folder that is not one, or has no epoch yet, is an error.
+    Everything read here reaches the page escaped (`fmt`, `html.escape`) or not at all."""
     path = Path(path)
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path}: not a run directory (no config.yaml); pass a folder written "
                         "by `mnist-bp train`")
+    missing: list[str] = []
     metrics = path / "metrics.jsonl"
-    rows = []
-    if metrics.is_file():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = read_rows(metrics, missing) if metrics.is_file() else []
     if not rows:
         raise UserError(f"{path}: no metrics.jsonl rows yet; the run has not finished an epoch "
                         "(train it, or resume it with `mnist-bp train --resume`)")
+    summary = None
     summary_path = path / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    run = RunData(path, path.resolve().name, (path / "config.yaml").read_text(), rows, summary)
-    if summary is None:
+    if summary_path.is_file():
+        try:
+            summary = json.loads(read_text(summary_path))
+        except (ValueError, RecursionError):
+            summary = None
+        if not isinstance(summary, dict):
+            summary = None
+            missing.append("summary.json (not a JSON object; left out)")
+    run = RunData(path, path.resolve().name, read_text(path / "config.yaml"), rows, summary)
+    run.missing += missing
+    if summary is None and not summary_path.is_file():
         run.missing.append("summary.json (the run has not finished)")
     return run
 
@@ -134,13 +180,15 @@ def curves_figure(plt, runs: list[RunData]):
         epochs = [r["epoch"] for r in run.history]
         label = run.name if len(runs) > 1 else None
         for ax, key in ((axes[0], "loss"), (axes[1], "acc")):
-            ax.plot(epochs, [r[f"train_{key}"] for r in run.history], color=colour,
+            ax.plot(epochs, [np.nan if r[f"train_{key}"] is None else r[f"train_{key}"]
+                             for r in run.history], color=colour,
                     label=f"{label + ': ' if label else ''}training")
             val = [r[f"val_{key}"] for r in run.history]
             if any(v is not None for v in val):
                 ax.plot(epochs, [np.nan if v is None else v for v in val], color=colour,
                         linestyle="--", label=f"{label + ': ' if label else ''}validation")
-        axes[2].plot(epochs, [r["lr"] for r in run.history], color=colour, label=label)
+        axes[2].plot(epochs, [np.nan if r["lr"] is None else r["lr"] for r in run.history],
+                     color=colour, label=label)
     for ax, title in zip(axes, ("loss", "accuracy", "learning rate (end of epoch)"),
                          strict=True):
         ax.set_title(title)
@@ -210,11 +258,12 @@ def mistakes_figure(plt, runs: list[RunData], columns: int = 8):
 # --- the page --------------------------------------------------------------------------------
 
 def fmt(value, digits: int = 4) -> str:
+    """A value for the page: floats rounded, everything else as escaped text."""
     if value is None:
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return html.escape(str(value))
+    return html.escape(str(value)[:200])
 
 
 def summary_rows(run: RunData) -> list[tuple[str, str]]:
@@ -275,8 +324,9 @@ def page(runs: list[RunData], figures: dict[str, bytes]) -> str:
             parts += [f"<h2>Per class{head}</h2>",
                       table(["class", "precision", "recall", "F1", "support"], rows, "num",
                             f"per-class-{k}")]
-        rows = [[str(r["epoch"]), fmt(r["train_loss"]), fmt(r["train_acc"]),
-                 fmt(r["val_loss"]), fmt(r["val_acc"]), f"{r['lr']:.3g}",
+        rows = [[fmt(r["epoch"]), fmt(r["train_loss"]), fmt(r["train_acc"]),
+                 fmt(r["val_loss"]), fmt(r["val_acc"]),
+                 "–" if r["lr"] is None else f"{r['lr']:.3g}",
                  fmt(r["train_seconds"], 2), fmt(r["seconds"], 2)] for r in run.history]
         parts += [f"<h2>Epochs{head}</h2>",
                   table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr",

@@ -85,11 +85,18 @@ def predict_bytes(models: dict, body: bytes, invert: str) -> dict:
 
 
 def host_of(header: str) -> str:
-    """The host part of a Host header: `[::1]:8000` -> `[::1]`, `a.b:80` -> `a.b`."""
+    """The host part of a Host header: `[::1]:8000` -> `[::1]`, `a.b:80` -> `a.b`; a header
+    that is not `host` or `host:port` comes back whole (and matches no allowed name)."""
     header = header.strip().lower()
     if header.startswith("["):
-        return header[:header.find("]") + 1] if "]" in header else header
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+        end = header.find("]") + 1
+        host, rest = (header[:end], header[end:]) if end else (header, "")
+    else:
+        host, sep, port = header.partition(":")
+        rest = sep + port
+    if rest and not (rest[0] == ":" and rest[1:].isdigit()):
+        return header
+    return host
 
 
 def allowed_hosts(listen: str, extra: tuple[str, ...] = ()) -> set[str] | None:
@@ -130,11 +137,10 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
     """The Starlette application serving `checkpoints` (loaded now: errors surface here),
     answering only Host headers in `allowed` (None: any)."""
     import asyncio
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     try:
         from starlette.applications import Starlette
-        from starlette.concurrency import run_in_threadpool
         from starlette.responses import HTMLResponse, JSONResponse
         from starlette.routing import Route
     except ImportError:
@@ -178,14 +184,11 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
                 return error("empty body: send the image's bytes (curl --data-binary "
                              "@digit.png)", 400)
             try:
-                answer = await run_in_threadpool(decode_and_predict, body, invert)
+                answer = await asyncio.get_running_loop().run_in_executor(
+                    decoder, predict_bytes, loaded, body, invert)
             except ImageError as exc:
                 return error(str(exc), 400)
         return JSONResponse(answer)
-
-    def decode_and_predict(body: bytes, invert: str) -> dict:
-        with decodes:
-            return predict_bytes(loaded, body, invert)
 
     async def read_limited(request) -> bytes:
         chunks, size = [], 0
@@ -197,7 +200,9 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
         return b"".join(chunks)
 
     uploads = asyncio.Semaphore(UPLOADS)
-    decodes = threading.BoundedSemaphore(DECODES)
+    # Images are decoded on DECODES threads of their own, not on the shared thread pool: each
+    # thread keeps a malloc arena of its largest decode, so 40 pool threads would hold 40.
+    decoder = ThreadPoolExecutor(DECODES, thread_name_prefix="mnist-bp-decode")
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/models", list_models),
               Route("/api/predict", api_predict, methods=["POST"])]
     app = Starlette(routes=routes)

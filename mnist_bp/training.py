@@ -275,7 +275,12 @@ def load_resume(path: Path):
     checkpoint.check_shapes(path, make_optimizer(params, cfg.optimizer).state_arrays(),
                             optim_state, "optimizer state")
     run_dir = Path(path).resolve().parent.parent  # RUN/checkpoints/last.npz
-    return cfg, RunState(**meta["progress"]), run_dir, (params, optim_state, meta)
+    try:
+        progress = RunState(**meta["progress"])
+    except TypeError:
+        raise checkpoint.CheckpointError(f"{path}: its training progress has unknown fields; "
+                                         f"resume with the mnist-bp that wrote it") from None
+    return cfg, progress, run_dir, (params, optim_state, meta)
 
 
 def start_run(cfg: Config, run_dir: Path, config_name: str) -> None:

@@ -23,8 +23,10 @@ import math
 import os
 import re
 import socket
+import threading
 import time
 import typing
+import warnings
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
@@ -171,26 +173,115 @@ def require_optuna():
     except ImportError:
         raise UserError(f"tune needs optuna; {INSTALL_HINT}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats are recorded here around ask and tell (see `heartbeat`), which Optuna warns
+    # about as if they were not; and they are still marked experimental. Neither is news.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
-def make_storage(optuna, out: Path, url: str | None):
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat_interval, grace_period) in seconds for database storages: 10 and 60, or
+    `$MNIST_BP_TUNE_HEARTBEAT` as "INTERVAL,GRACE" (shorter for tests)."""
+    text = os.environ.get("MNIST_BP_TUNE_HEARTBEAT", "")
+    try:
+        interval, grace = (int(x) for x in text.split(","))
+        if 0 < interval < grace:
+            return interval, grace
+    except ValueError:
+        pass
+    return 10, 60
+
+
+def make_storage(optuna, out: Path, url: str | None, log=print):
     """Optuna's journal file in OUT by default (several processes may append to it at
     once; SQLite locks up under concurrent writers), a journal file path, or a database URL
-    (with heartbeats, so that other machines find a dead worker's trials)."""
+    (with Optuna's RDB heartbeats, so that any worker finds a dead worker's trials)."""
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
     if url is None or "://" not in url:
         path = Path(url) if url else out / JOURNAL
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        lock = JournalFileSymlinkLock(str(path))
+        repair_journal(path, lock, log)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    interval, grace = heartbeat_settings()
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
     except Exception as exc:  # noqa: BLE001 - any driver or connection error, one line
         raise UserError(f"--storage {shown_url(url)}: cannot open it ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:200]}); check the URL and that its "
-                        "database driver is installed") from None
+                        f"{shown_url(str(exc).splitlines()[0][:200])}); check the URL and that "
+                        "its database driver is installed (pip install 'mnist-bp[tune]')") \
+            from None
+
+
+def repair_journal(path: Path, lock, log) -> None:
+    """Set aside what a crash or a full disk left torn in the journal, under Optuna's own
+    lock: a last line cut short (Optuna would write the next record onto it, and then no
+    worker could read the study again) and lines that are not JSON. A torn fragment glued to
+    a whole record keeps the record. What is removed goes to `JOURNAL.torn-<time>`."""
+    if not path.is_file():
+        return
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        *lines, tail = data.split(b"\n")
+        kept, torn = [], [tail] if tail else []
+        for line in lines:
+            if _json_line(line):
+                kept.append(line)
+                continue
+            start = line.rfind(b'{"op_code"')
+            if start > 0 and _json_line(line[start:]):
+                kept.append(line[start:])
+                torn.append(line[:start])
+            elif line.strip():
+                torn.append(line)
+        if not torn:
+            return
+        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+        backup.write_bytes(b"\n".join(torn) + b"\n")
+        with atomic_write(path) as f:
+            f.write(b"".join(line + b"\n" for line in kept))
+    finally:
+        lock.release()
+    log(f"{path}: set aside {len(torn)} torn line(s) (a crash or a full disk?) in "
+        f"{backup.name}; the study goes on")
+
+
+def _json_line(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def heartbeat(study, trial):
+    """Record Optuna's heartbeat for `trial` every heartbeat_interval while the block runs,
+    where the storage keeps heartbeats (databases). `study.optimize` does this itself; the
+    ask-and-tell loop here must, or no other worker could tell this one's death."""
+    storage = study._storage
+    interval = (storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat")
+                else None)
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(interval):
+            with contextlib.suppress(Exception):  # a lost connection: try again next beat
+                storage.record_heartbeat(trial._trial_id)
+
+    thread = threading.Thread(target=beat, name="mnist-bp-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def shown_url(url: str) -> str:
@@ -230,8 +321,9 @@ def fail_dead_trials(optuna, study, log) -> int:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             failed += 1
             log(f"trial {t.number}: its worker (pid {attrs['pid']}) is gone; marked FAIL")
-    if isinstance(study._storage, optuna.storages.RDBStorage):
-        failed += len(optuna.storages.fail_stale_trials(study) or [])
+    # Optuna's own liveness, where the storage keeps heartbeats (databases): RUNNING trials
+    # whose heartbeat is older than the grace period become FAIL, whoever ran them.
+    optuna.storages.fail_stale_trials(study)
     return failed
 
 
@@ -291,7 +383,7 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
     optuna = require_optuna()
     out = Path(out) if out else Path("tune") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config_name}"
     out.mkdir(parents=True, exist_ok=True)
-    storage = make_storage(optuna, out, storage_url)
+    storage = make_storage(optuna, out, storage_url, log)
     seed = int(np.random.SeedSequence([base.seed, worker_number(out)]).generate_state(1)[0])
     study = optuna.create_study(
         study_name=study_name or config_name, storage=storage, direction="maximize",
@@ -318,12 +410,14 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
             trial = None
             if len(done) + len(running) < trials:
                 trial = study.ask()
+                if isinstance(storage, optuna.storages.RDBStorage):
+                    storage.record_heartbeat(trial._trial_id)  # alive from the first moment
                 trial.set_user_attr("host", HOST)
                 trial.set_user_attr("pid", os.getpid())
                 trial.set_user_attr("pid_start", process_start(os.getpid()))
         if trial is None:
-            if running:  # other workers are finishing the last ones; wait for them
-                time.sleep(0.5)
+            if running:  # other workers are finishing the last ones (or are found dead
+                time.sleep(1.0)  # by fail_dead_trials above, through their heartbeats)
                 continue
             break
         params = suggest(trial, space)
@@ -343,8 +437,9 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
         run_dir = out / "trials" / str(trial.number)
         start = time.perf_counter()
         try:
-            summary = run(cfg, run_dir, data_dir, config_name=f"{config_name}-trial",
-                          reporter=TrialReporter(trial, optuna), score_test=False)
+            with heartbeat(study, trial):
+                summary = run(cfg, run_dir, data_dir, config_name=f"{config_name}-trial",
+                              reporter=TrialReporter(trial, optuna), score_test=False)
         except optuna.TrialPruned:
             state, value = TrialState.PRUNED, None
         except Exception:  # Interrupted included: the trial is FAIL, the study stays usable

@@ -70,6 +70,14 @@ class FileServer:
         if mode == "hang":
             time.sleep(1.5)  # longer than the client's timeout; bounded
             return self._status(h, 503)
+        if mode == "endless":  # no Content-Length, and far more bytes than the file has
+            h.send_response(200)
+            h.end_headers()
+            h.close_connection = True
+            h.wfile.write(body)
+            for _ in range(64):  # bounded: 4 MB more, then the connection closes
+                h.wfile.write(b"\0" * 65536)
+            return
         if mode == "corrupt":
             body = body[:10] + bytes([body[10] ^ 0xFF]) + body[11:]
         if mode in ("trunc", "norange") and first:

@@ -129,7 +129,8 @@ def big_blank_png(side: int) -> bytes:
 
 
 @pytest.mark.parametrize("body, params, status, message", [
-    (b"<html>this is not an image</html>", {}, 400, "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"),
+    (b"<html>this is not an image</html>", {}, 400,
+     "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"),
     (png(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8))[:2000], {}, 400,
      "truncated or corrupt"),
     (png(np.full((64, 64), 200, np.uint8)), {}, 400, "blank image"),

@@ -204,11 +204,14 @@ def test_checkpoint_round_trip(tmp_path):
     params = {"layers.0.W": np.arange(6, dtype=np.float32).reshape(2, 3),
               "layers.0.b": np.array([1, 2, 3], np.float32)}
     optim = {"layers.0.W.m": np.ones((2, 3), np.float32)}
-    checkpoint.save(tmp_path / "c.npz", params, optim, {"epoch": 4, "note": "é"})
+    meta = {"note": "é", "config": {}, "progress": {"epoch": 4},
+            "normalization": {"mean": 0.0, "std": 1.0, "per_image": False}}
+    checkpoint.save(tmp_path / "c.npz", params, optim, meta)
     p2, o2, meta = checkpoint.load(tmp_path / "c.npz")
     assert all(np.array_equal(params[k], p2[k]) and p2[k].dtype == np.float32 for k in params)
     assert np.array_equal(o2["layers.0.W.m"], optim["layers.0.W.m"])
-    assert meta["epoch"] == 4 and meta["note"] == "é" and meta["version"] == checkpoint.VERSION
+    assert meta["progress"]["epoch"] == 4 and meta["note"] == "é"
+    assert meta["version"] == checkpoint.VERSION
     assert not list(tmp_path.glob(".*tmp"))
 
 

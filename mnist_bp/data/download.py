@@ -22,6 +22,9 @@ from mnist_bp.progress import ProgressBar, human_bytes
 DEFAULT_TIMEOUT = (10.0, 30.0)  # seconds: connect, read (between bytes)
 DEFAULT_RETRIES = 2  # extra tries per mirror after a transient failure
 CHUNK = 1 << 16
+# A file whose size the registry does not know is still cut off here: no MNIST-format file
+# of 10 classes comes near it.
+MAX_UNKNOWN_SIZE = 256 << 20
 
 
 class MirrorFailure(Exception):
@@ -55,7 +58,10 @@ def file_digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def _fetch_once(session, url: str, part: Path, timeout, show_progress: bool) -> None:
+def _fetch_once(session, url: str, part: Path, timeout, show_progress: bool,
+                limit: int = MAX_UNKNOWN_SIZE) -> None:
+    """Stream `url` into `part` (resuming it), at most `limit` bytes in all: a mirror that
+    sends more than the file can have is cut off (MirrorFailure, not retried)."""
     """Stream `url` into `part`, continuing a partial file with a Range request."""
     import requests
     import urllib3
@@ -87,6 +93,11 @@ def _fetch_once(session, url: str, part: Path, timeout, show_progress: bool) -> 
             r.raw.enforce_content_length = False
             with open(part, "ab" if resumed else "wb") as f:
                 while chunk := r.raw.read(CHUNK, decode_content=False):
+                    if done + len(chunk) > limit:
+                        f.close()
+                        part.unlink(missing_ok=True)
+                        raise MirrorFailure(f"sent more than the file's {limit:,} bytes; cut "
+                                            f"off", retry=False)
                     f.write(chunk)
                     done += len(chunk)
                     progress.update(done)
@@ -120,7 +131,8 @@ def fetch_file(session, urls: list[str], spec: FileSpec, folder: Path, *, timeou
             if attempt:
                 time.sleep(backoff * 2 ** (attempt - 1))
             try:
-                _fetch_once(session, url, part, timeout, show_progress)
+                _fetch_once(session, url, part, timeout, show_progress,
+                            spec.size or MAX_UNKNOWN_SIZE)
             except MirrorFailure as exc:
                 errors.append(f"{url}: {exc}")
                 log(f"  {url}: {exc}" + ("; retrying" if exc.retry and attempt < retries else ""))

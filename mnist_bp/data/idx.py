@@ -8,6 +8,7 @@ looks at the first bytes rather than trusting the file name.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -19,6 +20,9 @@ from mnist_bp.errors import UserError
 
 UINT8 = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
+# Larger files are refused, compressed or not, before or while they are decompressed (a
+# gzip bomb expands a few MB into gigabytes): 200,000 images of 28x28 fit easily.
+MAX_BYTES = 160 << 20
 IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE)
 
 
@@ -31,8 +35,12 @@ def _fail(path, problem, fix):
 
 
 def read_bytes(path: Path, fix: str) -> bytes:
-    """The decompressed content of `path` (gzip or raw), or an IdxError naming the file."""
+    """The decompressed content of `path` (gzip or raw), at most MAX_BYTES, or an IdxError
+    naming the file."""
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_BYTES:
+            _fail(path, f"{size:,} bytes is more than an MNIST-format file has", fix)
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         _fail(path, "file not found", fix)
@@ -42,12 +50,29 @@ def read_bytes(path: Path, fix: str) -> bytes:
         _fail(path, "file is empty", fix)
     if raw[:2] != GZIP_MAGIC:
         return raw
-    try:
-        return gzip.decompress(raw)
-    except EOFError:
-        _fail(path, "gzip data is truncated", fix)
-    except (OSError, zlib.error) as exc:
-        _fail(path, f"gzip data is corrupt ({exc})", fix)
+    return _gunzip(raw, path, fix)
+
+
+def _gunzip(raw: bytes, path, fix: str) -> bytes:
+    """gzip members one after the other, decompressed to at most MAX_BYTES."""
+    out, rest = [], raw
+    total = 0
+    while rest:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = inflater.decompress(rest, MAX_BYTES + 1 - total)
+        except zlib.error as exc:
+            _fail(path, f"gzip data is corrupt ({exc})", fix)
+        total += len(chunk)
+        if total > MAX_BYTES or inflater.unconsumed_tail:
+            _fail(path, f"decompresses to more than {MAX_BYTES:,} bytes (a gzip bomb?)", fix)
+        if not inflater.eof:
+            _fail(path, "gzip data is truncated", fix)
+        out.append(chunk)
+        rest = inflater.unused_data
+        if rest and rest[:2] != GZIP_MAGIC:
+            break  # trailing garbage after the last member, as gzip itself tolerates zeros
+    return b"".join(out)
 
 
 def parse(data: bytes, path, fix: str, ndim: int) -> np.ndarray:
@@ -66,7 +91,7 @@ def parse(data: bytes, path, fix: str, ndim: int) -> np.ndarray:
     if len(data) < header:
         _fail(path, "header is truncated", fix)
     shape = struct.unpack(f">{dims}I", data[4:header])
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)  # Python ints: no overflow
     if len(data) != expected:
         what = "shorter" if len(data) < expected else "longer"
         _fail(path, f"payload is {what} than its header says ({len(data)} bytes, "

@@ -1,0 +1,171 @@
+"""`mnist-bp serve` on a network: Host headers, idle and trickling connections, concurrent
+large uploads, images meant to break a decoder. The server answers 4xx with a JSON error,
+never 500, and goes on."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from test_hostile import float_tiff, ico_with_huge_png, size_bombs
+from test_serve import Server
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_run):
+    return trained_run / "checkpoints" / "best.npz"
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    s = Server(checkpoint)
+    yield s
+    s.stop()
+
+
+def port_of(server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def raw_get(server, host_header: str | None) -> tuple[int, bytes]:
+    """GET /healthz with exactly this Host header (None: none at all)."""
+    with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as sock:
+        head = "GET /healthz HTTP/1.1\r\n"
+        if host_header is not None:
+            head += f"Host: {host_header}\r\n"
+        sock.sendall((head + "Connection: close\r\n\r\n").encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+def test_host_header_must_name_the_loopback(server):
+    port = port_of(server)
+    for good in ("127.0.0.1", f"127.0.0.1:{port}", "localhost", f"localhost:{port}",
+                 "[::1]", f"[::1]:{port}", "LOCALHOST"):
+        assert raw_get(server, good)[0] == 200, good
+    for bad in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example",
+                "localhost.evil.example", "", "[::1].evil"):
+        status, body = raw_get(server, bad)
+        assert status == 403, bad
+        assert b'"error"' in body
+    r = requests.post(f"{server.url}/api/predict", data=b"x", timeout=10,
+                      headers={"Host": "rebound.example"})
+    assert r.status_code == 403 and "error" in r.json()
+
+
+def test_allow_host_adds_names(checkpoint):
+    s = Server(checkpoint, "--allow-host", "digits.example")
+    try:
+        assert raw_get(s, "digits.example:80")[0] == 200
+        assert raw_get(s, "other.example")[0] == 403
+    finally:
+        s.stop()
+
+
+def test_idle_connections_lock_nobody_out_and_trickles_are_cut(server):
+    idle = [socket.create_connection(("127.0.0.1", port_of(server)), timeout=30)
+            for _ in range(200)]
+    try:
+        time.sleep(0.5)
+        start = time.monotonic()
+        r = requests.get(f"{server.url}/healthz", timeout=10)
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+        assert time.monotonic() - start < 5
+        # a client sending one byte a second is closed by the request deadline (10 s)
+        slow = socket.create_connection(("127.0.0.1", port_of(server)), timeout=30)
+        start = time.monotonic()
+        closed = False
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 30:
+            try:
+                slow.sendall(bytes([byte]))
+                slow.settimeout(1.0)
+                if slow.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+        assert closed and time.monotonic() - start < 20
+        slow.close()
+        # the idle ones were closed too, and the server still answers
+        idle[0].settimeout(5)
+        assert idle[0].recv(1) == b""
+        assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def sixteen_megapixels() -> bytes:
+    """A 4000 x 4000 RGBA PNG (a dark stroke on half-transparent paper), under 4 MB."""
+    a = np.full((4000, 4000, 4), 230, np.uint8)
+    a[..., 3] = 128
+    a[800:3200, 1800:2200, :3] = 20
+    a[800:3200, 1800:2200, 3] = 255
+    buf = io.BytesIO()
+    Image.fromarray(a, "RGBA").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_eight_concurrent_16_megapixel_uploads_stay_under_1_gb(checkpoint):
+    body = sixteen_megapixels()
+    assert len(body) < 4 * 1024 * 1024
+    s = Server(checkpoint)
+    try:
+        before = peak_rss_mb(s.proc.pid)
+        answers = []
+
+        def upload():
+            answers.append(requests.post(f"{s.url}/api/predict", data=body, timeout=120))
+
+        threads = [threading.Thread(target=upload) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [a.status_code for a in answers] == [200] * 8
+        assert len({a.json()["predictions"][0]["digit"] for a in answers}) == 1
+        peak = peak_rss_mb(s.proc.pid)
+        assert peak < 1024, f"peak RSS {peak:.0f} MB (before: {before:.0f} MB)"
+    finally:
+        s.stop()
+
+
+def test_images_meant_to_break_a_decoder_get_400_json(server):
+    png = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(png, "PNG")
+    cases = {**{f"bomb.{k}": v for k, v in size_bombs().items()},
+             "ico with a huge png": ico_with_huge_png(),
+             "nan tiff": float_tiff(np.full((28, 28), np.nan)),
+             "truncated png": png.getvalue()[:60],
+             "zero bytes of png": b"\x89PNG\r\n\x1a\n",
+             "gif header only": b"GIF89a\xff\xff\xff\xff",
+             "tiff header only": b"II*\x00\x08\x00\x00\x00\xff\xff",
+             "webp riff only": b"RIFF\xff\xff\xff\x7fWEBPVP8L"}
+    for name, data in cases.items():
+        r = requests.post(f"{server.url}/api/predict", data=data, timeout=60)
+        assert r.status_code == 400, (name, r.status_code, r.text[:200])
+        assert set(r.json()) == {"error"} and r.json()["error"], name
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
