@@ -10,7 +10,8 @@ See docs/api.md. The heavy modules load on first use, so `mnist-bp --help` stays
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from mnist_bp.version import __version__
+
 __all__ = ["load", "train", "__version__"]
 
 

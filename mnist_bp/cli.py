@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from mnist_bp import __version__
 from mnist_bp.data.registry import DATASETS
 from mnist_bp.errors import UserError
+from mnist_bp.version import __version__
 
 DATASET_CHOICE = click.Choice(list(DATASETS))
 PATH = click.Path(path_type=Path)
@@ -241,7 +241,9 @@ def write_run_report(run_dir: Path, data_dir) -> None:
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
               help="Which file pair to score.")
 @click.option("--invert", is_flag=True,
-              help="Score on colour-inverted images (255 - pixel): black digits on white.")
+              help="Score on colour-inverted images (255 - pixel): black digits on white. A "
+                   "plain flag: a test set has one known polarity (predict, whose photos have "
+                   "any, decides per image with --invert auto|yes|no).")
 @click.option("--colors", type=click.Choice(["normal", "random"]), default="normal",
               show_default=True,
               help="random: give every image its own foreground/background intensities.")
@@ -282,11 +284,13 @@ def evaluate(checkpoint, data_dir, name, split, invert, colors, seed, as_json):
               show_default=True,
               help="auto: the network always sees light ink on dark, as in MNIST; no: the "
                    "image's own polarity (dark ink on paper stays dark on light); yes: the "
-                   "opposite of the image's own.")
+                   "opposite of the image's own. A choice, not evaluate's plain --invert flag: "
+                   "a photo's polarity is found per image, so 'inverted' is relative to it.")
 @click.option("--number", is_flag=True,
               help="The image holds a number: split it into digits, read left to right.")
 @click.option("--save-inputs", type=PATH, metavar="DIR",
-              help="Write the 28x28 images the network saw to DIR as PNG files.")
+              help="Write the 28x28 images the network saw to DIR as PNG files (never "
+                   "replacing a file: a taken name gets ~2, ~3...).")
 def predict(checkpoint, inputs, as_json, k, invert, number, save_inputs):
     """Predict the digits in your own images (photos, scans, drawings).
 

@@ -10,11 +10,11 @@ from mnist_bp import rng
 from mnist_bp.data.augment import augment_batch
 from mnist_bp.fsutil import atomic_write
 
-COLUMNS = 8
+GRID_COLUMNS = 8
 PAD = 2
 
 
-def grid(images: np.ndarray, columns: int = COLUMNS) -> np.ndarray:
+def grid(images: np.ndarray, columns: int = GRID_COLUMNS) -> np.ndarray:
     """uint8 `(H, W)` mosaic of `(n, 28, 28)` images in [0, 1], rows of `columns`."""
     n = len(images)
     rows = -(-n // columns)
@@ -27,7 +27,8 @@ def grid(images: np.ndarray, columns: int = COLUMNS) -> np.ndarray:
     return canvas
 
 
-def interleave(original: np.ndarray, augmented: np.ndarray, columns: int = COLUMNS) -> np.ndarray:
+def interleave(original: np.ndarray, augmented: np.ndarray,
+               columns: int = GRID_COLUMNS) -> np.ndarray:
     """Rows of originals, each followed by the same images augmented."""
     out = []
     for start in range(0, len(original), columns):

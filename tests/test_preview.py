@@ -3,7 +3,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mnist_bp.cli import main
-from mnist_bp.preview import COLUMNS, PAD, grid, interleave
+from mnist_bp.preview import GRID_COLUMNS, PAD, grid, interleave
 
 
 def test_grid_places_images_exactly():
@@ -33,7 +33,7 @@ def test_augment_preview_writes_png(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     image = Image.open(out)
     cell = 28 + PAD
-    assert image.size == ((COLUMNS * cell + PAD) * 3, (4 * cell + PAD) * 3)
+    assert image.size == ((GRID_COLUMNS * cell + PAD) * 3, (4 * cell + PAD) * 3)
     # the file holds the mosaic: originals are the training images the first epoch shuffles
     # first (in index order), each row followed by the same images augmented
     from mnist_bp import rng
@@ -49,6 +49,6 @@ def test_augment_preview_writes_png(tmp_path, data_dir):
         return mosaic[top:top + 28, left:left + 28]
 
     for k in (0, 5, 8, 15):
-        row, col = divmod(k, COLUMNS)
+        row, col = divmod(k, GRID_COLUMNS)
         assert np.array_equal(at(2 * row, col), np.asarray(train.images[order[k]]))
         assert not np.array_equal(at(2 * row + 1, col), at(2 * row, col))  # augmented

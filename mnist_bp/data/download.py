@@ -164,7 +164,7 @@ def download_dataset(spec: DatasetSpec, data_dir: Path, *, mirrors=(), force=Fal
     """Make sure the four files of `spec` are in `data_dir/NAME/`, fetching what is missing."""
     import requests
 
-    from mnist_bp import __version__
+    from mnist_bp.version import __version__
 
     folder = Path(data_dir) / spec.name
     urls = mirror_list(spec, mirrors)
