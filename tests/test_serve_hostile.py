@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import socket
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ import requests
 from PIL import Image
 from test_hostile import float_tiff, ico_with_huge_png, size_bombs
 from test_serve import Server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from serve_limits import peak_rss_mb, sixteen_megapixels  # noqa: E402 - the benchmark's own
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -108,25 +113,6 @@ def test_idle_connections_lock_nobody_out_and_trickles_are_cut(server):
     finally:
         for sock in idle:
             sock.close()
-
-
-def sixteen_megapixels() -> bytes:
-    """A 4000 x 4000 RGBA PNG (a dark stroke on half-transparent paper), under 4 MB."""
-    a = np.full((4000, 4000, 4), 230, np.uint8)
-    a[..., 3] = 128
-    a[800:3200, 1800:2200, :3] = 20
-    a[800:3200, 1800:2200, 3] = 255
-    buf = io.BytesIO()
-    Image.fromarray(a, "RGBA").save(buf, "PNG")
-    return buf.getvalue()
-
-
-def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 def test_eight_concurrent_16_megapixel_uploads_stay_under_1_gb(checkpoint):
