@@ -55,7 +55,6 @@ def require_matplotlib():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams["text.parse_math"] = False  # a run named "a$b$" is text, not mathtext
 
     return plt
 
@@ -173,12 +172,17 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
+def plain(text: str) -> str:
+    """A run's name as matplotlib text: `$` escaped, so that no name is read as mathtext."""
+    return text.replace("$", r"\$")
+
+
 def curves_figure(plt, runs: list[RunData]):
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
     for k, run in enumerate(runs):
         colour = PALETTE[k % len(PALETTE)]
         epochs = [r["epoch"] for r in run.history]
-        label = run.name if len(runs) > 1 else None
+        label = plain(run.name) if len(runs) > 1 else None
         for ax, key in ((axes[0], "loss"), (axes[1], "acc")):
             ax.plot(epochs, [np.nan if r[f"train_{key}"] is None else r[f"train_{key}"]
                              for r in run.history], color=colour,
@@ -223,7 +227,8 @@ def confusion_figure(plt, runs: list[RunData]):
         ax.set_yticks(range(10), names)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(f"{run.name}: test accuracy {run.scores['accuracy']:.4f}", fontsize=10)
+        ax.set_title(f"{plain(run.name)}: test accuracy {run.scores['accuracy']:.4f}",
+                     fontsize=10)
     return fig
 
 
@@ -244,7 +249,7 @@ def mistakes_figure(plt, runs: list[RunData], columns: int = 8):
                 ax.imshow(image, cmap="gray", vmin=0, vmax=255)
                 ax.set_title(f"{names[true]} → {names[pred]}\n{confidence:.2f}", fontsize=7)
         if len(scored) > 1:
-            axes[row, 0].text(-0.2, 0.5, run.name, transform=axes[row, 0].transAxes,
+            axes[row, 0].text(-0.2, 0.5, plain(run.name), transform=axes[row, 0].transAxes,
                               rotation=90, va="center", ha="right", fontsize=8)
         if not run.mistakes:
             axes[row, 0].text(0, 0.5, "no mistakes", fontsize=9)

@@ -192,6 +192,8 @@ def kind(line: str) -> str:
         return "run"
     if words[0] == "make":
         return "make"
+    if re.fullmatch(r"echo '[^']*' > \S+", line):
+        return "writes a file"
     if words[0] == "curl":
         return "needs a server"
     if words[0] == "tensorboard":
@@ -304,6 +306,9 @@ def test_documented_commands_run_in_a_sandbox(sandbox, monkeypatch):
     monkeypatch.setenv("HOME", str(box / "home"))
     monkeypatch.setenv("MNIST_BP_DATA_DIR", str(box / "data"))
     monkeypatch.setenv("MNIST_BP_MIRROR", "")
+    for line in [line for _, line in ALL if kind(line) == "writes a file"]:
+        content, target = re.fullmatch(r"echo '([^']*)' > (\S+)", line).groups()
+        (box / target).write_text(content + "\n")
     runnable = [line for _, line in ALL if kind(line) == "run"]
     # training first: later commands read the runs it writes
     runnable.sort(key=lambda line: mnist_bp_args(line)[0][0] not in ("train", "tune"))
