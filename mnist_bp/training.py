@@ -283,6 +283,16 @@ def load_resume(path: Path):
     return cfg, progress, run_dir, (params, optim_state, meta)
 
 
+def refuse_to_replace(run_dir: Path) -> None:
+    """A new run never overwrites an earlier one's results in the same directory."""
+    results = [run_dir / "metrics.jsonl", run_dir / "summary.json",
+               run_dir / "checkpoints" / "last.npz", run_dir / "checkpoints" / "best.npz"]
+    if any(path.exists() for path in results):
+        raise UserError(f"{run_dir}: already holds a run (its checkpoints and metrics would be "
+                        f"replaced); continue it with `mnist-bp train --resume "
+                        f"{run_dir / 'checkpoints' / 'last.npz'}`, or pass another --run-dir")
+
+
 def start_run(cfg: Config, run_dir: Path, config_name: str) -> None:
     """Write config.yaml into the (locked) run directory, before any data is loaded."""
     with atomic_write(run_dir / "config.yaml", "w") as f:
@@ -310,6 +320,7 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
                           f"({progress.stop_reason}); nothing to resume")
             return json.loads((run_dir / "summary.json").read_text())
         if state is None:
+            refuse_to_replace(run_dir)
             start_run(cfg, run_dir, config_name)
         log = None
         if tensorboard or cfg.training.tensorboard:

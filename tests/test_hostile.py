@@ -527,3 +527,14 @@ def test_checkpoint_size_limits_hold_for_a_real_large_member(tmp_path, monkeypat
     with pytest.raises(checkpoint.CheckpointError, match="not an array of a reasonable size"):
         checkpoint.load(path)
     assert os.path.getsize(path) > 1000
+
+
+def test_a_new_run_never_replaces_an_earlier_one(tmp_path, data_dir):
+    run = tmp_path / "run"
+    common = ["--data-dir", data_dir, "--run-dir", run, "--set", "model.hidden=[16]", "--quiet",
+              "--no-report"]
+    assert invoke("train", *common, "--set", "training.epochs=1").exit_code == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = invoke("train", *common, "--set", "training.epochs=2")
+    one_line_error(result, f"{run}: already holds a run", "--resume")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
