@@ -367,6 +367,8 @@ def read_yaml(path: Path, what: str = "a config is a mapping of sections (seed, 
     path = Path(path)
     try:
         size = path.stat().st_size
+        if not path.is_file():  # a folder, a FIFO, a device: reading could block or never end
+            raise ConfigError(f"{path}: not a regular file; pass a YAML file")
         if size > MAX_FILE_BYTES:
             raise ConfigError(f"{path}: {size:,} bytes is more than the {MAX_FILE_BYTES:,} a "
                               f"config may have; is it the right file?")

@@ -31,7 +31,9 @@ columns they cover (a detached stroke joins the digit it lies over), read left t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -100,6 +102,10 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise ImageError("not a regular file (a FIFO or a device?)")
     limit = max_pixels if max_pixels is not None else MAX_PIXELS
     try:
         with Image.open(source, formats=FORMATS) as im:

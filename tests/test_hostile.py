@@ -538,3 +538,20 @@ def test_a_new_run_never_replaces_an_earlier_one(tmp_path, data_dir):
     result = invoke("train", *common, "--set", "training.epochs=2")
     one_line_error(result, f"{run}: already holds a run", "--resume")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_fifos_and_folders_are_refused_not_read(tmp_path, checkpoint_path):
+    """Reading a FIFO blocks until someone writes: given as a config, an image or an IDX
+    file, it must be refused at once."""
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    one_line_error(invoke("train", fifo, "--data-dir", tmp_path), "not a regular file")
+    result = invoke("predict", checkpoint_path, fifo, "--json")
+    assert result.exit_code == 1
+    assert "not a regular file" in json.loads(result.stdout)["errors"][0]["error"]
+    one_line_error(invoke("train", tmp_path, "--data-dir", tmp_path), "not a regular file")
+    from mnist_bp.data import idx
+    with pytest.raises(idx.IdxError, match="not a regular file"):
+        idx.read_images(fifo, "fix")
+    assert time.monotonic() - start < 10

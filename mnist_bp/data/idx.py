@@ -39,6 +39,8 @@ def read_bytes(path: Path, fix: str) -> bytes:
     naming the file."""
     try:
         size = Path(path).stat().st_size
+        if not Path(path).is_file():  # a FIFO or a device: reading could block or never end
+            _fail(path, "not a regular file", fix)
         if size > MAX_BYTES:
             _fail(path, f"{size:,} bytes is more than an MNIST-format file has", fix)
         raw = Path(path).read_bytes()
