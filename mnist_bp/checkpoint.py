@@ -47,6 +47,7 @@ MAX_ENTRIES = 1_000
 MAX_ARRAY_BYTES = 1 << 30  # one array (a 16,384 x 16,384 float32 layer)
 MAX_TOTAL_BYTES = 4 << 30  # the whole checkpoint, decompressed
 MAX_META_CHARS = 16 << 20
+MAX_WEIGHT = 1e6  # trained weights are of order 1; far larger ones overflow float32 outputs
 
 
 def _inspect(path: Path, fix: str) -> None:
@@ -125,9 +126,33 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict
         if not np.isfinite(array).all():
             raise CheckpointError(f"{path}: '{name[:80]}' holds NaN or infinite values (a "
                                   f"diverged run?); use an earlier checkpoint")
+        if not name.startswith(OPTIM_PREFIX) and array.size and np.abs(array).max() > MAX_WEIGHT:
+            raise CheckpointError(f"{path}: '{name[:80]}' holds values beyond +-{MAX_WEIGHT:g}, "
+                                  f"which no trained network has; use an earlier checkpoint")
     optim = {k[len(OPTIM_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
     params = {k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX)}
     return params, optim, meta
+
+
+def _count(value) -> bool:
+    return type(value) is int and 0 <= value <= 1 << 40
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+# The training progress a checkpoint carries (training.RunState), field by field.
+PROGRESS = {
+    "epoch": _count, "step_in_epoch": _count, "global_step": _count,
+    "best_value": _optional(lambda v: type(v) in (int, float) and np.isfinite(v)),
+    "best_epoch": _optional(_count), "epochs_since_best": _count,
+    "history": lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+    "partial": lambda v: isinstance(v, dict) and all(
+        type(x) in (int, float) and np.isfinite(x) for x in v.values()),
+    "finished": lambda v: isinstance(v, bool),
+    "stop_reason": _optional(lambda v: isinstance(v, str)),
+}
 
 
 def _check_meta(path: Path, meta: dict, fix: str) -> None:
@@ -138,12 +163,17 @@ def _check_meta(path: Path, meta: dict, fix: str) -> None:
 
     norm = meta.get("normalization")
     if not (isinstance(norm, dict) and set(norm) == {"mean", "std", "per_image"}
-            and number(norm["mean"]) and number(norm["std"]) and norm["std"] > 0
-            and isinstance(norm["per_image"], bool)):
+            and number(norm["mean"]) and number(norm["std"]) and abs(norm["mean"]) <= 1e3
+            and 1e-6 <= norm["std"] <= 1e3 and isinstance(norm["per_image"], bool)):
         raise CheckpointError(f"{path}: its input normalisation is missing or invalid; {fix}")
     progress = meta.get("progress")
-    if not isinstance(progress, dict) or not isinstance(progress.get("epoch"), int):
+    if not (isinstance(progress, dict) and all(check(progress.get(key))
+                                               for key, check in PROGRESS.items()
+                                               if key in progress or key == "epoch")):
         raise CheckpointError(f"{path}: its training progress is missing or invalid; {fix}")
+    steps = meta.get("optimizer_steps", 0)
+    if type(steps) is not int or not 0 <= steps <= 1 << 40:
+        raise CheckpointError(f"{path}: its optimizer step count is invalid; {fix}")
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path}: its meta holds no config; {fix}")
 

@@ -27,13 +27,19 @@ def echo_err(message: str) -> None:
 
 
 class Main(click.Group):
-    """Turns a UserError anywhere below into one `Error: ...` line and exit status 1."""
+    """Turns a UserError anywhere below, and a file-system error no command foresaw (a path
+    that is a file where a folder must be, a name too long...), into one `Error: ...` line
+    and exit status 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}; check the path") \
+                from None
 
 
 @click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,7 +99,7 @@ def download(name, data_dir, source, mirrors, force, timeout, retries):
     spec = get_dataset(name)
     root = resolve_data_dir(data_dir)
     if source is not None:
-        reports = import_from(spec, source, root, log=echo_err)
+        reports = import_from(spec, source, root, log=echo_err, force=force)
         for r in reports:
             verdict = ("matches the official checksum" if r["matches_official"] else
                        "does NOT match the official checksum (imported as is)")
@@ -308,7 +314,13 @@ def predict(checkpoint, inputs, as_json, k, invert, number, save_inputs):
       cat digit.png | mnist-bp predict runs/x/checkpoints/best.npz -
     """
     from mnist_bp.model import load
-    from mnist_bp.predict import expand_inputs, format_table, to_json, write_inputs
+    from mnist_bp.predict import (
+        expand_inputs,
+        format_table,
+        shown_name,
+        to_json,
+        write_inputs,
+    )
 
     model = load(checkpoint)
     named = expand_inputs(inputs)
@@ -316,16 +328,16 @@ def predict(checkpoint, inputs, as_json, k, invert, number, save_inputs):
         raise click.UsageError("no images found in " + " ".join(inputs))
     results = model.predict_paths([s for _, s in named], invert=invert, number=number,
                                   names=[n for n, _ in named])
-    if save_inputs is not None:
-        written = write_inputs(results, save_inputs)
-        echo_err(f"saved {len(written)} input image(s) in {save_inputs}")
     failed = [r for r in results if "error" in r]
     for r in failed:
-        echo_err(f"Error: {r['file']}: {r['error']}")
+        echo_err(f"Error: {shown_name(r['file'])}: {r['error']}")
     if as_json:
         click.echo(json.dumps(to_json(str(checkpoint), results, k)))
     elif len(failed) < len(results):
         click.echo(format_table(results, k))
+    if save_inputs is not None:  # after the answers: a folder that cannot be written loses none
+        written = write_inputs(results, save_inputs)
+        echo_err(f"saved {len(written)} input image(s) in {save_inputs}")
     sys.exit(1 if failed else 0)
 
 

@@ -192,9 +192,12 @@ class Config:
 
 # --- validation ---------------------------------------------------------------------------
 
-def _show(value) -> str:
+def show_value(value) -> str:
     """A value as an error message shows it: its repr, cut short."""
-    return _REPR.repr(value)
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an int of more digits than Python prints
+        return f"<a {type(value).__name__} too long to show>"
 
 
 _REPR = reprlib.Repr()
@@ -210,7 +213,7 @@ def _near(word: str, options) -> str:
 def _coerce(value, hint, meta, key):
     """Check `value` against the annotation `hint` and the field's limits."""
     def bad(allowed):
-        raise ConfigError(f"{key}: {_show(value)} is not allowed; expected {allowed}")
+        raise ConfigError(f"{key}: {show_value(value)} is not allowed; expected {allowed}")
 
     origin = typing.get_origin(hint)
     if is_dataclass(hint):
@@ -244,7 +247,7 @@ def _coerce(value, hint, meta, key):
             bad("a string")
     choices = meta.get("choices")
     if choices and value not in choices:
-        raise ConfigError(f"{key}: {_show(value)} is not allowed; choose one of "
+        raise ConfigError(f"{key}: {show_value(value)} is not allowed; choose one of "
                           f"{', '.join(choices)}{_near(str(value), choices)}")
     limits = [("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
               ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")]
@@ -252,7 +255,7 @@ def _coerce(value, hint, meta, key):
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):
             bounds = " and ".join(f"{s} {meta[n]}" for n, _, s in limits if meta.get(n) is not None)
-            raise ConfigError(f"{key}: {_show(value)} is out of range; allowed: {bounds}")
+            raise ConfigError(f"{key}: {show_value(value)} is out of range; allowed: {bounds}")
     return value
 
 
@@ -260,7 +263,8 @@ def _build(cls, raw, prefix: str):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {_show(raw)}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got "
+                          f"{show_value(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     for key in raw:
@@ -352,10 +356,12 @@ def parse_yaml(text: str):
 
     try:
         return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        raise _Refused(f"a value it cannot read ({str(exc).split(':')[0][:80]})") from None
+    except (_Refused, yaml.YAMLError):
+        raise
     except RecursionError:
         raise _Refused(f"nested more than {MAX_DEPTH} levels deep") from None
+    except Exception as exc:  # a value a constructor cannot build (huge ints, odd tags...)
+        raise _Refused(f"a value it cannot read ({type(exc).__name__})") from None
 
 
 def read_yaml(path: Path, what: str = "a config is a mapping of sections (seed, data, "

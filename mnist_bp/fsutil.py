@@ -19,7 +19,7 @@ def atomic_write(path: Path, mode: str = "wb"):
     """Yield a file object; on success it replaces `path` atomically, on error it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, mode) as f:
@@ -114,7 +114,8 @@ def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
     file ever carries the name."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
+    stem = stem[:120]  # with `~N` and the suffix, well inside any file system's 255
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".saving.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:

@@ -46,6 +46,8 @@ CENTRE = 14.0  # mean centre of mass of MNIST digits, in pixel indices (rows and
 STROKE = 0.09
 WORK_SIDE = 240  # images are analysed at most this large (longest side)
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
+MAX_SIDE = 20_000  # and images with a longer side
+MAX_IMAGE_BYTES = 200 << 20  # and files (or standard input) larger than this
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
 GROW = 0.5  # the first pass's ink is widened by this many blocks
@@ -100,12 +102,18 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    too_large = ImageError(f"more than {MAX_IMAGE_BYTES >> 20} MB; no photo of a digit is "
+                           f"that large")
     if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) > MAX_IMAGE_BYTES:
+            raise too_large
         source = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.exists() and not path.is_file() and not path.is_dir():
             raise ImageError("not a regular file (a FIFO or a device?)")
+        if path.is_file() and path.stat().st_size > MAX_IMAGE_BYTES:
+            raise too_large
     limit = max_pixels if max_pixels is not None else MAX_PIXELS
     try:
         with Image.open(source, formats=FORMATS) as im:
@@ -115,11 +123,14 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
                                  f"(a decompression bomb?); scale it down")
             if width < 1 or height < 1:
                 raise ImageError(f"{width}x{height} pixels: an empty image")
+            if max(width, height) > MAX_SIDE:  # decoders pay per line: 1 x 16,000,000 is costly
+                raise ImageError(f"{width}x{height} pixels: a side longer than {MAX_SIDE:,}; "
+                                 f"crop or scale it")
+            check_tiles(im, limit)
             im = ImageOps.exif_transpose(im)  # also loads the pixels
             factor = int(np.ceil(np.sqrt(width * height / REDUCE_ABOVE)))
-            if factor > 1 and im.mode != "F":
-                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info
-                                else "L").reduce(factor)
+            if factor > 1:
+                im = reduced(im, factor)
             return to_gray(im)
     except ImageError:
         raise
@@ -135,6 +146,28 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
     except Exception as exc:  # any decoder's failure, whatever its type
         detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ImageError(f"truncated or corrupt image ({detail}); export it again") from None
+
+
+def check_tiles(im, limit: int) -> None:
+    """A TIFF's declared tiles, which libtiff allocates whole before decoding one (a 145-byte
+    file can declare a 2 GB tile), must be of the image's order of size."""
+    tags = getattr(im, "tag_v2", None)
+    if tags is None:
+        return
+    tile = int(tags.get(322, 0) or 0) * int(tags.get(323, 0) or 0)  # TileWidth x TileLength
+    if tile > min(limit, 4 * im.width * im.height + 65536):
+        raise ImageError(f"TIFF tiles of {tags.get(322)}x{tags.get(323)} pixels for a "
+                         f"{im.width}x{im.height} image (a decompression bomb?); save it again")
+
+
+def reduced(im, factor: int):
+    """`im` box-averaged by `factor`, in its own depth: 16- and 32-bit images keep their
+    levels (8 bits would clip them), colour and transparency go to RGBA, the rest to L."""
+    if im.mode.startswith("I;16"):
+        im = im.convert("I")
+    elif im.mode not in ("I", "F"):
+        im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "L")
+    return im.reduce(factor)
 
 
 def as_gray(source) -> np.ndarray:

@@ -22,10 +22,13 @@ from mnist_bp import checkpoint, rng
 from mnist_bp.config import Config
 from mnist_bp.data.batches import BatchMaker, Normalizer
 from mnist_bp.data.registry import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES
+from mnist_bp.imageprep import ImageError
 from mnist_bp.nn.losses import make_loss, probabilities
 from mnist_bp.nn.mlp import MLP
 
 CHUNK_IMAGES = 2000  # images per forward pass when predicting
+NO_ANSWER = ("the network's outputs overflow on this image (no finite answer); the "
+             "checkpoint's weights are unusable")
 
 
 def build_network(cfg: Config) -> MLP:
@@ -95,8 +98,15 @@ class Model:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """`images` `(N, 28, 28)` in [0, 1] -> `(N, 10)` float64, rows summing to 1 (softmax
-        of the logits; sigmoid outputs divided by their sum)."""
-        return probabilities(self.outputs(images), self.sigmoid_outputs)
+        of the logits; sigmoid outputs divided by their sum). A row the network could not
+        compute (its outputs overflowed) is all NaN; `answerable` tells them apart."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return probabilities(self.outputs(images), self.sigmoid_outputs)
+
+    @staticmethod
+    def answerable(probs: np.ndarray) -> np.ndarray:
+        """`(N,)` bool: which rows of `probabilities` are real answers."""
+        return np.isfinite(probs).all(axis=1)
 
     # --- the Python API -------------------------------------------------------------------------
 
@@ -164,7 +174,7 @@ class Model:
     def prepare(self, source, invert: str = "auto", number: bool = False) -> list:
         """Network inputs (`imageprep.Prepared`) of one image (a path, bytes, a file object,
         a PIL image or a 2-D array in [0, 1]): one, or one per digit with `number`."""
-        from mnist_bp.imageprep import ImageError, as_gray, prepare, prepare_number
+        from mnist_bp.imageprep import as_gray, prepare, prepare_number
         gray = as_gray(source)
         try:
             return prepare_number(gray, invert) if number else [prepare(gray, invert)]
@@ -179,7 +189,10 @@ class Model:
         """The prediction for one image (see `predict_paths` for the fields); raises
         ImageError for a bad or blank one."""
         inputs = self.prepare(source, invert, number)
-        return _result(inputs, self.probabilities(np.stack([p.image for p in inputs])), number)
+        probs = self.probabilities(np.stack([p.image for p in inputs]))
+        if not self.answerable(probs).all():
+            raise ImageError(NO_ANSWER)
+        return _result(inputs, probs, number)
 
     def predict_paths(self, sources, invert: str = "auto", number: bool = False,
                       names=None) -> list[dict]:
@@ -188,8 +201,6 @@ class Model:
         `number` and `digits` (one dict per digit) instead of `digit`; or `error`.
 
         The images are prepared one by one and predicted in chunks."""
-        from mnist_bp.imageprep import ImageError
-
         names = names or [str(s) for s in sources]
         prepared: list = []
         for source in sources:
@@ -200,12 +211,17 @@ class Model:
         flat = [p.image for item in prepared if not isinstance(item, str) for p in item]
         probs = self.probabilities(np.stack(flat)) if flat else np.empty((0, NUM_CLASSES))
         out, at = [], 0
+        ok = self.answerable(probs)
         for name, item in zip(names, prepared, strict=True):
             if isinstance(item, str):
                 out.append({"file": name, "error": item})
                 continue
-            out.append({"file": name, **_result(item, probs[at:at + len(item)], number)})
+            rows = slice(at, at + len(item))
             at += len(item)
+            if not ok[rows].all():
+                out.append({"file": name, "error": NO_ANSWER})
+                continue
+            out.append({"file": name, **_result(item, probs[rows], number)})
         return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_bp.fsutil import write_new
+from mnist_bp.imageprep import MAX_IMAGE_BYTES
 
 # a folder's files read as images: the suffixes of imageprep.FORMATS
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
@@ -28,8 +29,8 @@ def expand_inputs(inputs) -> list[tuple[str, object]]:
     standard input (read as bytes). A path that does not exist stays, to be reported."""
     out = []
     for given in inputs:
-        if given == "-":
-            out.append(("-", sys.stdin.buffer.read()))
+        if given == "-":  # one byte over the limit is enough for read_image to refuse it
+            out.append(("-", sys.stdin.buffer.read(MAX_IMAGE_BYTES + 1)))
             continue
         path = Path(given)
         if path.is_dir():
@@ -68,8 +69,13 @@ def top_k(probabilities, k: int) -> list[tuple[int, float]]:
     return [(int(d), float(probabilities[d])) for d in order]
 
 
+def shown_name(name: str) -> str:
+    """A file name as one table cell: control characters (a newline in a name) escaped."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
 def format_table(results: list[dict], k: int) -> str:
-    ok = [r for r in results if "error" not in r]
+    ok = [{**r, "file": shown_name(r["file"])} for r in results if "error" not in r]
     width = max([len(r["file"]) for r in ok] + [4])
     number = any("number" in r for r in ok)
     head = f"{'file':<{width}}  {'number' if number else 'digit':<6}  confidence  " \

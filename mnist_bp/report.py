@@ -82,7 +82,8 @@ def read_rows(path: Path, missing: list[str]) -> list[dict]:
             row = json.loads(line)
         except (ValueError, RecursionError):
             row = None
-        if not isinstance(row, dict) or type(row.get("epoch")) is not int:
+        if not isinstance(row, dict) or type(row.get("epoch")) is not int \
+                or not 0 <= row["epoch"] <= 10_000_000:
             missing.append(f"metrics.jsonl line {n} (not a metrics row; left out)")
             continue
         clean = {"epoch": row["epoch"]}

@@ -31,7 +31,7 @@ import numpy as np
 
 from mnist_bp.errors import UserError
 from mnist_bp.imageprep import ImageError, prepare, read_image
-from mnist_bp.model import digit_fields, load
+from mnist_bp.model import NO_ANSWER, digit_fields, load
 
 MAX_BODY = 4 * 1024 * 1024  # bytes of one uploaded image
 MAX_UPLOAD_PIXELS = 16_000_000  # pixels of one decoded upload
@@ -79,7 +79,10 @@ def predict_bytes(models: dict, body: bytes, invert: str) -> dict:
     out = []
     seen = np.round(prepared.image, 3).tolist()
     for name, model in models.items():
-        out.append({"model": name, **digit_fields(model.probabilities(x)[0]),
+        probs = model.probabilities(x)
+        if not model.answerable(probs).all():
+            raise ImageError(f"{name}: {NO_ANSWER}")
+        out.append({"model": name, **digit_fields(probs[0]),
                     "inverted": prepared.inverted, "input": seen})
     return {"predictions": out}
 
@@ -87,14 +90,14 @@ def predict_bytes(models: dict, body: bytes, invert: str) -> dict:
 def host_of(header: str) -> str:
     """The host part of a Host header: `[::1]:8000` -> `[::1]`, `a.b:80` -> `a.b`; a header
     that is not `host` or `host:port` comes back whole (and matches no allowed name)."""
-    header = header.strip().lower()
+    header = header.strip().lower().removesuffix(".")  # "localhost." is localhost
     if header.startswith("["):
         end = header.find("]") + 1
         host, rest = (header[:end], header[end:]) if end else (header, "")
     else:
         host, sep, port = header.partition(":")
         rest = sep + port
-    if rest and not (rest[0] == ":" and rest[1:].isdigit()):
+    if rest and not (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit()):
         return header
     return host
 

@@ -268,9 +268,18 @@ def record_epoch(progress: RunState, row: dict, metric: str | None, cfg: Config)
 
 
 def load_resume(path: Path):
-    """(config, progress, run dir, arrays) of a checkpoint to resume, its shapes checked."""
+    """(config, progress, run dir, arrays) of a checkpoint to resume, its shapes checked.
+    Only a run's own RUN/checkpoints/last.npz (or best.npz) resumes, into that RUN: a
+    checkpoint anywhere else would write into whatever folder holds it."""
+    path = Path(path)
     # the arrays must fit the model and optimizer the config builds
     network, cfg, meta, optim_state = read(path)
+    run = path.resolve().parent.parent
+    if path.parent.name != "checkpoints" or path.name not in ("last.npz", "best.npz") \
+            or not (run / "config.yaml").is_file():
+        raise checkpoint.CheckpointError(
+            f"{path}: --resume takes a run's RUN/checkpoints/last.npz (it continues that run "
+            f"in RUN); to train from a checkpoint elsewhere, copy its run directory")
     params = network.parameters()
     checkpoint.check_shapes(path, make_optimizer(params, cfg.optimizer).state_arrays(),
                             optim_state, "optimizer state")
@@ -280,6 +289,12 @@ def load_resume(path: Path):
     except TypeError:
         raise checkpoint.CheckpointError(f"{path}: its training progress has unknown fields; "
                                          f"resume with the mnist-bp that wrote it") from None
+    if (len(progress.history) != progress.epoch or progress.epoch > cfg.training.epochs
+            or (progress.best_epoch or 0) > progress.epoch
+            or (progress.finished and not progress.history)):
+        raise checkpoint.CheckpointError(f"{path}: its training progress does not add up "
+                                         f"(epoch {progress.epoch} of {cfg.training.epochs}); "
+                                         f"use the run's own last.npz")
     return cfg, progress, run_dir, (params, optim_state, meta)
 
 
@@ -347,6 +362,11 @@ def _train(cfg: Config, run_dir: Path, data_dir, progress: RunState, state, repo
                   else Normalizer.fit(cfg.data.normalize, train_split.images))
     trainer = Trainer(cfg, train_split, val_split, normalizer)
     if state:
+        if progress.step_in_epoch >= trainer.steps_per_epoch:
+            raise checkpoint.CheckpointError(
+                f"{run_dir / 'checkpoints'}: the checkpoint is at step {progress.step_in_epoch} "
+                f"of an epoch of {trainer.steps_per_epoch}; use the run's own last.npz with its "
+                f"own data")
         trainer.restore(*state)
         reporter.info(f"resuming at epoch {progress.epoch + 1}, step {progress.step_in_epoch} "
                       f"of {trainer.steps_per_epoch}")

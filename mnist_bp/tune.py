@@ -39,6 +39,7 @@ from mnist_bp.config import (
     from_dict,
     read_yaml,
     set_key,
+    show_value,
     to_dict,
 )
 from mnist_bp.errors import UserError
@@ -93,7 +94,7 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
             raise UserError(f"{where}: give {{low: A, high: B}} or {{choices: [...]}}")
         extra = set(spec) - SPEC_KEYS
         if extra:
-            raise UserError(f"{where}: unknown field '{sorted(extra)[0]}' (allowed: "
+            raise UserError(f"{where}: unknown field '{sorted(map(str, extra))[0][:60]}' (allowed: "
                             f"{', '.join(sorted(SPEC_KEYS))})")
         kind = known[key]
         if "choices" in spec:
@@ -106,26 +107,26 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
                 raise UserError(f"{where}: a range needs both low and high")
             if kind not in (int, float):
                 raise UserError(f"{where}: {key} is not a number; give choices instead")
-            low, high = spec["low"], spec["high"]
+            low, high = _number(spec["low"]), _number(spec["high"])
             for name, value in (("low", low), ("high", high)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise UserError(f"{where}: {name} must be a number, not {str(value)[:60]}")
+                    raise UserError(f"{where}: {name} must be a number, not {show_value(value)}")
                 try:
                     finite = math.isfinite(float(value))
                 except OverflowError:
                     finite = False
                 if not finite:
                     raise UserError(f"{where}: {name} must be a finite number of reasonable "
-                                    f"size, not {str(value)[:60]}")
+                                    f"size, not {show_value(value)}")
                 if kind is int and not float(value).is_integer():
                     raise UserError(f"{where}: {key} takes whole numbers; {name} is {value}")
             if not low < high:
                 raise UserError(f"{where}: low ({low}) must be below high ({high})")
             if spec.get("log") and low <= 0:
                 raise UserError(f"{where}: a log range needs low > 0 (it is {low})")
-            step = spec.get("step")
+            step = _number(spec.get("step"))
             if "step" in spec and (isinstance(step, bool) or not isinstance(step, (int, float))
-                                   or not 0 < step < float("inf")):
+                                   or not 0 < _finite(step) < float("inf")):
                 raise UserError(f"{where}: step must be a positive number")
             if "step" in spec and kind is int and not float(step).is_integer():
                 raise UserError(f"{where}: {key} takes whole numbers; step is {step}")
@@ -133,6 +134,8 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
                 raise UserError(f"{where}: use log or step, not both")
             values = [kind(low), kind(high)]
             spec = {**spec, "low": kind(low), "high": kind(high), "kind": kind.__name__}
+            if "step" in spec:
+                spec["step"] = step
         for value in values:  # each end of the range, each choice must make a valid config
             try:
                 raw_cfg = json.loads(json.dumps(base))
@@ -142,6 +145,24 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
                 raise UserError(f"{path}: {exc}") from None
         space[key] = spec
     return space
+
+
+def _number(value):
+    """YAML 1.1 reads 1e-4 (no dot) as a string: such a string becomes the number it says."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _finite(value) -> float:
+    """`value` as a float, or inf when it is too large for one."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
 
 
 def suggest(trial, space: dict[str, dict]) -> dict:

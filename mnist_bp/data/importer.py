@@ -10,6 +10,8 @@ import gzip
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from mnist_bp.data import idx
 from mnist_bp.data.cache import read_files, write_cache
 from mnist_bp.data.download import file_digest
@@ -26,10 +28,12 @@ def _find_source(source: Path, filename: str) -> Path:
                     f"four MNIST-format files in that folder")
 
 
-def import_from(spec: DatasetSpec, source: Path, data_dir: Path, log=print) -> list[dict]:
+def import_from(spec: DatasetSpec, source: Path, data_dir: Path, log=print,
+                force: bool = False) -> list[dict]:
     """Copy the four files from `source` after validating all of them; report checksums.
 
-    Nothing is written unless every file is valid IDX data and the counts agree. Returns one
+    Nothing is written unless every file is valid IDX data and the counts agree, and files
+    already in the data dir that hold other data are replaced only with `force`. Returns one
     dict per file: `file`, `source`, `count`, `matches_official`.
     """
     source = Path(source)
@@ -42,6 +46,8 @@ def import_from(spec: DatasetSpec, source: Path, data_dir: Path, log=print) -> l
     folder = Path(data_dir) / spec.name
     reports = []
     with locked(folder):
+        if not force:
+            _refuse_to_replace(spec, folder, arrays, fix)
         for role, path in paths.items():
             fspec = spec.files[role]
             with open(path, "rb") as src:
@@ -58,3 +64,20 @@ def import_from(spec: DatasetSpec, source: Path, data_dir: Path, log=print) -> l
                             "compressed": compressed})
         write_cache(folder, arrays)
     return reports
+
+
+def _refuse_to_replace(spec: DatasetSpec, folder: Path, arrays: dict, fix: str) -> None:
+    """Files already in the data dir are replaced only when they hold the same data (an
+    import run twice) or with --force: a bad copy never silently replaces a good one."""
+    present = {role: folder / spec.files[role].filename for role in ROLES
+               if (folder / spec.files[role].filename).is_file()}
+    if not present:
+        return
+    try:
+        current = {role: (idx.read_images if "images" in role else idx.read_labels)(path, fix)
+                   for role, path in present.items()}
+    except UserError:
+        return  # what is there is unreadable: replacing it loses nothing
+    if not all(np.array_equal(current[role], arrays[role]) for role in present):
+        raise UserError(f"{folder}: already holds {spec.name} files with other data; pass "
+                        f"--force to replace them with the ones from the import")
