@@ -109,7 +109,7 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict
         raise CheckpointError(f"{path}: has no 'meta' entry, so it is not an mnist-bp "
                               f"checkpoint; {fix}")
     meta_array = arrays.pop("meta")
-    if meta_array.shape != () or meta_array.size * 4 > MAX_META_CHARS * 4:
+    if meta_array.shape != () or meta_array.dtype.itemsize // 4 > MAX_META_CHARS:
         raise CheckpointError(f"{path}: its 'meta' entry is not one JSON string; {fix}")
     try:
         meta = json.loads(str(meta_array))
@@ -138,6 +138,11 @@ def _count(value) -> bool:
     return type(value) is int and 0 <= value <= 1 << 40
 
 
+def _number(value) -> bool:
+    """A finite int or float (not a bool)."""
+    return type(value) in (int, float) and bool(np.isfinite(value))
+
+
 def _optional(check):
     return lambda value: value is None or check(value)
 
@@ -145,11 +150,10 @@ def _optional(check):
 # The training progress a checkpoint carries (training.RunState), field by field.
 PROGRESS = {
     "epoch": _count, "step_in_epoch": _count, "global_step": _count,
-    "best_value": _optional(lambda v: type(v) in (int, float) and np.isfinite(v)),
+    "best_value": _optional(_number),
     "best_epoch": _optional(_count), "epochs_since_best": _count,
     "history": lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
-    "partial": lambda v: isinstance(v, dict) and all(
-        type(x) in (int, float) and np.isfinite(x) for x in v.values()),
+    "partial": lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
     "finished": lambda v: isinstance(v, bool),
     "stop_reason": _optional(lambda v: isinstance(v, str)),
 }
@@ -157,13 +161,9 @@ PROGRESS = {
 
 def _check_meta(path: Path, meta: dict, fix: str) -> None:
     """The fields every command reads, with the types they need."""
-    def number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            np.isfinite(value)
-
     norm = meta.get("normalization")
     if not (isinstance(norm, dict) and set(norm) == {"mean", "std", "per_image"}
-            and number(norm["mean"]) and number(norm["std"]) and abs(norm["mean"]) <= 1e3
+            and _number(norm["mean"]) and _number(norm["std"]) and abs(norm["mean"]) <= 1e3
             and 1e-6 <= norm["std"] <= 1e3 and isinstance(norm["per_image"], bool)):
         raise CheckpointError(f"{path}: its input normalisation is missing or invalid; {fix}")
     progress = meta.get("progress")
@@ -171,8 +171,7 @@ def _check_meta(path: Path, meta: dict, fix: str) -> None:
                                                for key, check in PROGRESS.items()
                                                if key in progress or key == "epoch")):
         raise CheckpointError(f"{path}: its training progress is missing or invalid; {fix}")
-    steps = meta.get("optimizer_steps", 0)
-    if type(steps) is not int or not 0 <= steps <= 1 << 40:
+    if not _count(meta.get("optimizer_steps", 0)):
         raise CheckpointError(f"{path}: its optimizer step count is invalid; {fix}")
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{path}: its meta holds no config; {fix}")

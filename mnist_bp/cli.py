@@ -396,9 +396,10 @@ def serve(checkpoints, host, port, open_browser, allow_hosts):
       mnist-bp serve runs/default/checkpoints/best.npz runs/robust/checkpoints/best.npz --open
       curl --data-binary @digit.png http://127.0.0.1:8000/api/predict
     """
+    from mnist_bp.serve import LOOPBACK
     from mnist_bp.serve import serve as run_server
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         echo_err(f"note: listening on {host}: anyone who can reach this computer can use it")
     run_server(list(checkpoints), host, port, open_browser, lambda line: click.echo(line),
                allow_hosts)

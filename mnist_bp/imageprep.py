@@ -514,3 +514,20 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     for members in digit_groups(ink):
         out.append(polarity(place(only(ink, members)), ink.light_background, invert))
     return out
+
+
+def inputs_of(source, invert: str = "auto", number: bool = False,
+              max_pixels: int | None = None) -> list[Prepared]:
+    """The network inputs of one image (a path, bytes, a file object, a PIL image or a 2-D
+    array in [0, 1]): one, or one per digit with `number`. Whatever goes wrong, in reading
+    or in any step of the preprocessing, is one ImageError: an image no rule foresaw is that
+    image's error (for `predict`), a 400 (for `serve`), never a crash."""
+    try:
+        gray = read_image(source, max_pixels) if max_pixels is not None else as_gray(source)
+        return prepare_number(gray, invert) if number else [prepare(gray, invert)]
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("not enough memory to read it; scale it down") from None
+    except Exception as exc:
+        raise ImageError(f"could not find a digit in it ({type(exc).__name__})") from None

@@ -21,8 +21,8 @@ import numpy as np
 from mnist_bp import checkpoint, rng
 from mnist_bp.config import Config
 from mnist_bp.data.batches import BatchMaker, Normalizer
-from mnist_bp.data.registry import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES
-from mnist_bp.imageprep import ImageError
+from mnist_bp.data.registry import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, class_names
+from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.nn.losses import make_loss, probabilities
 from mnist_bp.nn.mlp import MLP
 
@@ -73,7 +73,6 @@ class Model:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        from mnist_bp.data.registry import class_names
         return class_names(self.cfg.data.dataset)
 
     # --- arrays in, probabilities out -----------------------------------------------------------
@@ -81,6 +80,14 @@ class Model:
     def maker(self, images: np.ndarray, labels: np.ndarray) -> BatchMaker:
         """Batches of uint8 `images` `(N, 28, 28)` normalised as this network was trained."""
         return BatchMaker(images, labels, self.normalizer)
+
+    def score(self, images: np.ndarray, labels: np.ndarray, transform=None,
+              keep_outputs: bool = False) -> dict:
+        """`scoring.evaluate` of uint8 `images` `(N, 28, 28)`: loss, accuracy, confusion
+        matrix (and the outputs with `keep_outputs`), as every command scores a checkpoint."""
+        from mnist_bp.scoring import evaluate
+        return evaluate(self.network, make_loss(self.cfg.loss), self.maker(images, labels),
+                        self.cfg.training.eval_batch_size, transform, keep_outputs)
 
     def outputs(self, images: np.ndarray) -> np.ndarray:
         """`images` `(N, 28, 28)` float in [0, 1] (light ink on dark) -> the network's raw
@@ -144,14 +151,12 @@ class Model:
         the data dir (the checkpoint's own dataset by default), as `mnist-bp evaluate`
         reports them; `invert` / `colors="random"` score the transformed images."""
         from mnist_bp.data.datadir import load_dataset
-        from mnist_bp.scoring import evaluate, make_transform, per_class
+        from mnist_bp.scoring import make_transform, per_class
 
         name = dataset or self.cfg.data.dataset
         data = getattr(load_dataset(name, data_dir, log=log), split)
-        transform = make_transform(len(data), invert, colors, seed)
-        result = evaluate(self.network, make_loss(self.cfg.loss),
-                          self.maker(data.images, data.labels),
-                          self.cfg.training.eval_batch_size, transform)
+        result = self.score(data.images, data.labels,
+                            make_transform(len(data), invert, colors, seed))
         images = ("inverted " if invert else "") + ("random-colour " if colors == "random"
                                                     else "")
         return {
@@ -174,16 +179,7 @@ class Model:
     def prepare(self, source, invert: str = "auto", number: bool = False) -> list:
         """Network inputs (`imageprep.Prepared`) of one image (a path, bytes, a file object,
         a PIL image or a 2-D array in [0, 1]): one, or one per digit with `number`."""
-        from mnist_bp.imageprep import as_gray, prepare, prepare_number
-        gray = as_gray(source)
-        try:
-            return prepare_number(gray, invert) if number else [prepare(gray, invert)]
-        except ImageError:
-            raise
-        except MemoryError:
-            raise ImageError("not enough memory to read it; scale it down") from None
-        except Exception as exc:  # an image no rule foresaw: that file's error, not a crash
-            raise ImageError(f"could not find a digit in it ({type(exc).__name__})") from None
+        return inputs_of(source, invert, number)
 
     def predict_image(self, source, invert: str = "auto", number: bool = False) -> dict:
         """The prediction for one image (see `predict_paths` for the fields); raises

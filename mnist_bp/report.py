@@ -129,8 +129,8 @@ def score_run(run: RunData, data_dir, log=None) -> None:
     """Score best.npz on the test set (and on inverted colours); keep the worst mistakes."""
     from mnist_bp.data.datadir import load_dataset
     from mnist_bp.model import load
-    from mnist_bp.nn.losses import make_loss, probabilities
-    from mnist_bp.scoring import evaluate, invert_transform, per_class
+    from mnist_bp.nn.losses import probabilities
+    from mnist_bp.scoring import invert_transform, per_class
 
     best = run.path / "checkpoints" / "best.npz"
     if not best.is_file():
@@ -140,11 +140,8 @@ def score_run(run: RunData, data_dir, log=None) -> None:
     cfg = model.cfg
     run.dataset = cfg.data.dataset
     test = load_dataset(cfg.data.dataset, data_dir, log=log).test
-    maker = model.maker(test.images, test.labels)
-    loss = make_loss(cfg.loss)
-    size = cfg.training.eval_batch_size
-    result = evaluate(model.network, loss, maker, size, keep_outputs=True)  # as `evaluate`
-    inverted = evaluate(model.network, loss, maker, size, invert_transform)
+    result = model.score(test.images, test.labels, keep_outputs=True)  # as `evaluate` scores
+    inverted = model.score(test.images, test.labels, invert_transform)
     run.scores = {"accuracy": result["accuracy"], "loss": result["loss"], "n": result["n"],
                   "confusion": result["confusion_matrix"],
                   "per_class": per_class(result["confusion_matrix"]),

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_bp.errors import UserError
-from mnist_bp.imageprep import ImageError, prepare, read_image
+from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.model import NO_ANSWER, digit_fields, load
 
 MAX_BODY = 4 * 1024 * 1024  # bytes of one uploaded image
@@ -67,14 +67,7 @@ class BodyTooLarge(Exception):
 
 def predict_bytes(models: dict, body: bytes, invert: str) -> dict:
     """The API's answer for one image, or ImageError (whatever went wrong with it)."""
-    try:
-        prepared = prepare(read_image(body, max_pixels=MAX_UPLOAD_PIXELS), invert)
-    except ImageError:
-        raise
-    except MemoryError:
-        raise ImageError("not enough memory to read this image; scale it down") from None
-    except Exception as exc:  # an image no rule foresaw: a 400, never a 500
-        raise ImageError(f"could not find a digit in it ({type(exc).__name__})") from None
+    prepared = inputs_of(body, invert, max_pixels=MAX_UPLOAD_PIXELS)[0]
     x = prepared.image[None]
     out = []
     seen = np.round(prepared.image, 3).tolist()

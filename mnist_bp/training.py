@@ -274,16 +274,15 @@ def load_resume(path: Path):
     path = Path(path)
     # the arrays must fit the model and optimizer the config builds
     network, cfg, meta, optim_state = read(path)
-    run = path.resolve().parent.parent
+    run_dir = path.resolve().parent.parent  # RUN/checkpoints/last.npz
     if path.parent.name != "checkpoints" or path.name not in ("last.npz", "best.npz") \
-            or not (run / "config.yaml").is_file():
+            or not (run_dir / "config.yaml").is_file():
         raise checkpoint.CheckpointError(
             f"{path}: --resume takes a run's RUN/checkpoints/last.npz (it continues that run "
             f"in RUN); to train from a checkpoint elsewhere, copy its run directory")
     params = network.parameters()
     checkpoint.check_shapes(path, make_optimizer(params, cfg.optimizer).state_arrays(),
                             optim_state, "optimizer state")
-    run_dir = Path(path).resolve().parent.parent  # RUN/checkpoints/last.npz
     try:
         progress = RunState(**meta["progress"])
     except TypeError:
@@ -407,10 +406,8 @@ def finish(trainer: Trainer, progress: RunState, test_split, run_dir: Path, repo
     test = {"accuracy": None, "loss": None, "n": 0}
     if test_split is not None:
         # best.npz as any command loads it: its own parameters and normalisation
-        best = load(run_dir / "checkpoints" / "best.npz")
-        test = evaluate(best.network, trainer.loss, best.maker(test_split.images,
-                                                               test_split.labels),
-                        trainer.cfg.training.eval_batch_size)
+        test = load(run_dir / "checkpoints" / "best.npz").score(test_split.images,
+                                                                 test_split.labels)
     history = progress.history
     best_row = history[progress.best_epoch - 1] if progress.best_epoch else history[-1]
     summary = {
