@@ -11,7 +11,7 @@ ARGS   ?=
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,plot,serve,tune,export,tracking]'
+	$(BIN)/python -m pip install -q -e '.[test,fast,plot,serve,tune,export,tracking]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -126,6 +126,9 @@ class ConsoleReporter:
         if not self.quiet:
             echo_err(message)
 
+    def warn(self, message: str) -> None:
+        echo_err(f"Warning: {message}")
+
     def step_callback(self, epoch: int, epochs: int):
         if self.quiet or not sys.stderr.isatty():
             return None

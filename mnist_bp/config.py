@@ -113,6 +113,10 @@ class TrainingConfig:
                                     "step before it runs (for machines with cores to spare)")
     tensorboard: bool = opt(False, doc="write TensorBoard event files under RUN/tensorboard/ "
                                        "(train --tensorboard does the same)")
+    precision: str = opt("float32", choices=("float32", "bfloat16"),
+                         doc="bfloat16: the products' inputs rounded to bfloat16 while training "
+                             "(float32 accumulation, weights and optimizer state); needs the "
+                             "fast extra and a CPU with AVX512_BF16 or AMX, else float32")
 
 
 @dataclass(frozen=True)

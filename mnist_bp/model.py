@@ -25,15 +25,18 @@ from mnist_bp.data.registry import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, class_
 from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.nn.losses import make_loss, probabilities
 from mnist_bp.nn.mlp import MLP
+from mnist_bp.precision import float32_products
 
 CHUNK_IMAGES = 2000  # images per forward pass when predicting
 NO_ANSWER = ("the network's outputs overflow on this image (no finite answer); the "
              "checkpoint's weights are unusable")
 
 
-def build_network(cfg: Config) -> MLP:
-    """The MLP `cfg.model` describes, 784 inputs and 10 outputs, initialised from the seed."""
-    return MLP(cfg.model, rng.stream(cfg.seed, rng.INIT), IMAGE_PIXELS, NUM_CLASSES)
+def build_network(cfg: Config, products: str | None = None) -> MLP:
+    """The MLP `cfg.model` describes, 784 inputs and 10 outputs, initialised from the seed;
+    its products by `products` (nn.products.KINDS), float32 by default (precision.py)."""
+    return MLP(cfg.model, rng.stream(cfg.seed, rng.INIT), IMAGE_PIXELS, NUM_CLASSES,
+               products=products or float32_products())
 
 
 def parameter_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:

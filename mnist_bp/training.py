@@ -14,6 +14,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from mnist_bp.model import build_network, load, read
 from mnist_bp.nn.losses import make_loss
 from mnist_bp.nn.optimizers import Momentum, clip_grad_norm, make_optimizer
 from mnist_bp.nn.schedules import learning_rate
+from mnist_bp.precision import training_products
 from mnist_bp.scoring import evaluate
 
 
@@ -67,7 +69,9 @@ class Trainer:
 
     def __init__(self, cfg: Config, train_split, val_split, normalizer: Normalizer):
         self.cfg = cfg
-        self.model = build_network(cfg)
+        # products: numpy, onednn or onednn-bfloat16; note: why bfloat16 was not possible
+        self.products, self.precision_note = training_products(cfg.training.precision)
+        self.model = build_network(cfg, self.products)
         self.dropout = cfg.model.dropout > 0 or cfg.model.input_dropout > 0
         self.params = self.model.parameters()
         self.optimizer = make_optimizer(self.params, cfg.optimizer)
@@ -360,6 +364,8 @@ def _train(cfg: Config, run_dir: Path, data_dir, progress: RunState, state, repo
     normalizer = (Normalizer(**state[2]["normalization"]) if state
                   else Normalizer.fit(cfg.data.normalize, train_split.images))
     trainer = Trainer(cfg, train_split, val_split, normalizer)
+    if trainer.precision_note:
+        reporter.warn(trainer.precision_note)
     if state:
         if progress.step_in_epoch >= trainer.steps_per_epoch:
             raise checkpoint.CheckpointError(
@@ -422,6 +428,7 @@ def finish(trainer: Trainer, progress: RunState, test_split, run_dir: Path, repo
         "train_seconds": sum(r["train_seconds"] for r in history),
         "total_seconds": sum(r["seconds"] for r in history) + time.perf_counter() - start,
         "dataset": trainer.cfg.data.dataset,
+        "products": trainer.products,
         "test_images": test["n"],
         "run_dir": str(run_dir),
     }
@@ -435,6 +442,9 @@ class NullReporter:
 
     def info(self, message: str) -> None:
         pass
+
+    def warn(self, message: str) -> None:
+        warnings.warn(message, stacklevel=2)
 
     def step_callback(self, epoch: int, epochs: int):
         return None

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnist_bp.data import idx
-from mnist_bp.data.registry import FILENAMES, ROLES, DatasetSpec, FileSpec
+# numpy's matmul is the reference every exact number here was computed with; the oneDNN
+# paths are tested on purpose (tests/test_products.py), with monkeypatch.setenv.
+os.environ["MNIST_BP_GEMM"] = "numpy"
+
+from mnist_bp.data import idx  # noqa: E402
+from mnist_bp.data.registry import FILENAMES, ROLES, DatasetSpec, FileSpec  # noqa: E402
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

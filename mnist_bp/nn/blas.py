@@ -120,3 +120,29 @@ def gemm_tn(x: np.ndarray, g: np.ndarray, beta: float, c: np.ndarray) -> None:
     _FUNCS[c.dtype][2](_ROW_MAJOR, _TRANS, _NO_TRANS, d_in, d_out, n, 1.0, _address(x), d_in,
                        _address(g), d_out, beta, _address(c), d_out)
 
+
+
+def _thread_setter():
+    pattern = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*.so*")
+    for path in sorted(glob.glob(pattern)):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name, integer in (("scipy_openblas_set_num_threads64_", ctypes.c_int),
+                              ("openblas_set_num_threads64_", ctypes.c_int),
+                              ("openblas_set_num_threads", ctypes.c_int)):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.argtypes, fn.restype = [integer], None
+                return fn
+    return None
+
+
+def set_threads(n: int) -> bool:
+    """Run numpy's OpenBLAS on `n` threads; False where its BLAS cannot be found."""
+    fn = _thread_setter()
+    if fn is None:
+        return False
+    fn(n)
+    return True

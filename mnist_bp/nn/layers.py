@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from mnist_bp.nn.blas import gemm_tn
+from mnist_bp.nn.products import NumpyProducts
 
 
 class Buffered:
@@ -76,28 +76,28 @@ class Linear(Layer):
         # grad_decay * (what grads held) + gradient in grads, i.e. the momentum buffer
         # itself, added inside the matrix product at no extra cost. None: plain gradients.
         self.grad_decay: float | None = None
+        # Who multiplies (products.py): numpy by default; MLP sets oneDNN or bfloat16.
+        self.products = NumpyProducts()
 
     def forward(self, x, training=False, rng=None):
         self.x = x  # (N, D_in), needed for dW
         W, b = self.params["W"], self.params["b"]
         out = self.buffer("out", (x.shape[0], W.shape[1]), x.dtype)
-        np.matmul(x, W, out=out)
+        self.products.forward(x, W, out, training)
         out += b
         return out
 
     def backward(self, grad_out):
         # dL/dW = x^T g  (D_in, D_out);  dL/db = sum_n g  (D_out,);  dL/dx = g W^T  (N, D_in)
+        dx = self.buffer("dx", self.x.shape, grad_out.dtype) if self.input_grad else None
+        self.products.backward(self.x, grad_out, self.params["W"], self.grads["W"],
+                               self.grad_decay, dx)
         if self.grad_decay is None:
-            np.matmul(self.x.T, grad_out, out=self.grads["W"])
             np.sum(grad_out, axis=0, out=self.grads["b"])
         else:
-            gemm_tn(self.x, grad_out, self.grad_decay, self.grads["W"])
             self.grads["b"] *= self.grads["b"].dtype.type(self.grad_decay)
             self.grads["b"] += grad_out.sum(axis=0)
-        if not self.input_grad:
-            return None
-        dx = self.buffer("dx", self.x.shape, grad_out.dtype)
-        return np.matmul(grad_out, self.params["W"].T, out=dx)
+        return dx
 
 
 class Dropout(Layer):

@@ -13,11 +13,14 @@ import numpy as np
 
 from mnist_bp.nn.activations import Sigmoid, make_activation
 from mnist_bp.nn.layers import Dropout, Layer, Linear
+from mnist_bp.nn.products import KINDS
 
 
 class MLP:
     def __init__(self, cfg, rng: np.random.Generator, input_dim: int, num_classes: int,
-                 dtype=np.float32, input_grad=False):
+                 dtype=np.float32, input_grad=False, products: str = "numpy"):
+        """`products`: who multiplies, a key of products.KINDS (numpy, onednn,
+        onednn-bfloat16); the caller checks that oneDNN is there."""
         self.layers: list[Layer] = []
         self.linears: dict[str, Linear] = {}
         if cfg.input_dropout > 0:
@@ -26,6 +29,7 @@ class MLP:
         for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             linear = Linear(d_in, d_out, rng, cfg.init, cfg.init_scale, dtype,
                             input_grad=input_grad or i > 0)
+            linear.products = KINDS[products]()
             self.linears[f"layers.{i}"] = linear
             self.layers.append(linear)
             if i < len(sizes) - 2:

@@ -1,0 +1,66 @@
+"""Who does the matrix products, and in which precision (docs/config.md, `training.precision`).
+
+oneDNN (the `fast` extra) multiplies by default wherever it is installed;
+`MNIST_BP_GEMM=numpy` selects numpy's own matmul (the reference the tests compare against)
+and `MNIST_BP_GEMM=onednn` insists on oneDNN. `training.precision: bfloat16` rounds the
+products' inputs to bfloat16 while training, on CPUs that multiply bfloat16 natively; where
+that cannot be done, `training_products` says so in one line and training runs in float32
+(never a silent emulation many times slower). Evaluation is float32 everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mnist_bp.errors import UserError
+from mnist_bp.nn import onednn
+
+GEMM_CHOICES = ("auto", "numpy", "onednn")
+INSTALL = "pip install 'mnist-bp[fast]'"
+
+
+def gemm_choice() -> str:
+    choice = os.environ.get("MNIST_BP_GEMM", "auto").strip().lower() or "auto"
+    if choice not in GEMM_CHOICES:
+        raise UserError(f"MNIST_BP_GEMM={choice!r} is not one of {', '.join(GEMM_CHOICES)}; "
+                        f"unset it to use oneDNN where installed")
+    return choice
+
+
+def float32_products() -> str:
+    """`onednn` where oneDNN is installed and not switched off, else `numpy`."""
+    choice = gemm_choice()
+    if choice == "numpy":
+        return "numpy"
+    if onednn.library() is None:
+        if choice == "onednn":
+            raise UserError(f"MNIST_BP_GEMM=onednn but oneDNN is not installed: {INSTALL} "
+                            f"(or unset MNIST_BP_GEMM)")
+        return "numpy"
+    use_one_blas_thread()
+    return "onednn"
+
+
+def training_products(precision: str) -> tuple[str, str | None]:
+    """(products kind for nn.products.KINDS, a one-line note or None) for training."""
+    kind = float32_products()
+    if precision != "bfloat16":
+        return kind, None
+    if kind == "numpy":
+        why = ("MNIST_BP_GEMM=numpy" if gemm_choice() == "numpy"
+               else f"oneDNN is not installed ({INSTALL})")
+        return kind, f"training.precision=bfloat16 needs oneDNN's GEMM, and {why}: " \
+                     f"training in float32"
+    if not onednn.cpu_has_bf16():
+        return kind, ("this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): "
+                      "training in float32")
+    return "onednn-bfloat16", None
+
+
+def use_one_blas_thread() -> None:
+    """Leave the cores to oneDNN's OpenMP threads: numpy's OpenBLAS (still used for the
+    optimizers' in-place updates) runs in the calling thread alone. Two thread pools that
+    spin while waiting slow each other down on two cores."""
+    from mnist_bp.nn import blas
+
+    blas.set_threads(1)
