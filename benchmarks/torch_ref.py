@@ -8,8 +8,9 @@ implementation: `plain` (the per-parameter loop, the default on CPU), `foreach` 
 (one kernel for all parameters); bench.py runs the variants and takes the fastest as the
 reference. `--precision bfloat16` wraps the forward pass and the loss in
 `torch.autocast("cpu", dtype=torch.bfloat16)`, PyTorch's one-line mixed precision (bfloat16
-matmuls through oneDNN, float32 weights and optimizer). Prints one JSON line with the training-loop seconds of each epoch. `--hidden` and
-`--batch` change the widths of the two hidden layers and the batch size.
+matmuls through oneDNN, float32 weights and optimizer). Prints one JSON line with the
+training-loop seconds of each epoch. `--hidden` and `--batch` change the widths of the two
+hidden layers and the batch size.
 
     python benchmarks/torch_ref.py --data-dir D --epochs 3 [--optimizer fused] [--hidden 512]
                                    [--precision bfloat16]

@@ -3,6 +3,7 @@ weights bit-identical to an uninterrupted run, with dropout, every augmentation,
 normalisation and the batch-preparing thread on."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -37,11 +38,12 @@ def command(data_dir, *args):
             "--no-report", *args]
 
 
-def start(cmd, ignore_sigint=False):
+def start(cmd, ignore_sigint=False, env=None):
     def ignore():  # what a non-interactive shell does to a background job
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ignore if ignore_sigint else None)
+                            preexec_fn=ignore if ignore_sigint else None,
+                            env=None if env is None else {**os.environ, **env})
 
 
 def finish(proc, timeout=120):
@@ -69,10 +71,10 @@ def wait_for(path, timeout=60):
         time.sleep(0.01)
 
 
-def resume_and_compare(run, reference, data_dir):
+def resume_and_compare(run, reference, data_dir, env=None):
     code, out, err = finish(start([sys.executable, "-m", "mnist_bp", "train", "--resume",
                                    str(run / "checkpoints" / "last.npz"), "--data-dir",
-                                   str(data_dir)]))
+                                   str(data_dir)], env=env))
     assert code == 0, err
     got, want = arrays(run), arrays(reference)
     assert got.keys() == want.keys()
@@ -134,3 +136,30 @@ def test_sigkill_resume_with_fused_momentum(resume_data):
     proc.send_signal(signal.SIGKILL)
     finish(proc)
     resume_and_compare(run, reference, resume_data / "data")
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_onednn_products_resume_bit_identically(resume_data, precision):
+    """oneDNN's GEMMs (and bfloat16 rounding, which keeps no state between steps) resume as
+    exactly as numpy's: SIGKILL mid-run, resume, the same weights as an uninterrupted run."""
+    from mnist_bp.nn import onednn
+
+    if onednn.library() is None:
+        pytest.skip("oneDNN is not installed (pip install 'mnist-bp[fast]')")
+    env = {"MNIST_BP_GEMM": "onednn"}
+    extra = ["--set", "optimizer.name=momentum", "--set", "optimizer.learning_rate=0.01",
+             "--set", f"training.precision={precision}"]
+    reference = resume_data / f"onednn-{precision}-reference"
+    code, _, err = finish(start(command(resume_data / "data", "--run-dir", str(reference), "-q",
+                                        *extra), env=env))
+    assert code == 0, err
+    if precision == "bfloat16" and onednn.cpu_has_bf16():
+        assert json.loads((reference / "summary.json").read_text())["products"] == \
+            "onednn-bfloat16"
+    run = resume_data / f"onednn-{precision}-killed"
+    proc = start(command(resume_data / "data", "--run-dir", str(run), "-q", *extra), env=env)
+    wait_for(run / "checkpoints" / "last.npz")
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    resume_and_compare(run, reference, resume_data / "data", env=env)

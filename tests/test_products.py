@@ -1,0 +1,212 @@
+"""The matrix products by oneDNN (float32 and bfloat16) against numpy's, the bfloat16
+rounding bit for bit, and what happens where oneDNN or native bfloat16 is missing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import dataset_arrays, write_dataset
+from mnist_bp import precision
+from mnist_bp.errors import UserError
+from mnist_bp.nn import onednn
+from mnist_bp.nn.products import BFloat16Products, NumpyProducts, OneDNNProducts
+
+needs_onednn = pytest.mark.skipif(onednn.library() is None,
+                                  reason="oneDNN is not installed (pip install 'mnist-bp[fast]')")
+
+
+def rne_reference(x: np.ndarray) -> np.ndarray:
+    """Round-to-nearest-even float32 -> bfloat16 bits, in integers wide enough not to wrap."""
+    u = x.view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def case(n, d_in, d_out, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d_in), dtype=np.float32)
+    W = rng.standard_normal((d_in, d_out), dtype=np.float32) * 0.1
+    g = rng.standard_normal((n, d_out), dtype=np.float32)
+    return x, W, g
+
+
+def run_products(products, x, W, g, beta, training=True):
+    out = np.empty((x.shape[0], W.shape[1]), np.float32)
+    products.forward(x, W, out, training)
+    dW = np.full(W.shape, 0.5, np.float32)
+    dx = np.empty_like(x)
+    products.backward(x, g, W, dW, beta, dx)
+    return out, dW, dx
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(128, 784, 512), (7, 3, 5), (1, 1, 1), (33, 512, 10)])
+@pytest.mark.parametrize("beta", [None, 0.9])
+def test_onednn_float32_products_match_numpy(shape, beta):
+    x, W, g = case(*shape)
+    want = run_products(NumpyProducts(), x, W, g, beta)
+    got = run_products(OneDNNProducts(), x, W, g, beta)
+    for name, a, b in zip(("out", "dW", "dx"), got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5 * np.abs(b).max(), err_msg=name)
+    # beta fuses momentum: dW = x^T g + beta * (what dW held), here 0.5 everywhere
+    expected = x.T.astype(np.float64) @ g + (0.0 if beta is None else beta * 0.5)
+    np.testing.assert_allclose(got[1], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+@needs_onednn
+def test_bfloat16_rounds_to_nearest_even_bit_for_bit():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.standard_normal(100_000, dtype=np.float32) * 10.0 ** rng.integers(
+        -30, 30, 100_000), np.array([0.0, -0.0, np.inf, -np.inf, 3.4e38, -3.4e38, 1.0,
+                                     1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9], np.float32)])
+    x = x.astype(np.float32)
+    out = np.empty(x.shape, np.uint16)
+    onednn.to_bfloat16(x, out)
+    np.testing.assert_array_equal(out, rne_reference(x))
+    # ties go to even: 1 + 2^-8 sits halfway between 1 and 1 + 2^-7 -> 1 (0x3F80);
+    # 1 + 3 * 2^-8 halfway between 1 + 2^-7 and 1 + 2^-6 -> 1 + 2^-6 (0x3F82)
+    assert out[-4:].tolist() == [0x3F80, 0x3F80, 0x3F82, 0x3F80]
+    assert out[-6] == 0x7F80  # 3.4e38 rounds up past bfloat16's largest finite value: inf
+    assert np.isnan(onednn.from_bfloat16(onednn.to_bfloat16(
+        np.array([np.nan], np.float32), np.empty(1, np.uint16))))[0]
+
+
+@needs_onednn
+def test_bfloat16_products_are_exact_products_of_rounded_inputs():
+    """While training: the products of x, W and g rounded to bfloat16, accumulated in
+    float32; at evaluation (training=False) plain float32."""
+    x, W, g = case(64, 300, 40, seed=2)
+    r = {name: onednn.from_bfloat16(onednn.to_bfloat16(a, np.empty(a.shape, np.uint16)))
+         for name, a in (("x", x), ("W", W), ("g", g))}
+    out, dW, dx = run_products(BFloat16Products(), x, W, g, beta=0.9)
+    f64 = {k: v.astype(np.float64) for k, v in r.items()}
+    for got, want in ((out, f64["x"] @ f64["W"]), (dW, f64["x"].T @ f64["g"] + 0.45),
+                      (dx, f64["g"] @ f64["W"].T)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    # and the rounding is visible: the float32 product differs from the bfloat16 one
+    assert np.abs(out - x @ W).max() > 1e-3
+    evaluated = np.empty_like(out)
+    BFloat16Products().forward(x, W, evaluated, training=False)
+    np.testing.assert_allclose(evaluated, x @ W, rtol=2e-5, atol=2e-5)
+
+
+def test_gemm_choice_reads_the_switch(monkeypatch):
+    monkeypatch.setenv("MNIST_BP_GEMM", "numpy")
+    assert precision.float32_products() == "numpy"
+    assert precision.training_products("float32") == ("numpy", None)
+    kind, note = precision.training_products("bfloat16")
+    assert kind == "numpy"
+    assert note == ("training.precision=bfloat16 needs oneDNN's GEMM, and MNIST_BP_GEMM=numpy: "
+                    "training in float32")
+    monkeypatch.setenv("MNIST_BP_GEMM", "blas")
+    with pytest.raises(UserError, match=r"MNIST_BP_GEMM='blas' is not one of auto, numpy, "
+                                        r"onednn; unset it"):
+        precision.float32_products()
+
+
+def test_without_onednn_everything_falls_back_to_numpy(monkeypatch):
+    monkeypatch.setattr(onednn, "library", lambda: None)
+    monkeypatch.setenv("MNIST_BP_GEMM", "auto")
+    assert precision.float32_products() == "numpy"
+    kind, note = precision.training_products("bfloat16")
+    assert kind == "numpy"
+    assert note == ("training.precision=bfloat16 needs oneDNN's GEMM, and oneDNN is not "
+                    "installed (pip install 'mnist-bp[fast]'): training in float32")
+    monkeypatch.setenv("MNIST_BP_GEMM", "onednn")
+    with pytest.raises(UserError, match=r"MNIST_BP_GEMM=onednn but oneDNN is not installed: "
+                                        r"pip install 'mnist-bp\[fast\]'"):
+        precision.float32_products()
+
+
+@needs_onednn
+def test_a_cpu_without_bfloat16_trains_in_float32_and_says_so(monkeypatch):
+    monkeypatch.setenv("MNIST_BP_GEMM", "auto")
+    monkeypatch.setenv("MNIST_BP_FAKE_NO_BF16", "1")
+    assert precision.training_products("bfloat16") == (
+        "onednn", "this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): "
+                  "training in float32")
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("products")
+    write_dataset(root / "mnist", dataset_arrays(600, 200, seed=3))
+    return root
+
+
+def train(data_dir, run_dir, env, *sets):
+    args = [x for s in ("model.hidden=[64]", "training.epochs=2", *sets) for x in ("--set", s)]
+    return subprocess.run([sys.executable, "-m", "mnist_bp", "train", "--data-dir",
+                           str(data_dir), "--run-dir", str(run_dir), "--no-report", "-q", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def weights(run_dir):
+    with np.load(run_dir / "checkpoints" / "last.npz", allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k != "meta"}
+
+
+@needs_onednn
+@pytest.mark.parametrize("precision_name", ["float32", "bfloat16"])
+def test_the_same_command_twice_gives_the_same_weights(small_data, tmp_path, monkeypatch,
+                                                       precision_name):
+    import os
+
+    env = {**os.environ, "MNIST_BP_GEMM": "onednn"}
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        proc = train(small_data, run, env, f"training.precision={precision_name}")
+        assert proc.returncode == 0, proc.stderr
+    a, b = (weights(r) for r in runs)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    want = ("onednn-bfloat16" if precision_name == "bfloat16" and onednn.cpu_has_bf16()
+            else "onednn")
+    assert summary["products"] == want
+
+
+@needs_onednn
+def test_bfloat16_learns_as_well_as_numpy_float32(small_data, tmp_path):
+    import os
+
+    accuracy = {}
+    for gemm, prec in (("numpy", "float32"), ("onednn", "bfloat16")):
+        run = tmp_path / gemm
+        proc = train(small_data, run, {**os.environ, "MNIST_BP_GEMM": gemm},
+                     f"training.precision={prec}", "training.epochs=6")
+        assert proc.returncode == 0, proc.stderr
+        accuracy[gemm] = json.loads((run / "summary.json").read_text())["test_accuracy"]
+    assert accuracy["numpy"] > 0.9
+    assert abs(accuracy["onednn"] - accuracy["numpy"]) <= 0.02, accuracy
+
+
+@needs_onednn
+def test_the_fallback_line_is_printed_once_and_training_goes_on(small_data, tmp_path):
+    import os
+
+    env = {**os.environ, "MNIST_BP_GEMM": "auto", "MNIST_BP_FAKE_NO_BF16": "1"}
+    proc = train(small_data, tmp_path / "run", env, "training.precision=bfloat16")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "Warning: this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): "
+        "training in float32"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["products"] == "onednn"
+
+
+@needs_onednn
+def test_a_bfloat16_checkpoint_is_evaluated_in_float32(small_data, tmp_path, monkeypatch):
+    import os
+
+    from mnist_bp.model import load
+
+    env = {**os.environ, "MNIST_BP_GEMM": "onednn"}
+    proc = train(small_data, tmp_path / "run", env, "training.precision=bfloat16")
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setenv("MNIST_BP_GEMM", "onednn")
+    model = load(tmp_path / "run" / "checkpoints" / "best.npz")
+    kinds = {linear.products.name for linear in model.network.linears.values()}
+    assert kinds == {"onednn"}
