@@ -9,7 +9,7 @@ oneDNN's sgemm (faster on CPUs with AVX-512; rounds differently, deterministical
 `BFloat16Products` rounds x, W and g to bfloat16 (nearest even) and multiplies them with
 float32 accumulation and output, the recipe of PyTorch's autocast: master weights, optimizer
 state, the loss and every elementwise pass stay float32. It does so only while training;
-evaluation products are float32. Each layer owns one products object (it keeps the layer's
+evaluation products are float32. Products under MIN_MACS multiply-adds stay numpy's. Each layer owns one products object (it keeps the layer's
 bfloat16 copies between forward and backward).
 """
 
@@ -40,6 +40,16 @@ def _contiguous(*arrays) -> bool:
     return all(a.flags.c_contiguous for a in arrays)
 
 
+# Products smaller than this many multiply-adds (N x D_in x D_out, the same for all three)
+# stay with numpy in float32: starting oneDNN's threads costs more than they save there
+# (configs/classic.yaml, batch 10 into 30 units: 2.3 x slower by oneDNN, 6 x in bfloat16).
+MIN_MACS = 1 << 20
+
+
+def _onednn_worth_it(x, W, *arrays) -> bool:
+    return x.shape[0] * W.shape[0] * W.shape[1] >= MIN_MACS and _contiguous(x, W, *arrays)
+
+
 class OneDNNProducts(NumpyProducts):
     name = "onednn"
 
@@ -48,13 +58,13 @@ class OneDNNProducts(NumpyProducts):
             raise RuntimeError("oneDNN is not installed (the fast extra)")
 
     def forward(self, x, W, out, training=False):
-        if not _contiguous(x, W, out):
-            return super().forward(x, W, out)
+        if not _onednn_worth_it(x, W, out):
+            return NumpyProducts.forward(self, x, W, out)
         onednn.gemm(x, W, out)
 
     def backward(self, x, g, W, dW, beta, dx):
-        if not _contiguous(x, g, W, dW):
-            return super().backward(x, g, W, dW, beta, dx)
+        if not _onednn_worth_it(x, W, g, dW):
+            return NumpyProducts.backward(self, x, g, W, dW, beta, dx)
         onednn.gemm(x, g, dW, ta=True, beta=0.0 if beta is None else beta)
         if dx is not None:
             onednn.gemm(g, W, dx, tb=True)
@@ -75,7 +85,7 @@ class BFloat16Products(OneDNNProducts):
         return onednn.to_bfloat16(a, buf)
 
     def forward(self, x, W, out, training=False):
-        self._rounded = training and _contiguous(x, W, out)
+        self._rounded = training and _onednn_worth_it(x, W, out)
         if not self._rounded:
             return super().forward(x, W, out)
         onednn.gemm(self._bf16("x", x), self._bf16("W", W), out)
