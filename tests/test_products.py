@@ -95,17 +95,40 @@ def test_bfloat16_products_are_exact_products_of_rounded_inputs():
 
 
 @needs_onednn
-def test_small_products_stay_with_numpy_in_float32():
+def test_small_products_are_numpys_on_the_same_rounded_inputs():
     """Under MIN_MACS multiply-adds oneDNN's threads cost more than they save: numpy's
-    float32 products, bit for bit, in both oneDNN kinds."""
+    products, bit for bit; in bfloat16 on inputs rounded exactly as oneDNN rounds them."""
     from mnist_bp.nn.products import MIN_MACS
 
     x, W, g = case(10, 784, 30)
     assert 10 * 784 * 30 < MIN_MACS
     want = run_products(NumpyProducts(), x, W, g, 0.9)
-    for kind in (OneDNNProducts(), BFloat16Products()):
-        for a, b in zip(run_products(kind, x, W, g, 0.9), want, strict=True):
-            np.testing.assert_array_equal(a, b)
+    for a, b in zip(run_products(OneDNNProducts(), x, W, g, 0.9), want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    r = [onednn.from_bfloat16(onednn.to_bfloat16(a, np.empty(a.shape, np.uint16)))
+         for a in (x, W, g)]
+    want = run_products(NumpyProducts(), *r, 0.9)
+    for a, b in zip(run_products(BFloat16Products(), x, W, g, 0.9), want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_onednn
+def test_numpy_rounding_matches_onednns_bit_for_bit():
+    from mnist_bp.nn.products import round_bfloat16
+
+    rng = np.random.default_rng(4)
+    bits = rng.integers(0, 2 ** 32, 200_000, dtype=np.uint64).astype(np.uint32)
+    x = np.concatenate([bits.view(np.float32),  # every kind of float32: NaNs, subnormals, infs
+                        rng.standard_normal(10_000, dtype=np.float32),
+                        np.array([1e-40, -1e-40, 0.0, -0.0, np.inf, -np.inf, 3.4e38],
+                                 np.float32)])
+    ours = round_bfloat16(x, np.empty_like(x))
+    theirs = onednn.from_bfloat16(onednn.to_bfloat16(x, np.empty(x.shape, np.uint16)))
+    nan = np.isnan(theirs)
+    np.testing.assert_array_equal(np.isnan(ours), nan)
+    np.testing.assert_array_equal(ours.view(np.uint32)[~nan], theirs.view(np.uint32)[~nan])
+    assert ours[-7:].view(np.uint32).tolist() == [0, 0x80000000, 0, 0x80000000, 0x7F800000,
+                                                  0xFF800000, 0x7F800000]
 
 
 def test_gemm_choice_reads_the_switch(monkeypatch):

@@ -9,7 +9,8 @@ oneDNN's sgemm (faster on CPUs with AVX-512; rounds differently, deterministical
 `BFloat16Products` rounds x, W and g to bfloat16 (nearest even) and multiplies them with
 float32 accumulation and output, the recipe of PyTorch's autocast: master weights, optimizer
 state, the loss and every elementwise pass stay float32. It does so only while training;
-evaluation products are float32. Products under MIN_MACS multiply-adds stay numpy's. Each layer owns one products object (it keeps the layer's
+evaluation products are float32. Products under MIN_MACS multiply-adds are numpy's (on
+inputs rounded the same way). Each layer owns one products object (it keeps the layer's
 bfloat16 copies between forward and backward).
 """
 
@@ -41,9 +42,29 @@ def _contiguous(*arrays) -> bool:
 
 
 # Products smaller than this many multiply-adds (N x D_in x D_out, the same for all three)
-# stay with numpy in float32: starting oneDNN's threads costs more than they save there
-# (configs/classic.yaml, batch 10 into 30 units: 2.3 x slower by oneDNN, 6 x in bfloat16).
+# are numpy's: starting oneDNN's threads costs more than they save there (configs/classic.yaml,
+# batch 10 into 30 units: 2.3 x slower by oneDNN, 6 x in bfloat16). In bfloat16 their inputs
+# are still rounded (by round_bfloat16, in numpy), so the arithmetic is the same.
 MIN_MACS = 1 << 20
+_SIGN, _EXPONENT, _NAN_QUIET = np.uint32(0x80000000), np.uint32(0x7F800000), np.uint32(0x400000)
+
+
+def round_bfloat16(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`out` (float32) = x rounded to bfloat16's precision, nearest even, as oneDNN's reorder
+    does it: subnormals become zero (keeping the sign), NaNs stay NaN. For small arrays: a
+    few numpy passes, no threads."""
+    u = x.view(np.uint32)
+    r = out.view(np.uint32)
+    np.right_shift(u, 16, out=r)
+    r &= 1
+    r += 0x7FFF
+    r += u  # wraps around only for negative NaNs, fixed below
+    r &= np.uint32(0xFFFF0000)
+    exponent = u & _EXPONENT
+    np.copyto(r, u & _SIGN, where=exponent == 0)  # zero and subnormals: signed zero
+    nan = (exponent == _EXPONENT) & ((u & np.uint32(0x7FFFFF)) != 0)
+    np.copyto(r, (u | _NAN_QUIET) & np.uint32(0xFFFF0000), where=nan)
+    return out
 
 
 def _onednn_worth_it(x, W, *arrays) -> bool:
@@ -76,27 +97,39 @@ class BFloat16Products(OneDNNProducts):
     def __init__(self):
         super().__init__()
         self._buffers: dict[str, np.ndarray] = {}
-        self._rounded = False  # whether the last forward kept bfloat16 copies of x and W
+        self._rounded = None  # how the last forward rounded x and W: "onednn", "numpy" or None
 
-    def _bf16(self, name: str, a: np.ndarray) -> np.ndarray:
+    def _keep(self, name: str, a: np.ndarray, dtype) -> np.ndarray:
         buf = self._buffers.get(name)
-        if buf is None or buf.shape != a.shape:
-            buf = self._buffers[name] = np.empty(a.shape, np.uint16)
-        return onednn.to_bfloat16(a, buf)
+        if buf is None or buf.shape != a.shape or buf.dtype != dtype:
+            buf = self._buffers[name] = np.empty(a.shape, dtype)
+        if dtype == np.uint16:
+            return onednn.to_bfloat16(a, buf)
+        return round_bfloat16(a, buf)
 
     def forward(self, x, W, out, training=False):
-        self._rounded = training and _onednn_worth_it(x, W, out)
-        if not self._rounded:
+        self._rounded = None
+        if not training:
             return super().forward(x, W, out)
-        onednn.gemm(self._bf16("x", x), self._bf16("W", W), out)
+        if _onednn_worth_it(x, W, out):
+            self._rounded = "onednn"
+            onednn.gemm(self._keep("x", x, np.uint16), self._keep("W", W, np.uint16), out)
+        else:
+            self._rounded = "numpy"
+            np.matmul(self._keep("x32", x, np.float32), self._keep("W32", W, np.float32),
+                      out=out)
 
     def backward(self, x, g, W, dW, beta, dx):
-        if not (self._rounded and _contiguous(g, dW)):
-            return super().backward(x, g, W, dW, beta, dx)
-        gb = self._bf16("g", g)
-        onednn.gemm(self._buffers["x"], gb, dW, ta=True, beta=0.0 if beta is None else beta)
-        if dx is not None:
-            onednn.gemm(gb, self._buffers["W"], dx, tb=True)
+        if self._rounded == "onednn" and _contiguous(g, dW):
+            gb = self._keep("g", g, np.uint16)
+            onednn.gemm(self._buffers["x"], gb, dW, ta=True, beta=0.0 if beta is None else beta)
+            if dx is not None:
+                onednn.gemm(gb, self._buffers["W"], dx, tb=True)
+        elif self._rounded == "numpy":
+            NumpyProducts.backward(self, self._buffers["x32"], self._keep("g32", g, np.float32),
+                                   self._buffers["W32"], dW, beta, dx)
+        else:
+            super().backward(x, g, W, dW, beta, dx)
 
 
 KINDS = {"numpy": NumpyProducts, "onednn": OneDNNProducts, "onednn-bfloat16": BFloat16Products}
