@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 # numpy's matmul is the reference every exact number here was computed with; the oneDNN
-# paths are tested on purpose (tests/test_products.py), with monkeypatch.setenv.
-os.environ["MNIST_BP_GEMM"] = "numpy"
+# paths are tested on purpose (tests/test_products.py, tests/test_resume.py).
+# MNIST_BP_TEST_GEMM=onednn runs the whole suite on oneDNN instead (exact numbers then differ).
+os.environ["MNIST_BP_GEMM"] = os.environ.get("MNIST_BP_TEST_GEMM", "numpy")
 
 from mnist_bp.data import idx  # noqa: E402
 from mnist_bp.data.registry import FILENAMES, ROLES, DatasetSpec, FileSpec  # noqa: E402
