@@ -3,6 +3,10 @@
 of `make bench` (the same products alone), alternating blocks of steps in one process.
 
     python benchmarks/step_parts.py --data-dir D [--blocks 15] [--steps 100]
+    MNIST_BP_GEMM=numpy python benchmarks/step_parts.py --data-dir D   # numpy's products
+
+The products are done as `mnist-bp train` would do them (MNIST_BP_GEMM, and `--set
+training.precision=bfloat16` with `--precision bfloat16`), the floor the same way.
 
 A part's cost is the whole step's ratio to the floor minus the ratio without that part. The
 parts overlap a little (taking one out changes what is in the cache for the next), so the
@@ -25,7 +29,6 @@ from bench import floor_seconds, floor_step
 from mnist_bp.config import load_config
 from mnist_bp.data.batches import Normalizer
 from mnist_bp.data.datadir import load_dataset, resolve_data_dir
-from mnist_bp.nn.blas import gemm_tn
 from mnist_bp.nn.layers import Linear
 from mnist_bp.training import Trainer
 
@@ -53,14 +56,15 @@ def without_biases(trainer):
         def forward(x, training=False, rng=None, layer=layer):
             layer.x = x
             W = layer.params["W"]
-            return np.matmul(x, W, out=layer.buffer("out", (x.shape[0], W.shape[1]), x.dtype))
+            out = layer.buffer("out", (x.shape[0], W.shape[1]), x.dtype)
+            layer.products.forward(x, W, out, training)
+            return out
 
         def backward(grad, layer=layer):
-            gemm_tn(layer.x, grad, layer.grad_decay, layer.grads["W"])
-            if not layer.input_grad:
-                return None
-            dx = layer.buffer("dx", layer.x.shape, grad.dtype)
-            return np.matmul(grad, layer.params["W"].T, out=dx)
+            dx = layer.buffer("dx", layer.x.shape, grad.dtype) if layer.input_grad else None
+            layer.products.backward(layer.x, grad, layer.params["W"], layer.grads["W"],
+                                    layer.grad_decay, dx)
+            return dx
 
         layer.forward, layer.backward = forward, backward
 
@@ -92,8 +96,9 @@ def main():
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--blocks", type=int, default=15)
     ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     args = ap.parse_args()
-    cfg, _ = load_config("bench")
+    cfg, _ = load_config("bench", [f"training.precision={args.precision}"])
     train = load_dataset(cfg.data.dataset, resolve_data_dir(args.data_dir), fetch=False,
                          in_memory=True).train
     variants = {"the whole step": make_trainer(cfg, train)}
@@ -101,7 +106,9 @@ def main():
                  for part, remove in PARTS.items()}
     variants["the products alone (all five taken out)"] = make_trainer(cfg, train,
                                                                        PARTS.values())
-    floor = floor_step(cfg.training.batch_size, (784, *cfg.model.hidden, 10))
+    kind = variants["the whole step"].products  # numpy, onednn or onednn-bfloat16
+    floor = floor_step(cfg.training.batch_size, (784, *cfg.model.hidden, 10), kind)
+    print(f"products: {kind}")
     for trainer in variants.values():  # warm-up
         step_seconds(trainer, 20, prefetch=False)
     floor_seconds(floor, 20)
