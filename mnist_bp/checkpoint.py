@@ -156,6 +156,7 @@ PROGRESS = {
     "partial": lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
     "finished": lambda v: isinstance(v, bool),
     "stop_reason": _optional(lambda v: isinstance(v, str)),
+    "products": _optional(lambda v: isinstance(v, str) and len(v) <= 40),
 }
 
 

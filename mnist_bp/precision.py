@@ -34,21 +34,29 @@ def float32_products() -> str:
         return "numpy"
     if onednn.library() is None:
         if choice == "onednn":
-            raise UserError(f"MNIST_BP_GEMM=onednn but oneDNN is not installed: {INSTALL} "
-                            f"(or unset MNIST_BP_GEMM)")
+            raise UserError(f"MNIST_BP_GEMM=onednn but {not_usable()}; unset MNIST_BP_GEMM to "
+                            f"multiply with numpy")
         return "numpy"
-    use_one_blas_thread()
     return "onednn"
 
 
+def not_usable() -> str:
+    """Why oneDNN is not there, as the end of a sentence."""
+    error = onednn.load_error()
+    return f"oneDNN {error}" if error else f"oneDNN is not installed ({INSTALL})"
+
+
 def training_products(precision: str) -> tuple[str, str | None]:
-    """(products kind for nn.products.KINDS, a one-line note or None) for training."""
+    """(products kind for nn.products.KINDS, a one-line note or None) for training. With
+    oneDNN, numpy's OpenBLAS is left one thread for the rest of the process (see
+    `use_one_blas_thread`): training is the whole of a train or tune process."""
     kind = float32_products()
+    if kind != "numpy":
+        use_one_blas_thread()
     if precision != "bfloat16":
         return kind, None
     if kind == "numpy":
-        why = ("MNIST_BP_GEMM=numpy" if gemm_choice() == "numpy"
-               else f"oneDNN is not installed ({INSTALL})")
+        why = "MNIST_BP_GEMM=numpy" if gemm_choice() == "numpy" else not_usable()
         return kind, f"training.precision=bfloat16 needs oneDNN's GEMM, and {why}: " \
                      f"training in float32"
     if not onednn.cpu_has_bf16():

@@ -62,6 +62,7 @@ class RunState:
     partial: dict = field(default_factory=dict)  # sums of the unfinished epoch
     finished: bool = False
     stop_reason: str | None = None
+    products: str | None = None  # who multiplied (precision.py), for a resume to compare
 
 
 class Trainer:
@@ -364,8 +365,13 @@ def _train(cfg: Config, run_dir: Path, data_dir, progress: RunState, state, repo
     normalizer = (Normalizer(**state[2]["normalization"]) if state
                   else Normalizer.fit(cfg.data.normalize, train_split.images))
     trainer = Trainer(cfg, train_split, val_split, normalizer)
+    warn = getattr(reporter, "warn", None) or NullReporter().warn
     if trainer.precision_note:
-        reporter.warn(trainer.precision_note)
+        warn(trainer.precision_note)
+    if state and progress.products not in (None, trainer.products):
+        warn(f"this run multiplied by {progress.products} so far and goes on by "
+             f"{trainer.products}: its weights will differ from an uninterrupted run's")
+    progress.products = trainer.products
     if state:
         if progress.step_in_epoch >= trainer.steps_per_epoch:
             raise checkpoint.CheckpointError(

@@ -364,8 +364,14 @@ class TrialReporter(NullReporter):
     """Training's reporter for a trial: feeds each epoch's validation accuracy to the
     pruner, and stops the run when the pruner says so."""
 
-    def __init__(self, trial, optuna):
+    def __init__(self, trial, optuna, log, warned: set):
         self.trial, self.optuna = trial, optuna
+        self.log, self.warned = log, warned  # warned: lines already said in this study
+
+    def warn(self, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            self.log(f"Warning: {message}")
 
     def epoch_end(self, row, epochs, n_train):
         self.trial.report(row["val_acc"], row["epoch"])
@@ -412,6 +418,7 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
     study.set_user_attr("space", {k: {kk: vv for kk, vv in v.items() if kk != "kind"}
                                   for k, v in space.items()})
+    warned: set[str] = set()
     log(f"study {study.study_name} in {shown_url(storage_url) if storage_url else out / JOURNAL}; "
         f"trials in {out / 'trials'}")
     started = time.monotonic()
@@ -460,7 +467,8 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
         try:
             with heartbeat(study, trial):
                 summary = run(cfg, run_dir, data_dir, config_name=f"{config_name}-trial",
-                              reporter=TrialReporter(trial, optuna), score_test=False)
+                              reporter=TrialReporter(trial, optuna, log, warned),
+                              score_test=False)
         except optuna.TrialPruned:
             state, value = TrialState.PRUNED, None
         except Exception:  # Interrupted included: the trial is FAIL, the study stays usable

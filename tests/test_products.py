@@ -154,8 +154,9 @@ def test_without_onednn_everything_falls_back_to_numpy(monkeypatch):
     assert note == ("training.precision=bfloat16 needs oneDNN's GEMM, and oneDNN is not "
                     "installed (pip install 'mnist-bp[fast]'): training in float32")
     monkeypatch.setenv("MNIST_BP_GEMM", "onednn")
-    with pytest.raises(UserError, match=r"MNIST_BP_GEMM=onednn but oneDNN is not installed: "
-                                        r"pip install 'mnist-bp\[fast\]'"):
+    with pytest.raises(UserError, match=r"MNIST_BP_GEMM=onednn but oneDNN is not installed "
+                                        r"\(pip install 'mnist-bp\[fast\]'\); unset "
+                                        r"MNIST_BP_GEMM to multiply with numpy"):
         precision.float32_products()
 
 
@@ -247,3 +248,40 @@ def test_a_bfloat16_checkpoint_is_evaluated_in_float32(small_data, tmp_path, mon
     model = load(tmp_path / "run" / "checkpoints" / "best.npz")
     kinds = {linear.products.name for linear in model.network.linears.values()}
     assert kinds == {"onednn"}
+
+
+def test_a_library_that_is_not_onednn_is_named_with_the_reason(monkeypatch, tmp_path):
+    """A file that is no oneDNN 3 (or cannot load: no libgomp) is reported, not taken for
+    'not installed', and never crashes the loader."""
+    monkeypatch.setattr(onednn, "_LIB", None)
+    monkeypatch.setattr(onednn, "_TRIED", False)
+    monkeypatch.setattr(onednn, "_ERROR", None)
+    libm = next(p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib64/libm.so.6",
+                            "/lib64/libm.so.6") if __import__("os").path.exists(p))
+    monkeypatch.setattr(onednn, "_candidates", lambda: [__import__("pathlib").Path(libm)])
+    assert onednn.library() is None
+    monkeypatch.setenv("MNIST_BP_GEMM", "onednn")
+    with pytest.raises(UserError) as info:
+        precision.float32_products()
+    assert str(info.value).startswith(f"MNIST_BP_GEMM=onednn but oneDNN {libm} could not be "
+                                      f"loaded (")
+    assert "undefined symbol: dnnl_sgemm" in str(info.value)
+
+
+@needs_onednn
+def test_gemm_refuses_what_would_corrupt_memory():
+    a = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"cannot multiply float64\(4, 3\) and float32"):
+        onednn.gemm(a.astype(np.float64), np.ones((3, 2), np.float32), np.empty((4, 2),
+                                                                              np.float32))
+    with pytest.raises(ValueError, match="cannot multiply"):
+        onednn.gemm(a, np.ones((4, 2), np.float32), np.empty((4, 2), np.float32))
+    with pytest.raises(ValueError, match="cannot multiply"):
+        onednn.gemm(a, np.ones((3, 2), np.float32), np.empty((2, 4), np.float32))
+    with pytest.raises(ValueError, match="cannot convert"):
+        onednn.to_bfloat16(a, np.empty((3, 4), np.uint16))
+    # a layer given uint8 or mismatched inputs leaves them to numpy, which refuses cleanly
+    x = np.ones((2000, 784), np.uint8)
+    out = np.empty((2000, 64), np.uint8)
+    with pytest.raises(TypeError):
+        OneDNNProducts().forward(x, np.ones((784, 64), np.float32), out)

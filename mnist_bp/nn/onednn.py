@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
 _LIB = None
 _TRIED = False
+_ERROR: str | None = None  # why an installed oneDNN could not be used
+_LOCK = threading.RLock()
 _SIZE = ctypes.c_int64
 _PTR = ctypes.c_void_p
 
@@ -47,47 +50,53 @@ def _candidates() -> list[Path]:
 
 
 def library():
-    """The loaded oneDNN library with its GEMMs typed, or None when it is not installed."""
-    global _LIB, _TRIED
-    if _TRIED:
+    """The loaded oneDNN library with its functions typed, or None when it is not installed
+    or cannot be used (then `load_error()` says why)."""
+    global _LIB, _TRIED, _ERROR
+    with _LOCK:
+        if not _TRIED:
+            for path in _candidates():
+                try:
+                    _LIB = _bind(ctypes.CDLL(str(path)))
+                    break
+                except (OSError, AttributeError) as exc:  # no file, no libgomp, not oneDNN 3
+                    _ERROR = f"{path} could not be loaded ({exc})"
+            _TRIED = True
         return _LIB
-    _TRIED = True
-    for path in _candidates():
-        try:
-            lib = ctypes.CDLL(str(path))
-        except OSError:
-            continue
-        for name in ("dnnl_sgemm", "dnnl_gemm_bf16bf16f32"):
-            fn = getattr(lib, name)
-            real = ctypes.c_float
-            fn.argtypes = [ctypes.c_char, ctypes.c_char, _SIZE, _SIZE, _SIZE, real, _PTR, _SIZE,
-                           _PTR, _SIZE, real, _PTR, _SIZE]
-            fn.restype = ctypes.c_int
-        ref, i64p = ctypes.POINTER(_PTR), ctypes.POINTER(ctypes.c_int64)
-        for name, args in {
-                "dnnl_engine_create": [ref, ctypes.c_int, ctypes.c_size_t],
-                "dnnl_stream_create": [ref, _PTR, ctypes.c_uint],
-                "dnnl_stream_wait": [_PTR],
-                "dnnl_memory_desc_create_with_strides": [ref, ctypes.c_int, i64p, ctypes.c_int,
-                                                         i64p],
-                "dnnl_memory_desc_destroy": [_PTR],
-                "dnnl_reorder_primitive_desc_create": [ref, _PTR, _PTR, _PTR, _PTR, _PTR],
-                "dnnl_primitive_desc_destroy": [_PTR],
-                "dnnl_primitive_create": [ref, _PTR],
-                "dnnl_memory_create": [ref, _PTR, _PTR, _PTR],
-                "dnnl_memory_set_data_handle": [_PTR, _PTR],
-                "dnnl_primitive_execute": [_PTR, _PTR, ctypes.c_int, _PTR]}.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = args, ctypes.c_int
-        _LIB = lib
-        break
-    return _LIB
+
+
+def load_error() -> str | None:
+    return _ERROR
+
+
+def _bind(lib):
+    real, ref, i64p = ctypes.c_float, ctypes.POINTER(_PTR), ctypes.POINTER(ctypes.c_int64)
+    gemm = [ctypes.c_char, ctypes.c_char, _SIZE, _SIZE, _SIZE, real, _PTR, _SIZE, _PTR, _SIZE,
+            real, _PTR, _SIZE]
+    for name, args in {
+            "dnnl_sgemm": gemm, "dnnl_gemm_bf16bf16f32": gemm,
+            "dnnl_engine_create": [ref, ctypes.c_int, ctypes.c_size_t],
+            "dnnl_stream_create": [ref, _PTR, ctypes.c_uint],
+            "dnnl_stream_wait": [_PTR],
+            "dnnl_memory_desc_create_with_strides": [ref, ctypes.c_int, i64p, ctypes.c_int, i64p],
+            "dnnl_memory_desc_destroy": [_PTR],
+            "dnnl_reorder_primitive_desc_create": [ref, _PTR, _PTR, _PTR, _PTR, _PTR],
+            "dnnl_primitive_desc_destroy": [_PTR],
+            "dnnl_primitive_create": [ref, _PTR],
+            "dnnl_primitive_destroy": [_PTR],
+            "dnnl_memory_create": [ref, _PTR, _PTR, _PTR],
+            "dnnl_memory_destroy": [_PTR],
+            "dnnl_memory_set_data_handle": [_PTR, _PTR],
+            "dnnl_primitive_execute": [_PTR, _PTR, ctypes.c_int, _PTR]}.items():
+        fn = getattr(lib, name)  # AttributeError: not a oneDNN 3.x library
+        fn.argtypes, fn.restype = args, ctypes.c_int
+    return lib
 
 
 def cpu_has_bf16() -> bool:
     """Whether the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX); without it oneDNN
     would emulate bfloat16 GEMM many times slower than float32."""
-    if os.environ.get("MNIST_BP_FAKE_NO_BF16"):  # tests: a CPU without it
+    if os.environ.get("MNIST_BP_FAKE_NO_BF16") == "1":  # tests: a CPU without it
         return False
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -110,16 +119,22 @@ def _check(status: int, what: str) -> None:
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, ta=False, tb=False,
-         beta: float = 0.0, a_addr=None, b_addr=None, out_addr=None) -> None:
+         beta: float = 0.0) -> None:
     """out = op(a) op(b) + beta out, row-major; op transposes when ta/tb. Float32 inputs call
-    sgemm, uint16 (bfloat16) inputs gemm_bf16bf16f32; `out` is float32, C-contiguous."""
-    lib = _LIB
+    sgemm, uint16 (bfloat16) inputs gemm_bf16bf16f32; `out` is float32. Every array must be
+    C-contiguous and the shapes must agree: oneDNN reads and writes raw memory, so anything
+    else is refused here rather than corrupting memory there."""
     m, k = (a.shape[1], a.shape[0]) if ta else a.shape
-    n = b.shape[0] if tb else b.shape[1]
-    fn = lib.dnnl_sgemm if a.dtype == np.float32 else lib.dnnl_gemm_bf16bf16f32
-    _check(fn(b"T" if ta else b"N", b"T" if tb else b"N", m, n, k, 1.0,
-              a_addr or a.ctypes.data, a.shape[1], b_addr or b.ctypes.data, b.shape[1], beta,
-              out_addr or out.ctypes.data, n), "GEMM")
+    kb, n = (b.shape[1], b.shape[0]) if tb else b.shape
+    if not (a.dtype == b.dtype and a.dtype in (np.float32, np.uint16)
+            and out.dtype == np.float32 and k == kb and out.shape == (m, n)
+            and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous
+            and out.flags.writeable):
+        raise ValueError(f"oneDNN GEMM: cannot multiply {a.dtype}{a.shape} and "
+                         f"{b.dtype}{b.shape} into {out.dtype}{out.shape}")
+    fn = _LIB.dnnl_sgemm if a.dtype == np.float32 else _LIB.dnnl_gemm_bf16bf16f32
+    _check(fn(b"T" if ta else b"N", b"T" if tb else b"N", m, n, k, 1.0, a.ctypes.data,
+              a.shape[1], b.ctypes.data, b.shape[1], beta, out.ctypes.data, n), "GEMM")
 
 
 # the C API's constants (oneapi/dnnl/dnnl_common_types.h, dnnl_types.h)
@@ -145,6 +160,7 @@ class _Reorders:
         _check(lib.dnnl_stream_create(ctypes.byref(self.stream), self.engine, _IN_ORDER),
                "stream")
         self.by_size: dict[int, tuple] = {}
+        self.lock = threading.Lock()
 
     def _build(self, n: int) -> tuple:
         lib = self.lib
@@ -167,26 +183,42 @@ class _Reorders:
         return prim, src, dst, args
 
     def __call__(self, src_address: int, dst_address: int, n: int) -> None:
-        entry = self.by_size.get(n)
-        if entry is None:
-            entry = self.by_size[n] = self._build(n)
-        prim, src, dst, args = entry
         lib = self.lib
-        _check(lib.dnnl_memory_set_data_handle(src, _PTR(src_address)), "memory")
-        _check(lib.dnnl_memory_set_data_handle(dst, _PTR(dst_address)), "memory")
-        _check(lib.dnnl_primitive_execute(prim, self.stream, 2, args), "reorder")
-        _check(lib.dnnl_stream_wait(self.stream), "stream")
+        with self.lock:  # one pair of memory objects per size: one caller at a time
+            entry = self.by_size.get(n)
+            if entry is None:
+                if len(self.by_size) >= MAX_REORDERS:  # many sizes (tuning): start afresh
+                    self.clear()
+                entry = self.by_size[n] = self._build(n)
+            prim, src, dst, args = entry
+            _check(lib.dnnl_memory_set_data_handle(src, _PTR(src_address)), "memory")
+            _check(lib.dnnl_memory_set_data_handle(dst, _PTR(dst_address)), "memory")
+            _check(lib.dnnl_primitive_execute(prim, self.stream, 2, args), "reorder")
+            _check(lib.dnnl_stream_wait(self.stream), "stream")
+
+    def clear(self) -> None:
+        for prim, src, dst, _ in self.by_size.values():
+            self.lib.dnnl_primitive_destroy(prim)
+            self.lib.dnnl_memory_destroy(src)
+            self.lib.dnnl_memory_destroy(dst)
+        self.by_size.clear()
 
 
 _REORDERS = None
+MAX_REORDERS = 64
 
 
 def to_bfloat16(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """`out` (uint16, x's shape, C-contiguous) = x (float32, C-contiguous) rounded to
-    bfloat16, nearest even."""
+    bfloat16, nearest even (subnormals to signed zero, as the CPU's instruction does)."""
     global _REORDERS
-    if _REORDERS is None:
-        _REORDERS = _Reorders(library())
+    if not (x.dtype == np.float32 and out.dtype == np.uint16 and x.shape == out.shape
+            and x.flags.c_contiguous and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"to_bfloat16: cannot convert {x.dtype}{x.shape} into "
+                         f"{out.dtype}{out.shape}")
+    with _LOCK:
+        if _REORDERS is None:
+            _REORDERS = _Reorders(library())
     if x.size:
         _REORDERS(x.ctypes.data, out.ctypes.data, x.size)
     return out

@@ -68,7 +68,12 @@ def round_bfloat16(x: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def _onednn_worth_it(x, W, *arrays) -> bool:
-    return x.shape[0] * W.shape[0] * W.shape[1] >= MIN_MACS and _contiguous(x, W, *arrays)
+    """Large enough, and float32 C-contiguous 2-D arrays whose shapes fit (anything else
+    numpy handles, or refuses with its own error)."""
+    return (x.ndim == W.ndim == 2 and x.shape[1] == W.shape[0]
+            and x.shape[0] * W.shape[0] * W.shape[1] >= MIN_MACS
+            and all(a.dtype == np.float32 for a in (x, W, *arrays))
+            and _contiguous(x, W, *arrays))
 
 
 class OneDNNProducts(NumpyProducts):
@@ -84,7 +89,8 @@ class OneDNNProducts(NumpyProducts):
         onednn.gemm(x, W, out)
 
     def backward(self, x, g, W, dW, beta, dx):
-        if not _onednn_worth_it(x, W, g, dW):
+        if not (_onednn_worth_it(x, W, g, dW) and g.shape == (x.shape[0], W.shape[1])
+                and dW.shape == W.shape and (dx is None or dx.shape == x.shape)):
             return NumpyProducts.backward(self, x, g, W, dW, beta, dx)
         onednn.gemm(x, g, dW, ta=True, beta=0.0 if beta is None else beta)
         if dx is not None:
@@ -120,7 +126,7 @@ class BFloat16Products(OneDNNProducts):
                       out=out)
 
     def backward(self, x, g, W, dW, beta, dx):
-        if self._rounded == "onednn" and _contiguous(g, dW):
+        if self._rounded == "onednn" and _contiguous(g, dW) and g.dtype == np.float32:
             gb = self._keep("g", g, np.uint16)
             onednn.gemm(self._buffers["x"], gb, dW, ta=True, beta=0.0 if beta is None else beta)
             if dx is not None:
