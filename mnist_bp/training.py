@@ -365,12 +365,12 @@ def _train(cfg: Config, run_dir: Path, data_dir, progress: RunState, state, repo
     normalizer = (Normalizer(**state[2]["normalization"]) if state
                   else Normalizer.fit(cfg.data.normalize, train_split.images))
     trainer = Trainer(cfg, train_split, val_split, normalizer)
-    warn = getattr(reporter, "warn", None) or NullReporter().warn
     if trainer.precision_note:
-        warn(trainer.precision_note)
+        reporter.warn(trainer.precision_note)
     if state and progress.products not in (None, trainer.products):
-        warn(f"this run multiplied by {progress.products} so far and goes on by "
-             f"{trainer.products}: its weights will differ from an uninterrupted run's")
+        reporter.warn(f"this run multiplied by {progress.products} so far and goes on by "
+                      f"{trainer.products}: its weights will differ from an uninterrupted "
+                      f"run's")
     progress.products = trainer.products
     if state:
         if progress.step_in_epoch >= trainer.steps_per_epoch:

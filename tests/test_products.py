@@ -4,8 +4,10 @@ rounding bit for bit, and what happens where oneDNN or native bfloat16 is missin
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,8 +194,6 @@ def weights(run_dir):
 @pytest.mark.parametrize("precision_name", ["float32", "bfloat16"])
 def test_the_same_command_twice_gives_the_same_weights(small_data, tmp_path, monkeypatch,
                                                        precision_name):
-    import os
-
     env = {**os.environ, "MNIST_BP_GEMM": "onednn"}
     runs = [tmp_path / "a", tmp_path / "b"]
     for run in runs:
@@ -209,8 +209,6 @@ def test_the_same_command_twice_gives_the_same_weights(small_data, tmp_path, mon
 
 @needs_onednn
 def test_bfloat16_learns_as_well_as_numpy_float32(small_data, tmp_path):
-    import os
-
     accuracy = {}
     for gemm, prec in (("numpy", "float32"), ("onednn", "bfloat16")):
         run = tmp_path / gemm
@@ -224,8 +222,6 @@ def test_bfloat16_learns_as_well_as_numpy_float32(small_data, tmp_path):
 
 @needs_onednn
 def test_the_fallback_line_is_printed_once_and_training_goes_on(small_data, tmp_path):
-    import os
-
     env = {**os.environ, "MNIST_BP_GEMM": "auto", "MNIST_BP_FAKE_NO_BF16": "1"}
     proc = train(small_data, tmp_path / "run", env, "training.precision=bfloat16")
     assert proc.returncode == 0, proc.stderr
@@ -237,8 +233,6 @@ def test_the_fallback_line_is_printed_once_and_training_goes_on(small_data, tmp_
 
 @needs_onednn
 def test_a_bfloat16_checkpoint_is_evaluated_in_float32(small_data, tmp_path, monkeypatch):
-    import os
-
     from mnist_bp.model import load
 
     env = {**os.environ, "MNIST_BP_GEMM": "onednn"}
@@ -257,8 +251,8 @@ def test_a_library_that_is_not_onednn_is_named_with_the_reason(monkeypatch, tmp_
     monkeypatch.setattr(onednn, "_TRIED", False)
     monkeypatch.setattr(onednn, "_ERROR", None)
     libm = next(p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib64/libm.so.6",
-                            "/lib64/libm.so.6") if __import__("os").path.exists(p))
-    monkeypatch.setattr(onednn, "_candidates", lambda: [__import__("pathlib").Path(libm)])
+                            "/lib64/libm.so.6") if os.path.exists(p))
+    monkeypatch.setattr(onednn, "_candidates", lambda: [Path(libm)])
     assert onednn.library() is None
     monkeypatch.setenv("MNIST_BP_GEMM", "onednn")
     with pytest.raises(UserError) as info:

@@ -45,13 +45,18 @@ def _bind(lib, prefix, suffix, integer):
     return found
 
 
-def _find() -> dict:
+def _openblas_libraries():
+    """numpy's bundled OpenBLAS, loaded (each file that loads, in name order)."""
     pattern = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*.so*")
     for path in sorted(glob.glob(pattern)):
         try:
-            lib = ctypes.CDLL(path)
+            yield ctypes.CDLL(path)
         except OSError:
             continue
+
+
+def _find() -> dict:
+    for lib in _openblas_libraries():
         for naming in _NAMINGS:
             found = _bind(lib, *naming)
             if found:
@@ -123,26 +128,22 @@ def gemm_tn(x: np.ndarray, g: np.ndarray, beta: float, c: np.ndarray) -> None:
 
 
 def _thread_setter():
-    pattern = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*.so*")
-    for path in sorted(glob.glob(pattern)):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name, integer in (("scipy_openblas_set_num_threads64_", ctypes.c_int),
-                              ("openblas_set_num_threads64_", ctypes.c_int),
-                              ("openblas_set_num_threads", ctypes.c_int)):
+    for lib in _openblas_libraries():
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                     "openblas_set_num_threads"):
             fn = getattr(lib, name, None)
             if fn is not None:
-                fn.argtypes, fn.restype = [integer], None
+                fn.argtypes, fn.restype = [ctypes.c_int], None
                 return fn
     return None
 
 
+_SET_THREADS = _thread_setter()
+
+
 def set_threads(n: int) -> bool:
     """Run numpy's OpenBLAS on `n` threads; False where its BLAS cannot be found."""
-    fn = _thread_setter()
-    if fn is None:
+    if _SET_THREADS is None:
         return False
-    fn(n)
+    _SET_THREADS(n)
     return True

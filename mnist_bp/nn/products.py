@@ -139,4 +139,4 @@ class BFloat16Products(OneDNNProducts):
             super().backward(x, g, W, dW, beta, dx)
 
 
-KINDS = {"numpy": NumpyProducts, "onednn": OneDNNProducts, "onednn-bfloat16": BFloat16Products}
+KINDS = {kind.name: kind for kind in (NumpyProducts, OneDNNProducts, BFloat16Products)}
