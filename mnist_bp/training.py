@@ -32,7 +32,7 @@ from mnist_bp.model import build_network, load, read
 from mnist_bp.nn.losses import make_loss
 from mnist_bp.nn.optimizers import Momentum, clip_grad_norm, make_optimizer
 from mnist_bp.nn.schedules import learning_rate
-from mnist_bp.precision import training_products
+from mnist_bp.precision import gemm_choice, training_products
 from mnist_bp.scoring import evaluate
 
 
@@ -326,6 +326,7 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
     leaves the test set alone: the summary's test numbers are null. One process at a time
     writes a run directory: a second is refused with a UserError naming the run."""
     reporter = reporter or NullReporter()
+    gemm_choice()  # a bad MNIST_BP_GEMM is refused before anything is written
     state = None
     if resume is not None:
         cfg, progress, run_dir, state = load_resume(resume)

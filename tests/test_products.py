@@ -279,3 +279,11 @@ def test_gemm_refuses_what_would_corrupt_memory():
     out = np.empty((2000, 64), np.uint8)
     with pytest.raises(TypeError):
         OneDNNProducts().forward(x, np.ones((784, 64), np.float32), out)
+
+
+def test_a_bad_switch_is_refused_before_the_run_dir_is_made(small_data, tmp_path):
+    proc = train(small_data, tmp_path / "run", {**os.environ, "MNIST_BP_GEMM": "blas"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("Error: MNIST_BP_GEMM='blas' is not one of auto, numpy, "
+                                   "onednn; unset it to use oneDNN where installed")
+    assert not (tmp_path / "run").exists()
