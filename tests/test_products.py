@@ -20,6 +20,11 @@ from mnist_bp.nn.products import BFloat16Products, NumpyProducts, OneDNNProducts
 
 needs_onednn = pytest.mark.skipif(onednn.library() is None,
                                   reason="oneDNN is not installed (pip install 'mnist-bp[fast]')")
+# oneDNN's bfloat16 reorder and GEMM as training uses them: only on CPUs that multiply bfloat16
+# natively (elsewhere training is float32, and oneDNN's GEMM refuses bfloat16 or its reference
+# reorder drops the sign of -0.0)
+needs_bf16 = pytest.mark.skipif(onednn.library() is None or not onednn.cpu_has_bf16(),
+                                reason="oneDNN with a CPU that has AVX512_BF16 or AMX")
 
 
 def rne_reference(x: np.ndarray) -> np.ndarray:
@@ -59,7 +64,7 @@ def test_onednn_float32_products_match_numpy(shape, beta):
     np.testing.assert_allclose(got[1], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-@needs_onednn
+@needs_bf16
 def test_bfloat16_rounds_to_nearest_even_bit_for_bit():
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.standard_normal(100_000, dtype=np.float32) * 10.0 ** rng.integers(
@@ -77,7 +82,7 @@ def test_bfloat16_rounds_to_nearest_even_bit_for_bit():
         np.array([np.nan], np.float32), np.empty(1, np.uint16))))[0]
 
 
-@needs_onednn
+@needs_bf16
 def test_bfloat16_products_are_exact_products_of_rounded_inputs():
     """While training: the products of x, W and g rounded to bfloat16, accumulated in
     float32; at evaluation (training=False) plain float32."""
@@ -114,7 +119,30 @@ def test_small_products_are_numpys_on_the_same_rounded_inputs():
         np.testing.assert_array_equal(a, b)
 
 
-@needs_onednn
+def test_numpy_rounding_is_nearest_even_with_subnormals_flushed():
+    """round_bfloat16 (small products in bfloat16) on every kind of float32, against integer
+    arithmetic wide enough not to wrap; runs on any CPU."""
+    from mnist_bp.nn.products import round_bfloat16
+
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2 ** 32, 200_000, dtype=np.uint64).astype(np.uint32)
+    x = np.concatenate([bits.view(np.float32),
+                        np.array([1e-40, -1e-40, 0.0, -0.0, np.inf, -np.inf, 3.4e38, 1 + 2 ** -8,
+                                  1 + 3 * 2 ** -8], np.float32)])
+    ours = round_bfloat16(x, np.empty_like(x)).view(np.uint32)
+    u = x.view(np.uint32)
+    exponent, mantissa = u & 0x7F800000, u & 0x7FFFFF
+    want = (rne_reference(x).astype(np.uint32) << 16)
+    want[exponent == 0] = u[exponent == 0] & 0x80000000  # zero and subnormals: signed zero
+    nan = (exponent == 0x7F800000) & (mantissa != 0)
+    assert nan.sum() > 0 and (exponent == 0).sum() > 2
+    assert np.isnan(ours[nan].view(np.float32)).all()
+    np.testing.assert_array_equal(ours[~nan], want[~nan])
+    assert ours[-9:].tolist() == [0, 0x80000000, 0, 0x80000000, 0x7F800000, 0xFF800000,
+                                  0x7F800000, 0x3F800000, 0x3F820000]
+
+
+@needs_bf16
 def test_numpy_rounding_matches_onednns_bit_for_bit():
     from mnist_bp.nn.products import round_bfloat16
 
