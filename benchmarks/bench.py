@@ -72,6 +72,23 @@ WAYS = [("float32, numpy", "numpy", "float32", "numpy"),
         ("bfloat16", "onednn", "bfloat16", "onednn-bfloat16")]
 
 
+NO_BF16 = ("this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): the bfloat16 "
+           "rows are left out (mnist-bp would train in float32, PyTorch's autocast would "
+           "emulate bfloat16 about 13 x slower than its float32)")
+
+
+def precisions() -> tuple[str, ...]:
+    """The precisions worth timing here: bfloat16 only where the CPU multiplies it natively."""
+    from mnist_bp.nn import onednn
+
+    native = onednn.library() is not None and onednn.cpu_has_bf16()
+    return ("float32", "bfloat16") if native else ("float32",)
+
+
+def ways() -> list[tuple[str, str, str, str]]:
+    return [w for w in WAYS if w[2] in precisions()]
+
+
 def step_flops(batch: int = 128, sizes=(784, 512, 512, 10)) -> int:
     """Floating-point operations of one step's products: forward x@W and backward x^T@g per
     layer, g@W^T for all but the first."""
@@ -213,7 +230,7 @@ def products_table(data_dir: str) -> list[str]:
     flops = step_flops()
     lines = ["| mnist-bp | step GFLOP/s | products alone GFLOP/s | step / products | "
              "2048^3 GEMM GFLOP/s |", "|---|---|---|---|---|"]
-    for label, _, _, kind in WAYS:
+    for label, _, _, kind in ways():
         out, _ = timed([sys.executable, "benchmarks/bench.py", "--data-dir", data_dir,
                         "--part", "products", "--products", kind])
         r = json.loads(out.strip().splitlines()[-1])
@@ -223,8 +240,11 @@ def products_table(data_dir: str) -> list[str]:
     if importlib.util.find_spec("torch"):
         peak = json.loads(subprocess.run([sys.executable, "-c", TORCH_PEAK], capture_output=True,
                                          text=True, check=True).stdout)
-        lines.append(f"| (PyTorch matmul, float32 / bfloat16) | | | | {peak['float32']:.0f} / "
-                     f"{peak['bfloat16']:.0f} |")
+        if "bfloat16" in precisions():
+            lines.append(f"| (PyTorch matmul, float32 / bfloat16) | | | | "
+                         f"{peak['float32']:.0f} / {peak['bfloat16']:.0f} |")
+        else:
+            lines.append(f"| (PyTorch matmul, float32) | | | | {peak['float32']:.0f} |")
     return lines
 
 
@@ -287,13 +307,13 @@ def scaling_table(data_dir: str, torch_optimizer: str, rounds: int = 2, epochs: 
     """mnist-bp against PyTorch (SGD implementation `torch_optimizer`), each in float32 and in
     bfloat16, in the same run as the hidden width (two layers) and the batch size grow:
     median epoch of each, alternating, `rounds` x `epochs` epochs apiece."""
-    lines = ["| hidden | batch | mnist-bp float32 (s) | PyTorch float32 (s) | x PyTorch | "
-             "mnist-bp bfloat16 (s) | PyTorch bfloat16 (s) | x PyTorch |",
-             "|---|---|---|---|---|---|---|---|"]
+    header = "| hidden | batch |" + "".join(
+        f" mnist-bp {p} (s) | PyTorch {p} (s) | x PyTorch |" for p in precisions())
+    lines = [header, "|---|---|" + "---|---|---|" * len(precisions())]
     has_torch = importlib.util.find_spec("torch") is not None
     for hidden, batch in SCALING:
         cells = []
-        for precision in ("float32", "bfloat16"):
+        for precision in precisions():
             ours, theirs = [], []
             for _ in range(rounds):
                 ours += run_mnist_bp(data_dir, epochs, hidden, batch, precision)[0]
@@ -342,9 +362,9 @@ def main():
 
     contenders = {f"mnist-bp {label}": (lambda g=gemm, p=precision:
                                         run_mnist_bp(data_dir, args.epochs, precision=p, gemm=g))
-                  for label, gemm, precision, _ in WAYS}
+                  for label, gemm, precision, _ in ways()}
     if has_torch:
-        for precision in ("float32", "bfloat16"):
+        for precision in precisions():
             for variant in TORCH_VARIANTS:
                 name = (f"PyTorch float32 ({variant} SGD)" if precision == "float32" else
                         f"PyTorch bfloat16 autocast ({variant} SGD)")
@@ -387,14 +407,24 @@ def main():
                      f"{median[name] / floor:.2f} | {max(rss[name]):.0f} |")
     lines.append(f"| numpy matmul floor | {floor:.3f} | {n_train / floor:,.0f} | - | - | 1.00 "
                  f"| - |")
-    numpy_f32, bf16 = median["mnist-bp float32, numpy"], median["mnist-bp bfloat16"]
-    lines += ["", f"mnist-bp bfloat16 is {numpy_f32 / bf16:.2f} x as fast as mnist-bp float32 "
-                  f"by numpy"]
+    numpy_f32 = median["mnist-bp float32, numpy"]
+    lines.append("")
+    if "bfloat16" in precisions():
+        lines.append(f"mnist-bp bfloat16 is {numpy_f32 / median['mnist-bp bfloat16']:.2f} x as "
+                     f"fast as mnist-bp float32 by numpy")
+    else:
+        lines.append(NO_BF16)
+    use("auto")
+    from mnist_bp.precision import float32_products
+
+    default = {"numpy": "numpy", "onednn": "oneDNN"}[float32_products()]
+    lines.append(f"mnist-bp's float32 products by default on this CPU: {default}")
     if has_torch:
         plain = "PyTorch float32 (plain SGD)"
-        onednn = median["mnist-bp float32, oneDNN"]
-        lines.append(f"mnist-bp float32 by oneDNN: {onednn / median[plain]:.2f} x PyTorch "
-                     f"float32's plain loop")
+        for label in ("numpy", "oneDNN"):
+            lines.append(f"mnist-bp float32 by {label}: "
+                         f"{median[f'mnist-bp float32, {label}'] / median[plain]:.2f} x PyTorch "
+                         f"float32's plain loop")
     lines += ["", *products_table(data_dir)]
     cached, parsed = load_seconds(data_dir)
     lines += ["",

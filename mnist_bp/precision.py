@@ -1,8 +1,8 @@
 """Who does the matrix products, and in which precision (docs/config.md, `training.precision`).
 
-oneDNN (the `fast` extra) multiplies by default wherever it is installed;
-`MNIST_BP_GEMM=numpy` selects numpy's own matmul (the reference the tests compare against)
-and `MNIST_BP_GEMM=onednn` insists on oneDNN. `training.precision: bfloat16` rounds the
+oneDNN (the `fast` extra) multiplies by default where it is installed and the CPU has
+AVX-512; `MNIST_BP_GEMM=numpy` selects numpy's own matmul (the reference the tests compare
+against) and `MNIST_BP_GEMM=onednn` insists on oneDNN. `training.precision: bfloat16` rounds the
 products' inputs to bfloat16 while training, on CPUs that multiply bfloat16 natively; where
 that cannot be done, `training_products` says so in one line and training runs in float32
 (never a silent emulation many times slower). Evaluation is float32 everywhere.
@@ -28,7 +28,9 @@ def gemm_choice() -> str:
 
 
 def float32_products() -> str:
-    """`onednn` where oneDNN is installed and not switched off, else `numpy`."""
+    """`onednn` where oneDNN is installed, not switched off, and (unless asked for by name) on
+    a CPU with AVX-512, else `numpy`. Without AVX-512 oneDNN's products are no faster than
+    numpy's and the step around them is slower (docs/precision.md)."""
     choice = gemm_choice()
     if choice == "numpy":
         return "numpy"
@@ -36,6 +38,8 @@ def float32_products() -> str:
         if choice == "onednn":
             raise UserError(f"MNIST_BP_GEMM=onednn but {not_usable()}; unset MNIST_BP_GEMM to "
                             f"multiply with numpy")
+        return "numpy"
+    if choice == "auto" and not onednn.cpu_has_avx512():
         return "numpy"
     return "onednn"
 
@@ -50,19 +54,23 @@ def training_products(precision: str) -> tuple[str, str | None]:
     """(products kind for nn.products.KINDS, a one-line note or None) for training. With
     oneDNN, numpy's OpenBLAS is left one thread for the rest of the process (see
     `use_one_blas_thread`): training is the whole of a train or tune process."""
-    kind = float32_products()
+    kind, note = float32_products(), None
+    if precision == "bfloat16":
+        fallback = "training in float32"
+        if gemm_choice() == "numpy":
+            note = f"training.precision=bfloat16 needs oneDNN's GEMM, and MNIST_BP_GEMM=numpy: " \
+                   f"{fallback}"
+        elif onednn.library() is None:
+            note = f"training.precision=bfloat16 needs oneDNN's GEMM, and {not_usable()}: " \
+                   f"{fallback}"
+        elif not onednn.cpu_has_bf16():
+            note = f"this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): " \
+                   f"{fallback}"
+        else:
+            kind = "onednn-bfloat16"
     if kind != "numpy":
         use_one_blas_thread()
-    if precision != "bfloat16":
-        return kind, None
-    if kind == "numpy":
-        why = "MNIST_BP_GEMM=numpy" if gemm_choice() == "numpy" else not_usable()
-        return kind, f"training.precision=bfloat16 needs oneDNN's GEMM, and {why}: " \
-                     f"training in float32"
-    if not onednn.cpu_has_bf16():
-        return kind, ("this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): "
-                      "training in float32")
-    return "onednn-bfloat16", None
+    return kind, note
 
 
 def use_one_blas_thread() -> None:

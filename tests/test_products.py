@@ -190,13 +190,30 @@ def test_without_onednn_everything_falls_back_to_numpy(monkeypatch):
         precision.float32_products()
 
 
+AVX512 = "fma avx2 avx512f avx512bw avx512vl avx512dq"  # CPU flags of an AVX-512 CPU
+NO_BF16 = "this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): " \
+          "training in float32"
+
+
 @needs_onednn
 def test_a_cpu_without_bfloat16_trains_in_float32_and_says_so(monkeypatch):
     monkeypatch.setenv("MNIST_BP_GEMM", "auto")
-    monkeypatch.setenv("MNIST_BP_FAKE_NO_BF16", "1")
-    assert precision.training_products("bfloat16") == (
-        "onednn", "this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): "
-                  "training in float32")
+    monkeypatch.setenv("MNIST_BP_FAKE_CPU_FLAGS", AVX512)
+    assert precision.training_products("bfloat16") == ("onednn", NO_BF16)
+    monkeypatch.setenv("MNIST_BP_FAKE_CPU_FLAGS", AVX512 + " avx512_bf16")
+    assert precision.training_products("bfloat16") == ("onednn-bfloat16", None)
+    monkeypatch.setenv("MNIST_BP_FAKE_CPU_FLAGS", "fma avx2 amx_bf16")
+    assert precision.training_products("bfloat16") == ("onednn-bfloat16", None)
+    # without AVX-512 (an AVX2 CPU): numpy multiplies unless oneDNN is asked for by name
+    monkeypatch.setenv("MNIST_BP_FAKE_CPU_FLAGS", "fma avx2")
+    assert precision.training_products("bfloat16") == ("numpy", NO_BF16)
+    assert precision.training_products("float32") == ("numpy", None)
+    monkeypatch.setenv("MNIST_BP_GEMM", "onednn")
+    assert precision.training_products("float32") == ("onednn", None)
+    monkeypatch.setenv("MNIST_BP_FAKE_CPU_FLAGS", "")  # /proc/cpuinfo unreadable
+    assert precision.training_products("bfloat16") == ("onednn", NO_BF16)
+    monkeypatch.setenv("MNIST_BP_GEMM", "auto")
+    assert precision.float32_products() == "numpy"
 
 
 @pytest.fixture(scope="module")
@@ -250,13 +267,13 @@ def test_bfloat16_learns_as_well_as_numpy_float32(small_data, tmp_path):
 
 @needs_onednn
 def test_the_fallback_line_is_printed_once_and_training_goes_on(small_data, tmp_path):
-    env = {**os.environ, "MNIST_BP_GEMM": "auto", "MNIST_BP_FAKE_NO_BF16": "1"}
-    proc = train(small_data, tmp_path / "run", env, "training.precision=bfloat16")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.splitlines() == [
-        "Warning: this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): "
-        "training in float32"]
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["products"] == "onednn"
+    for flags, kind in ((AVX512, "onednn"), ("fma avx2", "numpy")):
+        env = {**os.environ, "MNIST_BP_GEMM": "auto", "MNIST_BP_FAKE_CPU_FLAGS": flags}
+        run = tmp_path / kind
+        proc = train(small_data, run, env, "training.precision=bfloat16")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.splitlines() == [f"Warning: {NO_BF16}"]
+        assert json.loads((run / "summary.json").read_text())["products"] == kind
 
 
 @needs_onednn

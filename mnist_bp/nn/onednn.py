@@ -93,20 +93,33 @@ def _bind(lib):
     return lib
 
 
-def cpu_has_bf16() -> bool:
-    """Whether the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX); without it oneDNN
-    would emulate bfloat16 GEMM many times slower than float32."""
-    if os.environ.get("MNIST_BP_FAKE_NO_BF16") == "1":  # tests: a CPU without it
-        return False
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read).
+    MNIST_BP_FAKE_CPU_FLAGS (space-separated) stands in for them: tests of other CPUs."""
+    fake = os.environ.get("MNIST_BP_FAKE_CPU_FLAGS")
+    if fake is not None:
+        return frozenset(fake.split())
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            flags = line.split(":", 1)[1].split()
-            return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX); without it oneDNN
+    would emulate bfloat16 GEMM many times slower than float32."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_has_avx512() -> bool:
+    """Whether oneDNN's float32 GEMM has AVX-512 kernels here (AVX512F, BW, VL and DQ, which
+    oneDNN calls avx512_core). Without them its products are no faster than OpenBLAS's AVX2
+    ones, and the training step is slower (docs/precision.md)."""
+    return {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= cpu_flags()
 
 
 class GemmError(RuntimeError):
