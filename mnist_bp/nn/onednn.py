@@ -18,6 +18,7 @@ and the caller falls back to numpy.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 from pathlib import Path
@@ -97,8 +98,11 @@ def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read).
     MNIST_BP_FAKE_CPU_FLAGS (space-separated) stands in for them: tests of other CPUs."""
     fake = os.environ.get("MNIST_BP_FAKE_CPU_FLAGS")
-    if fake is not None:
-        return frozenset(fake.split())
+    return frozenset(fake.split()) if fake is not None else _proc_cpu_flags()
+
+
+@functools.cache
+def _proc_cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
