@@ -86,7 +86,8 @@ def precisions() -> tuple[str, ...]:
 
 
 def ways() -> list[tuple[str, str, str, str]]:
-    return [w for w in WAYS if w[2] in precisions()]
+    timed_here = precisions()
+    return [w for w in WAYS if w[2] in timed_here]
 
 
 def step_flops(batch: int = 128, sizes=(784, 512, 512, 10)) -> int:
@@ -137,12 +138,13 @@ def matmul_floor(n_train: int, batch: int = 128, sizes=(784, 512, 512, 10), repe
     return statistics.median(times) * n_train / batch
 
 
-def use(gemm: str) -> None:
-    """Arrange this process's thread pools as `mnist-bp train` does for `gemm`."""
+def use(gemm: str) -> str:
+    """Set MNIST_BP_GEMM=`gemm` in this process, as for `mnist-bp train` (a Trainer built
+    afterwards arranges the thread pools for it); the float32 products it gives here."""
     os.environ["MNIST_BP_GEMM"] = gemm
     from mnist_bp.precision import float32_products
 
-    float32_products()
+    return float32_products()
 
 
 def largest_gemm(kind: str, n: int = 2048, repeats: int = 5) -> float:
@@ -414,10 +416,7 @@ def main():
                      f"fast as mnist-bp float32 by numpy")
     else:
         lines.append(NO_BF16)
-    use("auto")
-    from mnist_bp.precision import float32_products
-
-    default = {"numpy": "numpy", "onednn": "oneDNN"}[float32_products()]
+    default = {"numpy": "numpy", "onednn": "oneDNN"}[use("auto")]
     lines.append(f"mnist-bp's float32 products by default on this CPU: {default}")
     if has_torch:
         plain = "PyTorch float32 (plain SGD)"

@@ -56,16 +56,13 @@ def training_products(precision: str) -> tuple[str, str | None]:
     `use_one_blas_thread`): training is the whole of a train or tune process."""
     kind, note = float32_products(), None
     if precision == "bfloat16":
-        fallback = "training in float32"
-        if gemm_choice() == "numpy":
-            note = f"training.precision=bfloat16 needs oneDNN's GEMM, and MNIST_BP_GEMM=numpy: " \
-                   f"{fallback}"
-        elif onednn.library() is None:
-            note = f"training.precision=bfloat16 needs oneDNN's GEMM, and {not_usable()}: " \
-                   f"{fallback}"
+        if gemm_choice() == "numpy" or onednn.library() is None:
+            why = "MNIST_BP_GEMM=numpy" if gemm_choice() == "numpy" else not_usable()
+            note = f"training.precision=bfloat16 needs oneDNN's GEMM, and {why}: " \
+                   f"training in float32"
         elif not onednn.cpu_has_bf16():
-            note = f"this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): " \
-                   f"{fallback}"
+            note = "this CPU has no native bfloat16 matrix products (AVX512_BF16 or AMX): " \
+                   "training in float32"
         else:
             kind = "onednn-bfloat16"
     if kind != "numpy":
