@@ -23,7 +23,7 @@ def gemm_choice() -> str:
     choice = os.environ.get("MNIST_BP_GEMM", "auto").strip().lower() or "auto"
     if choice not in GEMM_CHOICES:
         raise UserError(f"MNIST_BP_GEMM={choice!r} is not one of {', '.join(GEMM_CHOICES)}; "
-                        f"unset it to use oneDNN where installed")
+                        f"unset it for the default (oneDNN on CPUs with AVX-512, else numpy)")
     return choice
 
 

@@ -330,5 +330,6 @@ def test_a_bad_switch_is_refused_before_the_run_dir_is_made(small_data, tmp_path
     proc = train(small_data, tmp_path / "run", {**os.environ, "MNIST_BP_GEMM": "blas"})
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("Error: MNIST_BP_GEMM='blas' is not one of auto, numpy, "
-                                   "onednn; unset it to use oneDNN where installed")
+                                   "onednn; unset it for the default (oneDNN on CPUs with "
+                                   "AVX-512, else numpy)")
     assert not (tmp_path / "run").exists()
