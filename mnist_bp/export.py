@@ -32,7 +32,12 @@ from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write
 
 FORMATS = {".onnx": "onnx", ".safetensors": "safetensors"}
-OPSET = 17  # runs in every onnxruntime since 1.13
+# The lowest opset whose operators are the ones the graph is written with: Softmax over one
+# axis and ArgMax as defined in opset 13, ReduceSum with its axes as an input (13); nothing in
+# the graph needs a later definition. The IR version is then the lowest that opset needs
+# (onnx.helper.find_min_ir_version_for: 7), not the newest the installed onnx package knows,
+# so runtimes pinned to older releases load the file (docs/export.md's table).
+OPSET = 13
 INSTALL_HINT = "install the export extra: pip install 'mnist-bp[export]' (onnx, safetensors)"
 
 
@@ -164,7 +169,10 @@ def onnx_bytes(model) -> bytes:
              "probabilities")
     else:
         g.op("Softmax", [x], "probabilities", axis=1)
-    g.op("ArgMax", ["probabilities"], "digit", axis=1, keepdims=0)
+    # ArgMax keeping its axis, then a Reshape to [N]: OpenCV 4's dnn module answers garbage
+    # for ArgMax with keepdims=0 (docs/export.md), and every runtime reads this form.
+    g.op("Reshape", [g.op("ArgMax", ["probabilities"], axis=1, keepdims=1),
+                     g.const("digit_shape", np.array([-1], np.int64))], "digit")
 
     images = helper.make_tensor_value_info("images", TensorProto.FLOAT,
                                            ["N", IMAGE_SIDE, IMAGE_SIDE])
@@ -172,8 +180,9 @@ def onnx_bytes(model) -> bytes:
                                              ["N", NUM_CLASSES]),
                helper.make_tensor_value_info("digit", TensorProto.INT64, ["N"])]
     graph = helper.make_graph(g.nodes, "mnist_bp_mlp", [images], outputs, g.initializers)
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                   producer_name="mnist-bp")
+    opsets = [helper.make_opsetid("", OPSET)]
+    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="mnist-bp",
+                                   ir_version=helper.find_min_ir_version_for(opsets))
     onnx_model.doc_string = (
         "MLP trained with mnist-bp. Input 'images': float32 [N, 28, 28], pixel values in "
         "[0, 1] as MNIST stores them (white digit on black background); the input "

@@ -84,6 +84,42 @@ def test_onnx_gives_mnist_bp_s_probabilities_and_digits(variant, tmp_path):
     assert session.run(None, {"images": images[:1]})[1].shape == (1,)
 
 
+def test_onnx_is_stamped_with_the_lowest_opset_and_ir_version_its_graph_needs(variant, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import defs, helper
+
+    out = tmp_path / "m.onnx"
+    assert invoke("export", variant, out).exit_code == 0
+    graph = onnx.load(out)
+    [opset] = graph.opset_import
+    assert (opset.domain, opset.version) == ("", 13)
+    # the lowest opset: some operator of the graph is defined as written only from 13 on
+    # (Softmax over one axis, ArgMax, ReduceSum's axes input), and none needs a later one
+    since = {n.op_type: defs.get_schema(n.op_type, opset.version).since_version
+             for n in graph.graph.node}
+    assert max(since.values()) == opset.version
+    # the IR version is the lowest that opset needs, not the newest the onnx package knows
+    assert graph.ir_version == helper.find_min_ir_version_for(list(graph.opset_import)) == 7
+    assert graph.ir_version < onnx.IR_VERSION
+
+
+def test_onnx_reference_evaluator_agrees_with_onnxruntime(variant, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx.reference import ReferenceEvaluator
+
+    out = tmp_path / "m.onnx"
+    assert invoke("export", variant, out).exit_code == 0
+    images = TEST["test_images"][:200].astype(np.float32) / 255
+    ref_probs, ref_digits = ReferenceEvaluator(onnx.load(out)).run(None, {"images": images})
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probs, digits = session.run(None, {"images": images})
+    assert ref_probs.dtype == np.float32 and ref_digits.dtype == np.int64
+    assert np.abs(ref_probs - probs).max() < 1e-5
+    assert np.array_equal(ref_digits, digits)
+    assert np.array_equal(digits, load(variant).probabilities(images).argmax(axis=1))
+
+
 def test_safetensors_round_trip_bit_for_bit(variant, tmp_path):
     st = pytest.importorskip("safetensors.numpy")
     from safetensors import safe_open
