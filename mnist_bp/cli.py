@@ -344,6 +344,84 @@ def predict(checkpoint, inputs, as_json, k, invert, number, save_inputs):
     sys.exit(1 if failed else 0)
 
 
+# --- explain -------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("checkpoint", type=PATH)
+@click.argument("inputs", nargs=-1, metavar="[IMAGE...]")
+@click.option("--test", "n_test", type=click.IntRange(1, 10000), metavar="N",
+              help="Explain the first N images of the checkpoint's test set.")
+@click.option("--data-dir", type=PATH, help=DATA_DIR_HELP)
+@click.option("--out", type=PATH, default=Path("explain"), show_default=True, metavar="DIR",
+              help="Folder for NAME.png and NAME.npy (never replacing a file: a taken name "
+                   "gets ~2, ~3...).")
+@click.option("--target", type=click.IntRange(0, 9), metavar="D",
+              help="Explain class D [default: each image's predicted digit].")
+@click.option("--method", type=click.Choice(["integrated-gradients", "gradient"]),
+              help="integrated-gradients: from a blank image, the attributions sum to "
+                   "p(x) - p(blank); gradient: d p / d pixel [default: integrated-gradients, "
+                   "or gradient for checkpoints that standardise each image].")
+@click.option("--steps", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Points on the path for integrated gradients.")
+@click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto",
+              show_default=True, help="As for predict: the polarity the network sees.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: checkpoint, method, explanations, errors.")
+def explain(checkpoint, inputs, n_test, data_dir, out, target, method, steps, invert, as_json):
+    """Show what the network looks at: which pixels raise or lower a digit's probability.
+
+    The gradient of the target's probability is carried back through the network to every
+    pixel (backpropagation one layer further). For each image, DIR/NAME.png shows the input
+    as the network saw it and the attribution over it (red raises the probability, blue
+    lowers it); DIR/NAME.npy holds the attribution, float32 [28, 28]. IMAGE as for predict
+    (files, folders, - for standard input), or --test N. Exit status 1 if any image failed.
+
+    \b
+    Examples:
+      mnist-bp explain runs/x/checkpoints/best.npz --test 16
+      mnist-bp explain runs/x/checkpoints/best.npz my-digit.jpg --target 7
+      mnist-bp explain runs/x/checkpoints/best.npz photos/ --method gradient --json
+    """
+    import numpy as np
+
+    from mnist_bp.explain import check_method, explain_named, format_table
+    from mnist_bp.imageprep import ImageError
+    from mnist_bp.model import load
+    from mnist_bp.predict import expand_inputs, shown_name
+
+    if not inputs and n_test is None:
+        raise click.UsageError("give images to explain, or --test N")
+    model = load(checkpoint)
+    chosen = check_method(model, method)
+    if method is None and model.normalizer.per_image:
+        echo_err(f"note: {checkpoint.name} standardises each image, where integrated "
+                 f"gradients from a blank image are degenerate: showing the gradient")
+    named, errors = [], []
+    for name, source in expand_inputs(inputs):
+        try:
+            named.append((name, model.prepare(source, invert)[0].image))
+        except ImageError as exc:
+            errors.append({"file": name, "error": str(exc)})
+    if n_test is not None:
+        from mnist_bp.data.datadir import load_dataset
+
+        test = load_dataset(model.cfg.data.dataset, data_dir, log=echo_err).test
+        named += [(f"test-{i:05d}", np.asarray(test.images[i], np.float32) / 255)
+                  for i in range(min(n_test, len(test)))]
+    if inputs and not named and not errors:
+        raise click.UsageError("no images found in " + " ".join(inputs))
+    results = explain_named(model, named, out, target, chosen, steps)
+    for r in errors:
+        echo_err(f"Error: {shown_name(r['file'])}: {r['error']}")
+    if as_json:
+        click.echo(json.dumps({"checkpoint": str(checkpoint), "method": chosen,
+                               "explanations": results, "errors": errors}))
+    elif results:
+        click.echo(format_table([{**r, "file": shown_name(r["file"])} for r in results],
+                                chosen))
+    sys.exit(1 if errors else 0)
+
+
 # --- report --------------------------------------------------------------------------------
 
 @main.command()

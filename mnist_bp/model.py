@@ -22,9 +22,11 @@ from mnist_bp import checkpoint, rng
 from mnist_bp.config import Config
 from mnist_bp.data.batches import BatchMaker, Normalizer
 from mnist_bp.data.registry import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, class_names
+from mnist_bp.errors import UserError
 from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.nn.losses import make_loss, probabilities
 from mnist_bp.nn.mlp import MLP
+from mnist_bp.nn.reference import probability_gradient
 from mnist_bp.precision import float32_products
 
 CHUNK_IMAGES = 2000  # images per forward pass when predicting
@@ -112,6 +114,55 @@ class Model:
         compute (its outputs overflowed) is all NaN; `answerable` tells them apart."""
         with np.errstate(over="ignore", invalid="ignore"):
             return probabilities(self.outputs(images), self.sigmoid_outputs)
+
+    def gradient(self, pixels: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`pixels` `(N, 784)` in [0, 1] and a class per row `(N,)` -> (p_target `(N,)`
+        float64, d p_target / d pixels `(N, 784)` float32): backpropagation carried to the
+        input (MLP.input_gradient), then back through the input normalisation."""
+        n = len(pixels)
+        x = np.asarray(pixels, np.float32)
+        p_t, grad = np.empty(n), np.empty((n, IMAGE_PIXELS), np.float32)
+        for start in range(0, n, CHUNK_IMAGES):
+            rows = slice(start, start + CHUNK_IMAGES)
+            xn = self.normalizer.from_unit(x[rows], np.empty_like(x[rows]))
+            with self._lock:  # the layers keep this pass's inputs and masks for backward
+                outputs = self.network.forward(xn).astype(np.float64)
+                p_t[rows], d_outputs = probability_gradient(outputs, targets[rows],
+                                                            self.sigmoid_outputs)
+                d_xn = self.network.input_gradient(d_outputs.astype(np.float32))
+            grad[rows] = self.normalizer.backward(x[rows], xn, d_xn)
+        return p_t, grad
+
+    def explain(self, images, target=None, method: str | None = None, steps: int = 64,
+                baseline=None) -> np.ndarray:
+        """Attributions float32 `(N, 28, 28)`: how much each pixel of each image raises
+        (positive) or lowers the probability of `target` (default: the predicted digit).
+
+        `images` as `predict` takes them: an array `(N, 28, 28)` or `(28, 28)` in [0, 1]
+        used as it is, or image paths read with `predict`'s preprocessing. `method`:
+        "integrated-gradients" (the default; from `baseline`, blank unless given, in `steps`
+        midpoints) or "gradient" (d p_target / d pixel; the default, and the only method,
+        for checkpoints that standardise each image, where the path is degenerate).
+        explain.py has the details; UserError for anything a caller can fix."""
+        from mnist_bp.explain import explain
+        return explain(self, self.arrays_of(images), target, method, steps,
+                       baseline).attributions
+
+    def arrays_of(self, images, invert: str = "auto") -> np.ndarray:
+        """An array of images as it is, or paths read with `predict`'s preprocessing
+        (UserError naming the first that cannot be read)."""
+        if isinstance(images, (str, Path)):
+            images = [images]
+        if isinstance(images, (list, tuple)) and images \
+                and all(isinstance(s, (str, Path)) for s in images):
+            arrays = []
+            for source in images:
+                try:
+                    arrays.append(self.prepare(source, invert)[0].image)
+                except ImageError as exc:
+                    raise UserError(f"{source}: {exc}") from None
+            return np.stack(arrays)
+        return images
 
     @staticmethod
     def answerable(probs: np.ndarray) -> np.ndarray:

@@ -24,8 +24,12 @@ from mnist_bp.data.registry import DIGITS, class_names
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write
 
-FILES = ("report.html", "learning_curves.png", "confusion_matrix.png", "mistakes.png")
+FILES = ("report.html", "learning_curves.png", "confusion_matrix.png", "mistakes.png",
+         "explain.png")
 MISTAKES = 24  # the most confidently wrong test images shown per run
+LOOKS_PER_CLASS = 100  # test images per class averaged into "what the network looks at"
+LOOKS_MISTAKES = 6  # the most confident mistakes explained for both classes
+LOOKS_STEPS = 32  # integrated gradients' steps in the report (64 on the command line)
 # Okabe & Ito's palette: told apart with every common colour-vision deficiency
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
            "#000000"]
@@ -44,6 +48,7 @@ class RunData:
     dataset: str = ""
     scores: dict | None = None  # accuracy, loss, n, confusion, per_class, inverted_accuracy
     mistakes: list[tuple[np.ndarray, int, int, float]] = field(default_factory=list)
+    looks: dict | None = None  # method, class_maps (10, 28, 28), mistake_maps [(pred, true)]
     missing: list[str] = field(default_factory=list)
 
 
@@ -153,6 +158,29 @@ def score_run(run: RunData, data_dir, log=None) -> None:
     worst = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:MISTAKES]
     run.mistakes = [(np.asarray(test.images[i]), int(labels[i]), int(pred[i]),
                      float(probs[i, pred[i]])) for i in worst]
+    run.looks = looks(model, test.images, labels, worst[:LOOKS_MISTAKES], pred)
+
+
+def looks(model, images, labels: np.ndarray, mistakes: np.ndarray, pred: np.ndarray) -> dict:
+    """What the network looks at (explain.py): each class's mean attribution over (up to
+    LOOKS_PER_CLASS of) its own test images, and the most confident mistakes' attributions
+    for the predicted and for the true class."""
+    from mnist_bp.explain import default_method, explain
+
+    method = default_method(model)
+    class_maps = np.zeros((10, 28, 28), np.float32)
+    for c in range(10):
+        mine = np.flatnonzero(labels == c)[:LOOKS_PER_CLASS]
+        if len(mine):
+            x = np.asarray(images[np.sort(mine)], np.float32) / 255
+            class_maps[c] = explain(model, x, c, method, LOOKS_STEPS).attributions.mean(axis=0)
+    mistake_maps = []
+    if len(mistakes):
+        x = np.asarray(images[mistakes], np.float32) / 255
+        for_pred = explain(model, x, pred[mistakes], method, LOOKS_STEPS).attributions
+        for_true = explain(model, x, labels[mistakes], method, LOOKS_STEPS).attributions
+        mistake_maps = list(zip(for_pred, for_true, strict=True))
+    return {"method": method, "class_maps": class_maps, "mistake_maps": mistake_maps}
 
 
 def class_labels(dataset: str) -> tuple[str, ...]:
@@ -258,6 +286,49 @@ def mistakes_figure(plt, runs: list[RunData], columns: int = 8):
     return fig
 
 
+def explain_figure(plt, runs: list[RunData]):
+    """Per run: a row of the ten classes' mean attributions, then the most confident mistakes,
+    each as the image and its attributions for the predicted and for the true class (red
+    raises that class's probability, blue lowers it; each map on its own symmetric scale)."""
+    scored = [r for r in runs if r.looks]
+    per_run = 1 + -(-LOOKS_MISTAKES // 3)
+    fig, axes = plt.subplots(per_run * len(scored), 10, figsize=(12, 1.45 * per_run
+                                                                  * len(scored) + 0.4),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+
+    def heat(ax, a, under=None):
+        m = float(np.abs(a).max()) or 1.0
+        if under is not None:
+            ax.imshow(under, cmap="gray_r", vmin=0, vmax=255)
+        ax.imshow(a, cmap="RdBu_r", vmin=-m, vmax=m, alpha=0.85 if under is not None else 1)
+
+    for k, run in enumerate(scored):
+        top = k * per_run
+        names = class_names(run.dataset)
+        for c in range(10):
+            heat(axes[top, c], run.looks["class_maps"][c])
+            axes[top, c].set_title(f"{names[c]}", fontsize=8)
+        axes[top, 0].text(-0.25, 0.5, f"{plain(run.name)}\nclass means", fontsize=7,
+                          rotation=90, va="center", ha="right", transform=axes[top, 0].transAxes)
+        for i, (for_pred, for_true) in enumerate(run.looks["mistake_maps"]):
+            image, true, pred, confidence = run.mistakes[i]
+            row, col = top + 1 + i // 3, 3 * (i % 3)
+            axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=255)
+            axes[row, col].set_title(f"{names[true]} read {names[pred]} ({confidence:.2f})",
+                                     fontsize=7)
+            heat(axes[row, col + 1], for_pred, image)
+            axes[row, col + 1].set_title(f"for {names[pred]}", fontsize=7)
+            heat(axes[row, col + 2], for_true, image)
+            axes[row, col + 2].set_title(f"for {names[true]}", fontsize=7)
+    method = scored[0].looks["method"] if scored else ""
+    fig.suptitle(f"what the network looks at ({method}): red raises the class's probability, "
+                 "blue lowers it", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # --- the page --------------------------------------------------------------------------------
 
 def fmt(value, digits: int = 4) -> str:
@@ -318,6 +389,14 @@ def page(runs: list[RunData], figures: dict[str, bytes]) -> str:
                   "<p>Rows: true class; columns: predicted; colour: share of the row.</p>",
                   img_tag(figures["confusion_matrix.png"], "confusion matrix"),
                   "<h2>Mistakes</h2>", img_tag(figures["mistakes.png"], "mistakes")]
+    if "explain.png" in figures:
+        parts += ["<h2>What the network looks at</h2>",
+                  "<p>Backpropagation carried to the pixels (<code>mnist-bp explain</code>): "
+                  "top row, each class's mean attribution over up to "
+                  f"{LOOKS_PER_CLASS} of its own test images; below, the most confident "
+                  "mistakes with their attributions for the class the network read and for "
+                  "the true class. Red pixels raise that class's probability, blue ones lower "
+                  "it.</p>", img_tag(figures["explain.png"], "what the network looks at")]
     for k, run in enumerate(runs):
         head = f" ({html.escape(run.name)})" if len(runs) > 1 else ""
         if run.scores:
@@ -368,7 +447,8 @@ def make_report(run_dirs: list[Path], out: Path | None = None, data_dir=None,
     plt.close(fig)
     if any(r.scores for r in runs):
         for name, make in (("confusion_matrix.png", confusion_figure),
-                           ("mistakes.png", mistakes_figure)):
+                           ("mistakes.png", mistakes_figure),
+                           ("explain.png", explain_figure)):
             fig = make(plt, runs)
             figures[name] = png(fig)
             plt.close(fig)

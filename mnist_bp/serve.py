@@ -3,6 +3,7 @@ prediction API for any program.
 
     mnist-bp serve runs/default/checkpoints/best.npz runs/robust/checkpoints/best.npz
     curl --data-binary @digit.png 'http://127.0.0.1:8000/api/predict?invert=no'
+    curl --data-binary @digit.png http://127.0.0.1:8000/api/explain
 
 Built on Starlette (routing, requests, responses) served by uvicorn: the `serve` extra,
 imported only here. Every checkpoint is loaded once (`model.load`); an image is read and
@@ -63,6 +64,24 @@ def model_names(paths: list[Path]) -> list[str]:
 
 class BodyTooLarge(Exception):
     pass
+
+
+def explain_bytes(models: dict, body: bytes, invert: str) -> dict:
+    """`/api/explain`'s answer for one image: each model's attribution for its own predicted
+    digit, by its default method (explain.py), or ImageError."""
+    from mnist_bp.explain import explain
+
+    prepared = inputs_of(body, invert, max_pixels=MAX_UPLOAD_PIXELS)[0]
+    out = []
+    for name, model in models.items():
+        if not model.answerable(model.probabilities(prepared.image[None])).all():
+            raise ImageError(f"{name}: {NO_ANSWER}")
+        e = explain(model, prepared.image)
+        out.append({"model": name, "digit": int(e.digits[0]), "target": int(e.targets[0]),
+                    "method": e.method, "probability": float(e.probabilities[0]),
+                    "attribution": [[float(f"{v:.4g}") for v in row]
+                                    for row in e.attributions[0]]})
+    return {"explanations": out}
 
 
 def predict_bytes(models: dict, body: bytes, invert: str) -> dict:
@@ -163,6 +182,12 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
         return JSONResponse({"models": models})
 
     async def api_predict(request):
+        return await answer_image(request, predict_bytes)
+
+    async def api_explain(request):
+        return await answer_image(request, explain_bytes)
+
+    async def answer_image(request, answer_of):
         invert = request.query_params.get("invert", "auto")
         if invert not in INVERT_CHOICES:
             return error(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}",
@@ -181,7 +206,7 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
                              "@digit.png)", 400)
             try:
                 answer = await asyncio.get_running_loop().run_in_executor(
-                    decoder, predict_bytes, loaded, body, invert)
+                    decoder, answer_of, loaded, body, invert)
             except ImageError as exc:
                 return error(str(exc), 400)
         return JSONResponse(answer)
@@ -200,7 +225,8 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
     # thread keeps a malloc arena of its largest decode, so 40 pool threads would hold 40.
     decoder = ThreadPoolExecutor(DECODES, thread_name_prefix="mnist-bp-decode")
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/models", list_models),
-              Route("/api/predict", api_predict, methods=["POST"])]
+              Route("/api/predict", api_predict, methods=["POST"]),
+              Route("/api/explain", api_explain, methods=["POST"])]
     app = Starlette(routes=routes)
     app.state.models = loaded
     return HostCheck(app, allowed)

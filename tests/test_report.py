@@ -34,11 +34,39 @@ def made(trained_run, tmp_path_factory):
 
 def test_files_exist_and_decode(made):
     assert sorted(p.name for p in made.iterdir()) == sorted(report.FILES)
-    for name in ("learning_curves.png", "confusion_matrix.png", "mistakes.png"):
+    for name in ("learning_curves.png", "confusion_matrix.png", "mistakes.png", "explain.png"):
         with Image.open(made / name) as im:
             im.load()
             assert im.format == "PNG"
             assert im.width >= 500 and im.height >= 150
+
+
+def test_what_the_network_looks_at(trained_run, made):
+    """The section's class maps are explain's mean attributions of each class's own test
+    images, and each mistake is explained for both classes."""
+    from mnist_bp.data.datadir import load_dataset
+    from mnist_bp.explain import explain
+    from mnist_bp.model import load
+
+    page = (made / "report.html").read_text()
+    assert "<h2>What the network looks at</h2>" in page
+    run = report.read_run(trained_run)
+    report.score_run(run, trained_run.parent / "data")
+    model = load(trained_run / "checkpoints" / "best.npz")
+    test = load_dataset("mnist", trained_run.parent / "data").test
+    labels = np.asarray(test.labels)
+    for c in (0, 7):
+        mine = np.flatnonzero(labels == c)[:report.LOOKS_PER_CLASS]
+        x = np.asarray(test.images[mine], np.float32) / 255
+        expected = explain(model, x, c, steps=report.LOOKS_STEPS).attributions.mean(axis=0)
+        assert np.allclose(run.looks["class_maps"][c], expected, atol=1e-7)
+    assert len(run.looks["mistake_maps"]) == min(report.LOOKS_MISTAKES, len(run.mistakes))
+    mistakes = run.mistakes[:report.LOOKS_MISTAKES]
+    for (image, true, pred, _), (for_pred, for_true) in zip(mistakes, run.looks["mistake_maps"],
+                                                           strict=True):
+        x = image[None].astype(np.float32) / 255
+        assert np.array_equal(for_pred, explain(model, x, pred, steps=32).attributions[0])
+        assert np.array_equal(for_true, explain(model, x, true, steps=32).attributions[0])
 
 
 def cells(page: str, first: str, table: str = "summary") -> list[str]:

@@ -118,6 +118,29 @@ def test_predict_matches_the_predictor(server, checkpoint, digits):
         assert answers[0]["probabilities"] == pytest.approx(reference.tolist(), abs=1e-5)
 
 
+def test_explain_answers_each_model_with_the_api_s_attribution(server, checkpoint, digits):
+    model = load(checkpoint)
+    for invert in ("auto", "no"):
+        r = requests.post(f"{server.url}/api/explain", data=digits[0], params={"invert": invert},
+                          timeout=30)
+        assert r.status_code == 200
+        answers = r.json()["explanations"]
+        name = checkpoint.parent.parent.name
+        assert [a["model"] for a in answers] == [name, f"{name}-2"]
+        prepared = prepare(read_image(digits[0]), invert)
+        expected = model.explain(prepared.image)[0]
+        digit = int(model.probabilities(prepared.image[None])[0].argmax())
+        for a in answers:
+            assert a["digit"] == a["target"] == digit
+            attribution = np.array(a["attribution"])
+            assert attribution.shape == (28, 28)
+            assert np.allclose(attribution, expected, rtol=1e-3, atol=1e-7)
+    bad = requests.post(f"{server.url}/api/explain", data=b"junk", timeout=30)
+    assert bad.status_code == 400 and "error" in bad.json()
+    assert requests.post(f"{server.url}/api/explain", data=digits[0], params={"invert": "x"},
+                         timeout=30).status_code == 400
+
+
 def test_default_invert_is_auto(server, digits):
     assert server.post(digits[1]).json() == server.post(digits[1], invert="auto").json()
 
@@ -264,6 +287,34 @@ def test_browser_draws_and_sees_the_networks_answer(server):
             ".map(e => Number(e.textContent))")
         assert bars == pytest.approx([round(p, 3) for p in expected[0]["probabilities"]],
                                      abs=1e-3)
+    finally:
+        driver.quit()
+
+
+def test_browser_shows_what_each_network_looks_at(server):
+    driver = browser()
+    try:
+        driver.get(server.url + "/")
+        wait_for(lambda: len(shown(driver)) == 2)
+        draw(driver, [(90, 60), (190, 60), (120, 230)])
+        expected = requests.post(f"{server.url}/api/explain", data=canvas_png(driver),
+                                 params={"invert": "no"}, timeout=30).json()["explanations"]
+        targets = {e["model"]: str(e["target"]) for e in expected}
+        explained = ("return Object.fromEntries([...document.querySelectorAll('.model')]"
+                     ".map(c => [c.dataset.model, c.dataset.explained]))")
+        assert wait_for(lambda: driver.execute_script(explained) == targets)
+        # each heatmap is drawn: red where the attribution is most positive, blue where
+        # most negative, as the API's numbers say
+        for i, e in enumerate(expected):
+            a = np.array(e["attribution"])
+            pixels = np.array(driver.execute_script(
+                f"return [...document.querySelectorAll('.heat')[{i}].getContext('2d')"
+                ".getImageData(0, 0, 28, 28).data]")).reshape(28, 28, 4)
+            hot, cold = np.unravel_index(a.argmax(), a.shape), np.unravel_index(a.argmin(),
+                                                                                 a.shape)
+            assert pixels[hot][0] > pixels[hot][2] + 60   # red
+            if a.min() < -0.2 * a.max():
+                assert pixels[cold][2] > pixels[cold][0] + 40  # blue
     finally:
         driver.quit()
 

@@ -52,6 +52,22 @@ class Normalizer:
             np.copyto(out, x)
         return out
 
+    def backward(self, x: np.ndarray, xn: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """dL/dx `(N, D)` of `x` in [0, 1] from dL/dxn, xn = from_unit(x) (explain.py).
+
+        Dataset statistics: xn = (x - mean) / std, so dL/dx = dL/dxn / std. Per image:
+        xn = (x - m) / s with m the row's mean and s = max(its std, MIN_STD), so
+        dL/dx = (g - mean(g) - xn mean(g xn)) / s, or (g - mean(g)) / s where s is clamped."""
+        t = x.dtype.type  # float32 in use, float64 in the gradient checks
+        if not self.per_image:
+            return grad * t(1 / self.std)
+        d = t(x.shape[1])
+        centred = x - x.mean(axis=1, keepdims=True)
+        raw_std = np.sqrt(np.einsum("ij,ij->i", centred, centred) / d)[:, None]
+        g = grad - grad.mean(axis=1, keepdims=True)
+        g -= np.where(raw_std > MIN_STD, xn * (np.einsum("ij,ij->i", grad, xn)[:, None] / d), 0)
+        return g / np.maximum(raw_std, t(MIN_STD))
+
 
 # An image of one intensity has no contrast to standardise: its pixels become 0, not NaN.
 MIN_STD = 1 / 255

@@ -50,6 +50,11 @@ class Layer(Buffered):
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
+    def backward_input(self, grad_out: np.ndarray) -> np.ndarray:
+        """Only the gradient for the input (explain's pixel gradients): parameter-free layers
+        compute nothing else anyway."""
+        return self.backward(grad_out)
+
 
 def init_std(init: str, d_in: int, d_out: int, scale: float) -> float:
     """He for ReLU-like units, Xavier (Glorot) for tanh/sigmoid, or a plain std `scale`."""
@@ -98,6 +103,10 @@ class Linear(Layer):
             self.grads["b"] *= self.grads["b"].dtype.type(self.grad_decay)
             self.grads["b"] += grad_out.sum(axis=0)
         return dx
+
+    def backward_input(self, grad_out):
+        # dL/dx = g W^T  (N, D_in), whatever `input_grad` says; grads are left as they are
+        return np.matmul(grad_out, self.params["W"].T)
 
 
 class Dropout(Layer):

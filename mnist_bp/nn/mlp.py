@@ -66,3 +66,10 @@ class MLP:
             if grad is None:  # the first Linear skips dL/dx: nothing below needs it
                 return None
         return grad
+
+    def input_gradient(self, grad: np.ndarray) -> np.ndarray:
+        """`grad` = dL/doutputs `(N, 10)` of the last `forward` -> dL/dx `(N, D)`, the chain
+        rule carried down to the input; no parameter gradient is computed or changed."""
+        for layer in reversed(self.layers):
+            grad = layer.backward_input(grad)
+        return grad
