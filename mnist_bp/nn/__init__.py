@@ -1,5 +1,7 @@
 """The maths of backpropagation: pure computation on numpy arrays.
 
+- `reference.py`: the forward and backward pass as plain equations, read this first; the
+  fast layers below are tested against it
 - `layers.py`: Linear and Dropout, and the `Layer` contract (forward, then backward under it)
 - `activations.py`: ReLU, LeakyReLU, Tanh, Sigmoid, GELU
 - `losses.py`: softmax + cross-entropy fused, and the quadratic cost
