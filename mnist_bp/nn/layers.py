@@ -77,9 +77,10 @@ class Linear(Layer):
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         # The first layer's input is data: computing its gradient would be wasted work.
         self.input_grad = input_grad
-        # Set by the momentum optimizer (optimizers.Momentum.fuse_into): backward then leaves
-        # grad_decay * (what grads held) + gradient in grads, i.e. the momentum buffer
-        # itself, added inside the matrix product at no extra cost. None: plain gradients.
+        # Set by the momentum optimizer (optimizers.Momentum.fuse_into, which says why it
+        # pays): backward then leaves grad_decay * (what grads held) + gradient in grads,
+        # i.e. the momentum buffer itself, added inside the matrix product at no extra cost.
+        # None (every other optimizer, and evaluation): plain gradients.
         self.grad_decay: float | None = None
         # Who multiplies (products.py): numpy by default; MLP sets oneDNN or bfloat16.
         self.products = NumpyProducts()
