@@ -500,15 +500,19 @@ def serve(checkpoints, host, port, open_browser, allow_hosts):
 @click.option("--study", "study_name", metavar="NAME",
               help="Study name [default: the config's name].")
 @click.option("--storage", metavar="URL",
-              help="Shared storage for many machines: a journal file on a shared filesystem "
-                   "or a database URL (postgresql://...) [default: OUT/study.journal].")
+              help="Where the study lives: a database URL for many machines "
+                   "(postgresql://..., mysql://..., sqlite:///...), or an SQLite file of "
+                   "mnist-bp's [default: OUT/study.db].")
 @click.option("--out", type=PATH, metavar="DIR",
               help="Output folder [default: tune/<time>-<config name>/]; the same OUT again "
                    "continues the study.")
 @click.option("--data-dir", type=PATH, help=DATA_DIR_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of CONFIG for every trial, e.g. --set data.validation=1000.")
-def tune(config, space, trials, timeout, study_name, storage, out, data_dir, overrides):
+@click.option("--verbose", is_flag=True,
+              help="Show Optuna's own log lines and the libraries' warnings.")
+def tune(config, space, trials, timeout, study_name, storage, out, data_dir, overrides,
+         verbose):
     """Search hyperparameters with Optuna: each trial is a training run.
 
     Trials are scored by their best validation accuracy (CONFIG needs data.validation > 0)
@@ -531,7 +535,8 @@ def tune(config, space, trials, timeout, study_name, storage, out, data_dir, ove
     try:
         folder = run_tune(to_dict(cfg), source.stem, space, trials=trials, timeout=timeout,
                           study_name=study_name, storage_url=storage, out=out,
-                          data_dir=data_dir, log=echo_err, table=click.echo)
+                          data_dir=data_dir, log=echo_err, table=click.echo,
+                          verbose=verbose)
     except Interrupted:
         echo_err("\ninterrupted: the running trial is marked FAIL; run the same command "
                  "again to continue the study")

@@ -9,10 +9,11 @@ value and what is allowed; `--set dotted.key=value` overrides any key before val
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import reprlib
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -306,6 +307,36 @@ def _check_combinations(cfg: Config) -> None:
                           f"{erase.max_area}; make min_area <= max_area")
 
 
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def with_value(cfg: Config, key: str, value) -> Config:
+    """`cfg` with the dotted `key` set to `value`, checked as a config file's value would be
+    (type, range, and the checks across keys); ConfigError names the key. One value costs
+    microseconds: a search space's long list of choices is checked value by value here,
+    without building a whole config from a dict for each."""
+    def put(obj, parts: list[str], prefix: str):
+        name = parts[0]
+        names = [f.name for f in fields(obj)]
+        if name not in names:
+            raise ConfigError(f"{prefix}{name}: unknown key{_near(name, names)}")
+        meta = next(f.metadata for f in fields(obj) if f.name == name)
+        hint = _hints(type(obj))[name]
+        if len(parts) == 1:
+            new = _coerce(value, hint, meta, prefix + name)
+        elif is_dataclass(hint):
+            new = put(getattr(obj, name), parts[1:], f"{prefix}{name}.")
+        else:
+            raise ConfigError(f"{prefix}{name}: is not a section")
+        return replace(obj, **{name: new})
+
+    changed = put(cfg, key.split("."), "")
+    _check_combinations(changed)
+    return changed
+
+
 def from_dict(raw: dict) -> Config:
     cfg = _build(Config, raw, "")
     _check_combinations(cfg)
@@ -337,6 +368,18 @@ class _Refused(Exception):
     """YAML the loader will not build (aliases, deep nesting, giant numbers)."""
 
 
+def _nesting_refused(events):
+    """libyaml's events, its own nesting limit said as ours."""
+    import yaml
+
+    try:
+        yield from events
+    except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(getattr(exc, "problem", "")):
+            raise _Refused(f"nested more than {MAX_DEPTH} levels deep") from None
+        raise
+
+
 def parse_yaml(text: str):
     """YAML text -> Python values, safely and in bounded time and memory: only plain
     types (yaml's safe loader), no aliases (`*name`: an alias bomb expands a few lines into
@@ -359,6 +402,23 @@ def parse_yaml(text: str):
                 self.depth -= 1
 
     try:
+        if getattr(yaml, "__with_libyaml__", False):
+            # libyaml's C parser: a megabyte of choices in a second, not twenty. Its events
+            # are checked first (aliases, depth), before anything is composed from them.
+            depth = 0
+            events = yaml.parse(text, Loader=yaml.CSafeLoader)
+            for event in _nesting_refused(events):
+                if isinstance(event, yaml.AliasEvent):
+                    raise _Refused("YAML aliases (*name) are not allowed; write the value out")
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise _Refused(f"nested more than {MAX_DEPTH} levels deep")
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+                elif isinstance(event, yaml.ScalarEvent) and depth + 1 > MAX_DEPTH:
+                    raise _Refused(f"nested more than {MAX_DEPTH} levels deep")
+            return yaml.load(text, Loader=yaml.CSafeLoader)  # noqa: S506 - the safe loader
         return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except (_Refused, yaml.YAMLError):
         raise

@@ -8,26 +8,35 @@ SPACE.yaml maps dotted config keys to `{low, high}` (float or int by the key's t
 `log: true`, `step`) or `{choices: [...]}`. Each trial is an ordinary training run in
 OUT/trials/<number>/, scored by its best validation accuracy, pruned when it falls behind
 (Optuna's median pruner, fed every epoch's validation accuracy, from the second epoch on).
-The study lives in OUT/study.journal (Optuna's journal file: several processes may write it
-at once), or in `--storage` (a journal file on a shared filesystem, or a database URL).
-Optuna is the `tune` extra, imported only here.
+
+The study lives in an SQLite file, OUT/study.db (or the file `--storage PATH`), or in the
+database a `--storage` URL names (`postgresql://...`): the same code path, Optuna's
+`RDBStorage` with its heartbeats, so a worker that dies on any machine has its trial failed
+by the others once its heartbeat is older than the grace period. The steps, each a function:
+open the study (`open_study`: refuse what is not ours, fix the space), fail dead workers'
+trials (`fail_dead_trials`), run one trial (`run_one`, through `study.optimize` so that
+Optuna keeps the heartbeat), record it (`write_outputs`). Optuna is the `tune` extra,
+imported only here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import json
+import logging
 import math
 import os
 import re
-import socket
-import threading
+import sqlite3
+import stat
 import time
 import typing
 import warnings
 from dataclasses import fields, is_dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +50,7 @@ from mnist_bp.config import (
     set_key,
     show_value,
     to_dict,
+    with_value,
 )
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write, locked
@@ -48,8 +58,12 @@ from mnist_bp.training import NullReporter, run
 
 INSTALL_HINT = "install the tune extra: pip install 'mnist-bp[tune]' (optuna)"
 SPEC_KEYS = {"low", "high", "log", "step", "choices"}
-JOURNAL = "study.journal"
-HOST = socket.gethostname()
+STUDY_FILE = "study.db"  # the study's SQLite file in OUT, without --storage
+OLD_JOURNAL = "study.journal"  # where mnist-bp kept studies before
+SPACE_ATTR = "mnist_bp.space"  # study user attribute: the space, and the mark of our studies
+WORKER_ATTR = "mnist_bp.worker"  # trial user attribute: its objective has started
+SQLITE_MAGIC = b"SQLite format 3\x00"
+OPTUNA_TABLES = {"studies", "trials", "version_info", "study_user_attributes"}
 
 
 # --- the search space ------------------------------------------------------------------------
@@ -82,6 +96,7 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
     if not raw:
         raise UserError(f"{path}: {what}")
     known = config_fields()
+    base_cfg = from_dict(base)
     space = {}
     for key, spec in raw.items():
         key = str(key)[:200]
@@ -138,9 +153,7 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
                 spec["step"] = step
         for value in values:  # each end of the range, each choice must make a valid config
             try:
-                raw_cfg = json.loads(json.dumps(base))
-                set_key(raw_cfg, key, value)
-                from_dict(raw_cfg)
+                with_value(base_cfg, key, value)  # this key alone: microseconds a value
             except ConfigError as exc:
                 raise UserError(f"{path}: {exc}") from None
         space[key] = spec
@@ -186,23 +199,23 @@ def suggest(trial, space: dict[str, dict]) -> dict:
     return values
 
 
-# --- storage and workers ---------------------------------------------------------------------
+# --- storage: one study file of ours, or the database a URL names ------------------------------
 
-def require_optuna():
+def require_optuna(verbose: bool = False):
     try:
         import optuna
     except ImportError:
         raise UserError(f"tune needs optuna; {INSTALL_HINT}") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Heartbeats are recorded here around ask and tell (see `heartbeat`), which Optuna warns
-    # about as if they were not; and they are still marked experimental. Neither is news.
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if verbose:
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+    else:  # tune's own table and errors are the output; Optuna's log lines are --verbose's
+        optuna.logging.set_verbosity(optuna.logging.CRITICAL)
+        logging.getLogger("sqlalchemy").setLevel(logging.CRITICAL)
     return optuna
 
 
 def heartbeat_settings() -> tuple[int, int]:
-    """(heartbeat_interval, grace_period) in seconds for database storages: 10 and 60, or
+    """(heartbeat_interval, grace_period) in seconds: 10 and 60, or
     `$MNIST_BP_TUNE_HEARTBEAT` as "INTERVAL,GRACE" (shorter for tests)."""
     text = os.environ.get("MNIST_BP_TUNE_HEARTBEAT", "")
     try:
@@ -214,22 +227,80 @@ def heartbeat_settings() -> tuple[int, int]:
     return 10, 60
 
 
-def make_storage(optuna, out: Path, url: str | None, log=print):
-    """Optuna's journal file in OUT by default (several processes may append to it at
-    once; SQLite locks up under concurrent writers), a journal file path, or a database URL
-    (with Optuna's RDB heartbeats, so that any worker finds a dead worker's trials)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+def shown_url(url: str) -> str:
+    """A storage URL as messages show it: the password hidden."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
-    if url is None or "://" not in url:
-        path = Path(url) if url else out / JOURNAL
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = JournalFileSymlinkLock(str(path))
-        repair_journal(path, lock, log)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-    interval, grace = heartbeat_settings()
+
+def storage_url(out: Path, storage: str | None) -> tuple[str, Path | None]:
+    """(the URL Optuna opens, the study file when it is one of ours): OUT/study.db by
+    default, an SQLite file for `--storage PATH`, a URL (`sqlite:///...`, `postgresql://...`)
+    used as given."""
+    if storage is not None and "://" in storage:
+        return storage, None
+    path = Path(storage) if storage else out / STUDY_FILE
+    if storage is None and not path.exists() and (out / OLD_JOURNAL).exists():
+        raise UserError(f"{out / OLD_JOURNAL}: a study of an older mnist-bp (a journal file), "
+                        f"which this one does not read; start a new study with another --out")
+    check_study_file(path)
+    return f"sqlite:///{path.resolve()}", path
+
+
+def check_study_file(path: Path) -> None:
+    """Refuse, untouched, a file that is not a study of this tool: anything but a regular
+    file, a file that is not SQLite, an SQLite database without Optuna's tables, or one
+    holding a study that mnist-bp did not make. A missing file is fine (it is created)."""
+    fix = "give another --storage, or another --out"
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UserError(f"{path}: cannot use it as a study ({exc.strerror}); {fix}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise UserError(f"{path}: {kind}, not a study of mnist-bp tune; {fix}")
+    try:  # non-blocking: a FIFO swapped in after the stat still cannot hang us
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UserError(f"{path}: not a regular file, not a study of mnist-bp tune; "
+                                f"{fix}")
+            head = os.read(fd, len(SQLITE_MAGIC))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror}); {fix}") from None
+    if head != SQLITE_MAGIC:
+        raise UserError(f"{path}: not an SQLite database, so not a study of mnist-bp tune; "
+                        f"it is left as it is; {fix}")
+    try:
+        uri = f"file:{path.resolve()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE "
+                                               "type='table'")}
+            if not tables >= OPTUNA_TABLES:
+                raise UserError(f"{path}: an SQLite database that is not an Optuna study; it "
+                                f"is left as it is; {fix}")
+            marked = {r[0] for r in db.execute(
+                "SELECT study_id FROM study_user_attributes WHERE key = ?", (SPACE_ATTR,))}
+            for study_id, name in db.execute("SELECT study_id, study_name FROM studies"):
+                if study_id not in marked:
+                    raise UserError(f"{path}: holds the study {str(name)[:80]!r}, which mnist-bp "
+                                    f"tune did not make; it is left as it is; {fix}")
+    except sqlite3.Error as exc:
+        raise UserError(f"{path}: cannot read it as an SQLite database ({exc}); it is left as "
+                        f"it is; {fix}") from None
+
+
+def make_storage(optuna, url: str):
+    """Optuna's RDBStorage with heartbeats: a worker whose trial's heartbeat is older than the
+    grace period is dead, whichever machine it ran on."""
+    interval, grace = heartbeat_settings()
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=interval,
+                                          grace_period=grace, engine_kwargs=kwargs)
     except Exception as exc:  # noqa: BLE001 - any driver or connection error, one line
         raise UserError(f"--storage {shown_url(url)}: cannot open it ({type(exc).__name__}: "
                         f"{shown_url(str(exc).splitlines()[0][:200])}); check the URL and that "
@@ -237,115 +308,88 @@ def make_storage(optuna, out: Path, url: str | None, log=print):
             from None
 
 
-def repair_journal(path: Path, lock, log) -> None:
-    """Set aside what a crash or a full disk left torn in the journal, under Optuna's own
-    lock: a last line cut short (Optuna would write the next record onto it, and then no
-    worker could read the study again) and lines that are not JSON. A torn fragment glued to
-    a whole record keeps the record. What is removed goes to `JOURNAL.torn-<time>`."""
-    if not path.is_file():
-        return
-    lock.acquire()
-    try:
-        data = path.read_bytes()
-        *lines, tail = data.split(b"\n")
-        kept, torn = [], [tail] if tail else []
-        for line in lines:
-            if _json_line(line):
-                kept.append(line)
-                continue
-            start = line.rfind(b'{"op_code"')
-            if start > 0 and _json_line(line[start:]):
-                kept.append(line[start:])
-                torn.append(line[:start])
-            elif line.strip():
-                torn.append(line)
-        if not torn:
-            return
-        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
-        backup.write_bytes(b"\n".join(torn) + b"\n")
-        with atomic_write(path) as f:
-            f.write(b"".join(line + b"\n" for line in kept))
-    finally:
-        lock.release()
-    log(f"{path}: set aside {len(torn)} torn line(s) (a crash or a full disk?) in "
-        f"{backup.name}; the study goes on")
+def space_record(space: dict[str, dict]) -> str:
+    """The space as stored with the study: canonical JSON of every key's spec."""
+    return json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "kind"}
+                       for k, v in sorted(space.items())}, sort_keys=True)
 
 
-def _json_line(line: bytes) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
+def open_study(optuna, storage, study_name: str, space: dict, seed: int, where: str):
+    """Load the study, or create it holding `space`; a study made with another space (or not
+    by mnist-bp, in a file of ours) is one line saying how to start a new one."""
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+                                load_if_exists=True, sampler=sampler, pruner=pruner)
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise UserError(f"{where}: the study {study_name!r} minimises its objective, so it is "
+                        f"not a study of mnist-bp tune; name another with --study NAME")
+    stored = study.user_attrs.get(SPACE_ATTR)
+    record = space_record(space)
+    if stored is None:  # a new study, or one a URL names that we adopt as given
+        study.set_user_attr(SPACE_ATTR, record)
+    elif stored != record:
+        keys = sorted(json.loads(stored)) if stored.startswith("{") else []
+        raise UserError(f"{where}: the study {study_name!r} searches another space "
+                        f"({', '.join(keys)[:200]}); a study's space is fixed: use the same "
+                        f"space file, or start a new study in another --out (with --storage: "
+                        f"under another --study NAME)")
+    return study
 
 
-@contextlib.contextmanager
-def heartbeat(study, trial):
-    """Record Optuna's heartbeat for `trial` every heartbeat_interval while the block runs,
-    where the storage keeps heartbeats (databases). `study.optimize` does this itself; the
-    ask-and-tell loop here must, or no other worker could tell this one's death."""
-    storage = study._storage
-    interval = (storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat")
-                else None)
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat():
-        while not stop.wait(interval):
-            with contextlib.suppress(Exception):  # a lost connection: try again next beat
-                storage.record_heartbeat(trial._trial_id)
-
-    thread = threading.Thread(target=beat, name="mnist-bp-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def shown_url(url: str) -> str:
-    """A storage URL as messages show it: the password hidden."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-def process_start(pid: int) -> str | None:
-    """The start time of process `pid` (tells a live process from a reused pid), or None if
-    there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return "?"
-
+# --- workers -------------------------------------------------------------------------------------
 
 def fail_dead_trials(optuna, study, log) -> int:
-    """Mark FAIL the RUNNING trials whose worker on this host is gone (and, where the
-    storage keeps heartbeats, those of silent workers anywhere)."""
+    """FAIL the RUNNING trials of workers that are gone: Optuna's heartbeats find those that
+    beat and stopped; a trial whose objective never started (its worker died between drawing
+    it and its first heartbeat) is failed once it is older than the grace period: the one
+    rule of ours on top of the storage's."""
     from optuna.trial import TrialState
 
-    failed = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = t.user_attrs
-        if attrs.get("host") != HOST or "pid" not in attrs:
-            continue
-        if process_start(attrs["pid"]) == attrs.get("pid_start"):
-            continue
-        with contextlib.suppress(Exception):  # another worker may have done it first
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            failed += 1
-            log(f"trial {t.number}: its worker (pid {attrs['pid']}) is gone; marked FAIL")
-    # Optuna's own liveness, where the storage keeps heartbeats (databases): RUNNING trials
-    # whose heartbeat is older than the grace period become FAIL, whoever ran them.
+    _, grace = heartbeat_settings()
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     optuna.storages.fail_stale_trials(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for number in sorted(before - {t.number for t in running}):
+        if by_number[number].state == TrialState.FAIL:
+            log(f"trial {number}: its worker stopped (no heartbeat for {grace} s); marked FAIL")
+    now = datetime.now()
+    failed = 0
+    for t in running:
+        if WORKER_ATTR in t.user_attrs or t.datetime_start is None:
+            continue
+        if now - t.datetime_start > timedelta(seconds=grace):
+            with contextlib.suppress(Exception):  # another worker may have done it first
+                study.tell(t.number, state=TrialState.FAIL)
+                failed += 1
+                log(f"trial {t.number}: its worker died before its first heartbeat; "
+                    f"marked FAIL")
     return failed
+
+
+class AskLock:
+    """Workers on one OUT count the study's trials and draw the next one under this lock, so
+    that together they never start more trials than asked for; released as soon as the
+    trial is drawn (`release`), or when the block ends."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / ".ask.lock"
+        self.file = None
+
+    def __enter__(self):
+        self.file = open(self.path, "a")  # noqa: SIM115 - released in release()
+        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def worker_number(out: Path) -> int:
@@ -357,8 +401,6 @@ def worker_number(out: Path) -> int:
         path.write_text(str(n + 1))
     return n
 
-
-# --- the study -------------------------------------------------------------------------------
 
 class TrialReporter(NullReporter):
     """Training's reporter for a trial: feeds each epoch's validation accuracy to the
@@ -379,27 +421,70 @@ class TrialReporter(NullReporter):
             raise self.optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
 
 
+class DuplicateParameters(Exception):
+    """A drawn trial repeats an earlier one's parameters: it is FAIL, and another is drawn."""
+
+
 def same_params(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(
         (np.isclose(a[k], b[k], rtol=1e-12, atol=0) if isinstance(a[k], float)
          and isinstance(b[k], float) else a[k] == b[k]) for k in a)
 
 
-def duplicate_of(study, trial, params: dict):
+def duplicate_of(study, number: int, params: dict):
     """An earlier-numbered live or finished trial with the same parameters, if any."""
     from optuna.trial import TrialState
 
     for other in study.get_trials(deepcopy=False):
-        if other.number >= trial.number or other.state == TrialState.FAIL:
+        if other.number >= number or other.state == TrialState.FAIL:
             continue
         if same_params(other.params, params):
             return other
     return None
 
 
+def run_one(optuna, study, lock: AskLock, cfg_raw: dict, config_name: str, space: dict,
+            out: Path, data_dir, log, warned: set) -> tuple:
+    """Run one trial through `study.optimize` (Optuna draws it, keeps its heartbeat and
+    records its end); returns (trial number, state, value, seconds, params)."""
+    result = {}
+
+    def objective(trial):
+        lock.release()  # drawn: other workers may draw theirs
+        trial.set_user_attr(WORKER_ATTR, True)  # the heartbeat thread is running now
+        params = suggest(trial, space)
+        result.update(number=trial.number, params=params)
+        twin = duplicate_of(study, trial.number, params)
+        if twin is not None:
+            raise DuplicateParameters(f"trial {trial.number}: same parameters as trial "
+                                      f"{twin.number}; drawn again")
+        raw = json.loads(json.dumps(cfg_raw))
+        for key, value in params.items():
+            set_key(raw, key, value)
+        cfg = from_dict(raw)
+        trial.set_user_attr("config", to_dict(cfg))
+        start = time.perf_counter()
+        try:
+            summary = run(cfg, out / "trials" / str(trial.number), data_dir,
+                          config_name=f"{config_name}-trial",
+                          reporter=TrialReporter(trial, optuna, log, warned), score_test=False)
+        finally:
+            result["seconds"] = time.perf_counter() - start
+            trial.set_user_attr("seconds", result["seconds"])
+        return summary["best_val_accuracy"]
+
+    study.optimize(objective, n_trials=1, catch=(DuplicateParameters,), gc_after_trial=False,
+                   show_progress_bar=False)
+    trial = next((t for t in study.get_trials(deepcopy=False)
+                  if t.number == result.get("number")), None)
+    return trial, result
+
+
+# --- the study -----------------------------------------------------------------------------------
+
 def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
          timeout: float | None, study_name: str | None, storage_url: str | None,
-         out: Path | None, data_dir, log=print, table=print) -> Path:
+         out: Path | None, data_dir, log=print, table=print, verbose: bool = False) -> Path:
     """Run trials until the study holds `trials` finished ones (or `timeout` passes)."""
     base = from_dict(cfg_raw)
     if base.data.validation <= 0:
@@ -407,84 +492,66 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
                         "validation split; add --set data.validation=1000 (images held out of "
                         "the training files)")
     space = load_space(space_path, cfg_raw)
-    optuna = require_optuna()
+    optuna = require_optuna(verbose)
     out = Path(out) if out else Path("tune") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config_name}"
-    out.mkdir(parents=True, exist_ok=True)
-    storage = make_storage(optuna, out, storage_url, log)
-    seed = int(np.random.SeedSequence([base.seed, worker_number(out)]).generate_state(1)[0])
-    study = optuna.create_study(
-        study_name=study_name or config_name, storage=storage, direction="maximize",
-        load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
-    study.set_user_attr("space", {k: {kk: vv for kk, vv in v.items() if kk != "kind"}
-                                  for k, v in space.items()})
-    warned: set[str] = set()
-    log(f"study {study.study_name} in {shown_url(storage_url) if storage_url else out / JOURNAL}; "
-        f"trials in {out / 'trials'}")
-    started = time.monotonic()
+    with warnings.catch_warnings():
+        if not verbose:  # Optuna's ExperimentalWarning, SQLAlchemy's, any UserWarning
+            warnings.simplefilter("ignore")
+        return _tune(optuna, cfg_raw, config_name, space, space_path, trials, timeout,
+                     study_name or config_name, storage_url, out, base.seed, data_dir, log,
+                     table)
+
+
+def _tune(optuna, cfg_raw, config_name, space, space_path, trials, timeout, study_name,
+          storage, out: Path, seed, data_dir, log, table) -> Path:
     from optuna.trial import TrialState
 
-    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    url, study_file = storage_url(out, storage)
+    out.mkdir(parents=True, exist_ok=True)
+    where = str(study_file) if study_file else shown_url(url)
+    with locked(out, ".open.lock"):  # two workers starting at once create the file once
+        if study_file is not None:
+            check_study_file(study_file)
+        sampler_seed = int(np.random.SeedSequence([seed, worker_number(out)])
+                           .generate_state(1)[0])
+        study = open_study(optuna, make_storage(optuna, url), study_name, space, sampler_seed,
+                           where)
+    warned: set[str] = set()
+    log(f"study {study.study_name} in {where}; trials in {out / 'trials'}")
+    started = time.monotonic()
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    drawn = 0
     while True:
         if timeout is not None and time.monotonic() - started > timeout:
             log(f"timeout: {timeout:g} s passed; no new trials")
             break
-        # Count and start under one lock, so that workers on this OUT never start more
-        # trials than asked for together (workers on other machines count through storage).
-        with locked(out, ".ask.lock"):
+        with AskLock(out) as lock:
             fail_dead_trials(optuna, study, log)
-            done = study.get_trials(deepcopy=False, states=finished_states)
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            trial = None
-            if len(done) + len(running) < trials:
-                trial = study.ask()
-                if isinstance(storage, optuna.storages.RDBStorage):
-                    storage.record_heartbeat(trial._trial_id)  # alive from the first moment
-                trial.set_user_attr("host", HOST)
-                trial.set_user_attr("pid", os.getpid())
-                trial.set_user_attr("pid_start", process_start(os.getpid()))
-        if trial is None:
-            if running:  # other workers are finishing the last ones (or are found dead
-                time.sleep(1.0)  # by fail_dead_trials above, through their heartbeats)
+            done = len(study.get_trials(deepcopy=False, states=finished))
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if done + running >= trials:
+                lock.release()
+                if not running:
+                    break
+                # others are finishing the last trials: each ends, or is found dead within
+                # the grace period by fail_dead_trials above
+                time.sleep(min(heartbeat_settings()[0], 2.0))
                 continue
-            break
-        params = suggest(trial, space)
-        twin = duplicate_of(study, trial, params)
-        if twin is not None:  # another worker (or TPE) proposed these already
-            study.tell(trial, state=TrialState.FAIL)
-            log(f"trial {trial.number}: same parameters as trial {twin.number}; drawn again")
-            if len(study.get_trials(deepcopy=False)) > 20 * trials:
+            try:
+                trial, result = run_one(optuna, study, lock, cfg_raw, config_name, space, out,
+                                        data_dir, log, warned)
+            finally:
+                write_outputs(study, space, out)
+        drawn += 1
+        if trial is not None and trial.state == TrialState.FAIL:
+            log(f"trial {trial.number}: same parameters as an earlier trial; drawn again")
+            if drawn > 20 * trials:
                 raise UserError(f"{space_path}: the search space has no new parameters left; "
                                 "widen it or ask for fewer trials")
             continue
-        raw = json.loads(json.dumps(cfg_raw))
-        for key, value in params.items():
-            set_key(raw, key, value)
-        cfg = from_dict(raw)
-        trial.set_user_attr("config", to_dict(cfg))
-        run_dir = out / "trials" / str(trial.number)
-        start = time.perf_counter()
-        try:
-            with heartbeat(study, trial):
-                summary = run(cfg, run_dir, data_dir, config_name=f"{config_name}-trial",
-                              reporter=TrialReporter(trial, optuna, log, warned),
-                              score_test=False)
-        except optuna.TrialPruned:
-            state, value = TrialState.PRUNED, None
-        except Exception:  # Interrupted included: the trial is FAIL, the study stays usable
-            study.tell(trial, state=TrialState.FAIL)
-            write_outputs(study, space, out)
-            raise
-        else:
-            state, value = TrialState.COMPLETE, summary["best_val_accuracy"]
-        seconds = time.perf_counter() - start
-        trial.set_user_attr("seconds", seconds)
-        if state == TrialState.PRUNED:
-            study.tell(trial, state=state)
-        else:
-            study.tell(trial, value)
-        write_outputs(study, space, out)
-        table(trial_line(trial.number, state.name, value, seconds, params))
+        if trial is not None:
+            table(trial_line(trial.number, trial.state.name, trial.value,
+                             result.get("seconds", 0.0), result["params"]))
     write_outputs(study, space, out)
     return out
 

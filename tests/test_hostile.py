@@ -1,6 +1,6 @@
 """Hostile and broken input at every entry point: images, configs and search spaces,
 checkpoints, run directories turned into reports, saved inputs, run directories written by
-two processes, mirrors that send too much, torn study journals. Each case must end in one
+two processes, mirrors that send too much, damaged study files. Each case must end in one
 line naming the thing (exit status 1 for a command), in bounded time and memory, with
 nothing lost. The server's cases are in test_serve_hostile.py."""
 
@@ -489,7 +489,9 @@ def test_a_mirror_sending_too_much_is_cut_off_and_the_next_tried(tmp_path):
         assert not list(folder.glob("*.part"))
 
 
-def test_a_torn_journal_line_leaves_the_study_usable(tmp_path, data_dir):
+def test_a_damaged_study_file_is_one_line_and_left_as_it_is(tmp_path, data_dir):
+    """SQLite writes each record in a transaction, so a worker killed mid-write tears
+    nothing; a study file damaged some other way (a disk, a stray edit) is refused untouched."""
     pytest.importorskip("optuna")
     space = tmp_path / "space.yaml"
     space.write_text("optimizer.learning_rate: {low: 0.0005, high: 0.005, log: true}\n")
@@ -498,17 +500,12 @@ def test_a_torn_journal_line_leaves_the_study_usable(tmp_path, data_dir):
             "--set", "data.validation=100", "--set", "training.epochs=1", "--set",
             "model.hidden=[16]"]
     assert invoke(*args, "--trials", 1).exit_code == 0
-    journal = out / "study.journal"
-    with open(journal, "ab") as f:
-        f.write(b'{"op_code": 6, "worker_id": "x", "trial_id": 0, "sta')  # a crash mid-write
+    study = out / "study.db"
+    damaged = study.read_bytes()[:100] + b"\xff" * 4000 + study.read_bytes()[4100:]
+    study.write_bytes(damaged)
     result = invoke(*args, "--trials", 2)
-    assert result.exit_code == 0, result.output
-    assert "set aside 1 torn line(s)" in result.output
-    assert len(list(out.glob("study.journal.torn-*"))) == 1
-    rows = (out / "trials.csv").read_text().splitlines()
-    assert [r.split(",")[1] for r in rows[1:]] == ["COMPLETE", "COMPLETE"]
-    result = invoke(*args, "--trials", 3)  # and again: the study reads
-    assert result.exit_code == 0, result.output
+    one_line_error(result, "cannot read it as an SQLite database")
+    assert study.read_bytes() == damaged
 
 
 def test_idx_gzip_bomb_is_refused_while_decompressing(tmp_path):

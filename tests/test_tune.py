@@ -1,10 +1,14 @@
 """`mnist-bp tune` on tiny synthetic data: trials, best.yaml, pruning, continuing, two
-workers, a worker killed mid-trial, and bad inputs."""
+workers, workers killed at several moments (real processes, SIGKILL), trials planted without
+a heartbeat, foreign files, another space, quiet output, and bad inputs."""
 
 from __future__ import annotations
 
 import csv
+import json
+import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -56,7 +60,7 @@ def test_trials_run_and_best_yaml_trains(setup):
                               "model.hidden"]
     assert all(r["state"] in ("COMPLETE", "PRUNED") for r in table)
     assert sorted(p.name for p in (out / "trials").iterdir()) == ["0", "1", "2", "3"]
-    assert (out / "study.journal").is_file()
+    assert (out / "study.db").is_file()
     complete = [r for r in table if r["state"] == "COMPLETE"]
     best = max(complete, key=lambda r: float(r["value"]))
     text = (out / "best.yaml").read_text()
@@ -77,9 +81,11 @@ def test_pruning_stops_a_clearly_worse_trial(setup):
     space.write_text("optimizer.learning_rate: {choices: [0.002, 0.003, 0.004, 0.0000001]}\n")
     out = tmp / "out"
     out.mkdir()
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
-    study = optuna.create_study(study_name="default", storage=storage, direction="maximize")
+    study = optuna.create_study(study_name="default", storage=f"sqlite:///{out / 'study.db'}",
+                                direction="maximize")
+    space_attr = json.dumps({"optimizer.learning_rate": {
+        "choices": [0.002, 0.003, 0.004, 0.0000001]}}, sort_keys=True)
+    study.set_user_attr("mnist_bp.space", space_attr)
     for lr in (0.002, 0.003, 0.004, 0.0000001):  # three good trials, then a hopeless one
         study.enqueue_trial({"optimizer.learning_rate": lr})
     result = invoke(*tune_args(out, data_dir, space, 4, "--set", "training.epochs=6"))
@@ -103,10 +109,14 @@ def test_running_again_continues_the_study(setup):
     assert "trial   2" in result.stdout and "trial   0" not in result.stdout
 
 
-def start_worker(out, data_dir, space, trials, *extra):
+FAST = {"MNIST_BP_TUNE_HEARTBEAT": "1,3"}  # a heartbeat a second, dead after 3 s
+
+
+def start_worker(out, data_dir, space, trials, *extra, env=None):
     return subprocess.Popen([sys.executable, "-m", "mnist_bp",
                              *tune_args(out, data_dir, space, trials, *extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
 
 
 def test_two_workers_share_one_study(setup):
@@ -123,28 +133,188 @@ def test_two_workers_share_one_study(setup):
     assert len(set(params)) == len(params)
     ran = [sum(line.startswith("trial") for line in o.splitlines()) for o, _ in outputs]
     assert all(n >= 1 for n in ran), ran  # both workers did trials
+    # quiet by default: tune's own lines only, no library's log line or warning
+    for _, err in outputs:
+        assert not [line for line in err.splitlines()
+                    if line.startswith(("[W ", "[I ")) or "Warning" in line], err
 
 
-def test_worker_killed_mid_trial_leaves_a_study_another_continues(setup):
+def wait_until(check, what, proc=None, timeout=120):
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        if proc is not None:
+            assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+
+
+def study_states(out):
+    study = optuna.load_study(study_name="default", storage=f"sqlite:///{out / 'study.db'}")
+    return [t.state.name for t in sorted(study.get_trials(), key=lambda t: t.number)]
+
+
+@pytest.mark.parametrize("moment", ["before its first epoch", "mid-trial",
+                                    "after its first trial"])
+def test_a_killed_worker_costs_at_most_the_grace_period(setup, moment):
+    """SIGKILL one of two workers at several moments: its trial is FAIL within the grace
+    period (found through Optuna's heartbeats by the live worker) and the live worker
+    finishes the study."""
     tmp, data_dir, space = setup
     out = tmp / "out"
-    slow = ["--set", "training.epochs=200"]
-    worker = start_worker(out, data_dir, space, 3, *slow)
-    deadline = time.time() + 120
-    while not (out / "trials" / "0" / "metrics.jsonl").is_file():
-        assert time.time() < deadline and worker.poll() is None
-        time.sleep(0.05)
-    worker.send_signal(signal.SIGKILL)
-    worker.communicate(timeout=30)
+    victim = start_worker(out, data_dir, space, 3, "--set", "training.epochs=30", env=FAST)
+    if moment == "before its first epoch":
+        wait_until(lambda: (out / "trials" / "0").is_dir(), "trial 0", victim)
+    elif moment == "mid-trial":
+        wait_until(lambda: (out / "trials" / "0" / "metrics.jsonl").is_file(), "an epoch",
+                   victim)
+    else:
+        wait_until(lambda: (out / "trials" / "1").is_dir(), "trial 1", victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=30)
+    killed_at = time.monotonic()
+    survivor = start_worker(out, data_dir, space, 3, "--set", "training.epochs=2", env=FAST)
+    _, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    states = study_states(out)
+    dead = 1 if moment == "after its first trial" else 0
+    assert states[dead] == "FAIL" and "RUNNING" not in states
+    assert f"trial {dead}: its worker stopped (no heartbeat for 3 s); marked FAIL" in err
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 3
+    assert time.monotonic() - killed_at < 120
+    # trials.csv is rewritten after every trial: it lists them all, as the study does
+    assert [r["state"] for r in rows(out)] == states
+
+
+def test_a_trial_drawn_without_a_heartbeat_does_not_block(setup):
+    """A worker killed between drawing a trial and its first heartbeat leaves a RUNNING trial
+    that Optuna's heartbeats never see: failed once older than the grace period."""
+    tmp, data_dir, space = setup
+    out = tmp / "out"
+    assert invoke(*tune_args(out, data_dir, space, 1)).exit_code == 0
+    study = optuna.load_study(study_name="default", storage=f"sqlite:///{out / 'study.db'}")
+    planted = study.ask()  # no heartbeat, no objective: a worker dead right after drawing
+    time.sleep(3.5)
+    start = time.monotonic()
+    worker = start_worker(out, data_dir, space, 2, env=FAST)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert f"trial {planted.number}: its worker died before its first heartbeat" in err
+    assert study_states(out)[planted.number] == "FAIL"
+    assert time.monotonic() - start < 60
+
+
+def test_running_trials_of_live_workers_are_left_alone(setup):
+    """A second worker with nothing left to start waits for the first one's trial, and does
+    not fail it: it is alive and beating."""
+    tmp, data_dir, space = setup
+    out = tmp / "out"
+    first = start_worker(out, data_dir, space, 1, "--set", "training.epochs=12", env=FAST)
+    wait_until(lambda: (out / "trials" / "0" / "metrics.jsonl").is_file(), "an epoch", first)
+    second = start_worker(out, data_dir, space, 1, env=FAST)
+    outputs = [w.communicate(timeout=300) for w in (first, second)]
+    assert [w.returncode for w in (first, second)] == [0, 0], outputs
+    assert study_states(out) == ["COMPLETE"] or study_states(out) == ["PRUNED"]
+
+
+def foreign_files(tmp):
+    """Files that are not a study of mnist-bp tune, each as a user might have it."""
+    made = {}
+    db = tmp / "mine.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE notes (text TEXT)")
+        con.execute("INSERT INTO notes VALUES ('my notes')")
+    made["an SQLite database of the user's"] = db
+    other = tmp / "other-optuna.db"
+    optuna.create_study(study_name="theirs", storage=f"sqlite:///{other}")
+    made["another tool's Optuna study"] = other
+    lines = tmp / "trials.jsonl"
+    lines.write_text('{"op_code": 0, "worker_id": "x"}\n{"a": 1}\n')
+    made["JSON lines"] = lines
+    text = tmp / "notes.txt"
+    text.write_text("my notes\n")
+    made["text"] = text
+    empty = tmp / "empty.db"
+    empty.write_bytes(b"")
+    made["an empty file"] = empty
+    return made
+
+
+def snapshot(path):
+    return path.read_bytes() if path.is_file() else None
+
+
+def test_foreign_storage_files_are_refused_untouched(setup):
+    tmp, data_dir, space = setup
+    for what, path in foreign_files(tmp).items():
+        before = snapshot(path), path.stat().st_mtime_ns
+        result = invoke(*tune_args(tmp / f"out-{path.stem}", data_dir, space, 1, "--storage",
+                                   path))
+        assert result.exit_code == 1, (what, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: "), (what, lines)
+        assert lines[0].endswith("give another --storage, or another --out"), lines
+        assert (snapshot(path), path.stat().st_mtime_ns) == before, what
+        assert not (tmp / f"out-{path.stem}" / "trials").exists()
+
+
+def test_a_foreign_file_in_out_is_refused_untouched(setup):
+    tmp, data_dir, space = setup
+    out = tmp / "out"
+    out.mkdir()
+    (out / "study.db").write_text("my study notes\n")
+    result = invoke(*tune_args(out, data_dir, space, 1))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {out / 'study.db'}: not an SQLite database")
+    assert (out / "study.db").read_text() == "my study notes\n"
+    # a folder, and a FIFO (reading one would block): refused at once
+    for name, make in (("folder", os.mkdir), ("fifo", os.mkfifo)):
+        path = tmp / name
+        make(path)
+        result = invoke(*tune_args(tmp / f"out-{name}", data_dir, space, 1, "--storage", path))
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert f"Error: {path}: " in result.output
+
+
+def test_another_space_on_the_same_study_is_one_line(setup):
+    tmp, data_dir, space = setup
+    out = tmp / "out"
+    assert invoke(*tune_args(out, data_dir, space, 1)).exit_code == 0
+    before = (out / "study.db").read_bytes()
+    space.write_text("optimizer.learning_rate: {low: 0.0005, high: 0.02, log: true}\n"
+                     "model.hidden: {choices: [[16], [32], [48]]}\n")
     result = invoke(*tune_args(out, data_dir, space, 2))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {out / 'study.db'}: the study 'default' searches another space "
+        "(model.hidden, optimizer.learning_rate); a study's space is fixed: use the same space "
+        "file, or start a new study in another --out (with --storage: under another --study "
+        "NAME)")
+    assert (out / "study.db").read_bytes() == before
+    # ...and a shared storage takes the new space under another study name
+    result = invoke(*tune_args(tmp / "out2", data_dir, space, 1, "--study", "wider",
+                               "--storage", out / "study.db"))
     assert result.exit_code == 0, result.output
-    assert "trial 0: its worker" in result.output and "marked FAIL" in result.output
-    table = rows(out)
-    assert table[0]["state"] == "FAIL"
-    # the dead worker's trial is FAIL; exactly two finished (COMPLETE or PRUNED) trials follow
-    assert len(table) == 3
-    assert [r["state"] in ("COMPLETE", "PRUNED") for r in table[1:]] == [True, True]
-    assert not any(r["state"] == "RUNNING" for r in table)
+
+
+def test_a_long_list_of_choices_is_validated_value_by_value(setup):
+    tmp, data_dir, space = setup
+    choices = ", ".join(str(i) for i in range(1, 20001))
+    space.write_text(f"training.batch_size: {{choices: [{choices}]}}\n")
+    from mnist_bp.tune import load_space
+
+    loaded = load_space(space, {"data": {"validation": 100}})
+    assert len(loaded["training.batch_size"]["choices"]) == 20000
+    space.write_text(f"training.batch_size: {{choices: [{choices}, 0]}}\n")
+    with pytest.raises(Exception, match="training.batch_size: 0 is out of range"):
+        load_space(space, {"data": {"validation": 100}})
+
+
+def test_verbose_shows_optuna_s_log_lines(setup):
+    tmp, data_dir, space = setup
+    worker = start_worker(tmp / "out", data_dir, space, 1, "--verbose")
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert any(line.startswith("[I ") for line in err.splitlines()), err
 
 
 @pytest.mark.parametrize("space_text, message", [
