@@ -59,6 +59,54 @@ def test_cache_killed_mid_write_leaves_usable_dir(data_dir, small_arrays):
     assert np.array_equal(ds.train.images, small_arrays["train_images"])
 
 
+def flip_byte_in_place(path, offset):
+    """Change one byte, keeping the file's size and its modification time."""
+    import os
+
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_cached_bytes_changed_in_place_are_never_scored(data_dir, small_arrays, trained_run):
+    """A cached array whose bytes changed after it was written (same size, same time) is
+    caught by its SHA-256: the cache is rebuilt from the IDX files, and what is scored is the
+    real test set."""
+    folder = data_dir / "mnist"
+    load_cached(folder)
+    cache = folder / "cache"
+    for role in ("test_labels", "test_images"):
+        flip_byte_in_place(cache / f"{role}.npy", 200)
+    said = []
+    ds = load_cached(folder, log=said.append)
+    assert np.array_equal(ds.test.labels, small_arrays["test_labels"])
+    assert np.array_equal(ds.test.images, small_arrays["test_images"])
+    assert any("its bytes changed since the cache was written; rebuilding" in m for m in said)
+    # ...and evaluate scores the real labels: the same accuracy as on an untouched cache
+    from mnist_bp.model import load
+
+    model = load(trained_run / "checkpoints" / "best.npz")
+    clean = model.evaluate(data_dir=trained_run.parent / "data")["accuracy"]
+    flip_byte_in_place(cache / "test_labels.npy", 200)
+    assert model.evaluate(data_dir=data_dir)["accuracy"] == clean
+
+
+def test_an_idx_file_changed_in_place_after_verification_is_one_line(data_dir):
+    folder = data_dir / "mnist"
+    load_cached(folder)
+    idx_file = folder / FILENAMES["test_labels"]
+    flip_byte_in_place(idx_file, 30)  # inside the gzip stream: other bytes, same size and time
+    flip_byte_in_place(folder / "cache" / "test_labels.npy", 200)  # and the cache is rebuilt
+    with pytest.raises(UserError) as err:
+        load_cached(folder)
+    assert str(err.value).startswith(f"{idx_file}: its bytes changed after it was verified")
+    assert "mnist-bp download --dataset mnist --force" in str(err.value)
+
+
 def test_missing_dataset_without_fetch(tmp_path):
     with pytest.raises(UserError, match="mnist is not downloaded; run `mnist-bp download"):
         load_dataset("mnist", tmp_path, fetch=False)

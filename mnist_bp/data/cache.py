@@ -1,12 +1,19 @@
 """The fast cache beside a dataset's IDX files: parsed once into `cache/*.npy`, memory-mapped
 afterwards, rebuilt when the source files change, written atomically, never pickled.
 
+Data you can trust: the manifest records the SHA-256 of each cached array and of each IDX
+file it was built from. Every load checks the arrays' hashes (26 ms for Fashion-MNIST's 55 MB
+on one core: a few percent of an `evaluate`), so bytes changed in place after they were
+verified are never scored: the cache is rebuilt from the IDX files, and an IDX file whose
+bytes changed while its size and time stayed is one line naming it and the fix.
+
 Images stay uint8 `(N, 28, 28)` until a batch is taken; conversion to float32 happens per
 batch in `batches.py`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +25,7 @@ from mnist_bp.data.registry import FILENAMES, ROLES
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write, locked
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: SHA-256 of every array and source file
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,18 @@ def _source_stamp(folder: Path) -> dict:
     return stamp
 
 
+def sha256_of(array_or_path) -> str:
+    """SHA-256 of an array's bytes (a memory map is read through), or of a file's."""
+    if isinstance(array_or_path, np.ndarray):
+        return hashlib.sha256(memoryview(np.ascontiguousarray(array_or_path)).cast("B")
+                              ).hexdigest()
+    digest = hashlib.sha256()
+    with open(array_or_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_files(paths: dict[str, Path], fix: str) -> dict[str, np.ndarray]:
     """Parse and validate four IDX files given by role, and that each split's images and
     labels count the same; `fix` ends every error message."""
@@ -78,32 +97,68 @@ def _cache_dir(folder: Path) -> Path:
     return folder / "cache"
 
 
-def _read_cache(folder: Path, in_memory: bool = False) -> dict[str, np.ndarray] | None:
-    cache = _cache_dir(folder)
+def _manifest(folder: Path) -> dict | None:
     try:
-        manifest = json.loads((cache / "manifest.json").read_text())
-        stale = manifest.get("sources") != _source_stamp(folder)
-        if manifest.get("version") != CACHE_VERSION or stale:
+        manifest = json.loads((_cache_dir(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _read_cache(folder: Path, in_memory: bool = False, log=None) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when there is no usable cache: absent, of another version,
+    built from other source files, or holding bytes other than those it was written with."""
+    cache = _cache_dir(folder)
+    manifest = _manifest(folder)
+    try:
+        if manifest is None or manifest.get("version") != CACHE_VERSION:
+            return None
+        sources = {name: v[:2] for name, v in manifest["sources"].items()}
+        if sources != _source_stamp(folder):
             return None
         arrays = {role: np.load(cache / f"{role}.npy", mmap_mode=None if in_memory else "r",
                                 allow_pickle=False)
                   for role in ROLES}
-    except (OSError, ValueError, KeyError):
+        for role, array in arrays.items():
+            if array.dtype != np.uint8 or list(array.shape) != manifest["shapes"][role]:
+                return None
+            if sha256_of(array) != manifest["sha256"][role]:
+                if log:
+                    log(f"{cache / f'{role}.npy'}: its bytes changed since the cache was "
+                        f"written; rebuilding the cache from the IDX files")
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    for role, array in arrays.items():
-        if array.dtype != np.uint8 or list(array.shape) != manifest["shapes"][role]:
-            return None
     return arrays
 
 
-def write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
-    cache = _cache_dir(folder)
+def _check_sources(folder: Path) -> dict:
+    """{file name: [size, mtime_ns, sha256]} of the IDX files; an IDX file whose size and time
+    are those recorded when the cache was built but whose bytes are not was changed in place
+    after it was verified: one line naming it."""
+    old = (_manifest(folder) or {}).get("sources", {})
     stamp = _source_stamp(folder)
+    for name, (size, mtime) in stamp.items():
+        digest = sha256_of(folder / name)
+        before = old.get(name)
+        if isinstance(before, list) and len(before) == 3 and before[:2] == [size, mtime] \
+                and before[2] != digest:
+            raise UserError(f"{folder / name}: its bytes changed after it was verified (same "
+                            f"size and time, other content); {_fix(folder)}")
+        stamp[name].append(digest)
+    return stamp
+
+
+def write_cache(folder: Path, arrays: dict[str, np.ndarray], sources: dict | None = None
+                ) -> None:
+    cache = _cache_dir(folder)
+    sources = sources or _check_sources(folder)
     for role, array in arrays.items():
         with atomic_write(cache / f"{role}.npy") as f:
             np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-    manifest = {"version": CACHE_VERSION, "sources": stamp,
-                "shapes": {role: list(a.shape) for role, a in arrays.items()}}
+    manifest = {"version": CACHE_VERSION, "sources": sources,
+                "shapes": {role: list(a.shape) for role, a in arrays.items()},
+                "sha256": {role: sha256_of(a) for role, a in arrays.items()}}
     # The manifest goes last: until it is in place the cache counts as absent.
     with atomic_write(cache / "manifest.json", "w") as f:
         json.dump(manifest, f, indent=1)
@@ -113,14 +168,15 @@ def load_cached(folder: Path, log=None, in_memory: bool = False) -> Dataset:
     """The dataset in `folder`, from the `.npy` cache (rebuilt when the sources changed):
     memory-mapped, or read into RAM with `in_memory` (training, whose random gathers are
     slower from a file mapping)."""
-    arrays = _read_cache(folder, in_memory)
+    arrays = _read_cache(folder, in_memory, log)
     if arrays is None:
         with locked(folder):
             arrays = _read_cache(folder, in_memory)
             if arrays is None:
+                sources = _check_sources(folder)  # before parsing: changed bytes are refused
                 if log:
                     log(f"parsing {folder.name} IDX files into the cache at {_cache_dir(folder)}")
-                write_cache(folder, parse_sources(folder))
+                write_cache(folder, parse_sources(folder), sources)
                 arrays = _read_cache(folder, in_memory)
         if arrays is None:
             raise UserError(f"{_cache_dir(folder)}: cache could not be read back; delete that "
