@@ -184,19 +184,16 @@ class Model:
         >>> [sorted(r) for r in model.predict(blank)]                # doctest: +SKIP
         [['confidence', 'digit', 'probabilities'], ['confidence', 'digit', 'probabilities']]
         """
+        from mnist_bp.explain import as_images
+
+        check_invert(invert)
         if isinstance(images, (str, Path)):
             images = [images]
-        if isinstance(images, (list, tuple)) and all(isinstance(s, (str, Path)) for s in images):
+        if isinstance(images, (list, tuple)) and images \
+                and all(isinstance(s, (str, Path)) for s in images):
             return [{k: v for k, v in r.items() if k != "input"}
                     for r in self.predict_paths(images, invert=invert)]
-        array = np.asarray(images, np.float32)
-        if array.shape == (IMAGE_SIDE, IMAGE_SIDE):
-            array = array[None]
-        if array.ndim != 3 or array.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-            raise ValueError(f"images must be (N, 28, 28) or (28, 28), not {array.shape}")
-        if not np.isfinite(array).all():
-            raise ValueError("images hold NaN or infinite pixel values")
-        return [digit_fields(p) for p in self.probabilities(array)]
+        return [digit_fields(p) for p in self.probabilities(as_images(images))]
 
     def evaluate(self, dataset: str | None = None, split: str = "test", data_dir=None,
                  invert: bool = False, colors: str = "normal", seed: int = 0,
@@ -207,6 +204,14 @@ class Model:
         from mnist_bp.data.datadir import load_dataset
         from mnist_bp.scoring import make_transform, per_class
 
+        if split not in ("test", "train"):
+            raise UserError(f"split must be 'test' or 'train', not {split!r}")
+        if colors not in ("normal", "random"):
+            raise UserError(f"colors must be 'normal' or 'random', not {colors!r}")
+        if not isinstance(invert, (bool, np.bool_)):
+            raise UserError(f"invert must be True or False, not {invert!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise UserError(f"seed must be a whole number >= 0, not {seed!r}")
         name = dataset or self.cfg.data.dataset
         data = getattr(load_dataset(name, data_dir, log=log), split)
         result = self.score(data.images, data.labels,
@@ -273,6 +278,11 @@ class Model:
                 continue
             out.append({"file": name, **_result(item, probs[rows], number)})
         return out
+
+
+def check_invert(invert) -> None:
+    if invert not in ("auto", "yes", "no"):
+        raise UserError(f"invert must be 'auto', 'yes' or 'no', not {invert!r}")
 
 
 def _result(inputs: list, probs: np.ndarray, number: bool) -> dict:

@@ -34,7 +34,8 @@ def load_dataset(name: str, data_dir: Path | str | None = None, *, fetch: bool =
         if not fetch:
             raise UserError(f"{folder}: {name} is not downloaded; run "
                             f"`mnist-bp download --dataset {name}`")
-        download_dataset(spec, folder.parent, log=log)
+        download_dataset(spec, folder.parent, log=log or (lambda *_: None),
+                         show_progress=log is not None)
     return load_cached(folder, log=log, in_memory=in_memory)
 
 
