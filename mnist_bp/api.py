@@ -28,12 +28,14 @@ class Run:
     @property
     def checkpoint(self) -> Path:
         """`RUN/checkpoints/best.npz`: the best epoch (the last without validation)."""
-        return self.dir / "checkpoints" / "best.npz"
+        from mnist_bp.rundir import RunDir
+        return RunDir(self.dir).checkpoint
 
     @property
     def metrics(self) -> list[dict]:
         """One dict per epoch, as in `RUN/metrics.jsonl`."""
-        lines = (self.dir / "metrics.jsonl").read_text().splitlines()
+        from mnist_bp.rundir import METRICS
+        lines = (self.dir / METRICS).read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
     def model(self):

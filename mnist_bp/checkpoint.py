@@ -33,12 +33,18 @@ class CheckpointError(UserError):
 
 def save(path: Path, params: dict[str, np.ndarray], optimizer_state: dict[str, np.ndarray],
          meta: dict) -> None:
+    with atomic_write(path) as f:
+        write(f, params, optimizer_state, meta)
+
+
+def write(f, params: dict[str, np.ndarray], optimizer_state: dict[str, np.ndarray],
+          meta: dict) -> None:
+    """The checkpoint into an open binary file (a run's files go through rundir.Owned)."""
     meta = {"format": FORMAT, "version": VERSION, **meta}
     arrays = dict(params)
     arrays.update({OPTIM_PREFIX + k: v for k, v in optimizer_state.items()})
     arrays["meta"] = np.array(json.dumps(meta))
-    with atomic_write(path) as f:
-        np.savez(f, **arrays)
+    np.savez(f, **arrays)
 
 
 # Limits checked from the zip directory and each array's .npy header, before anything is

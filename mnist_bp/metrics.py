@@ -9,16 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
-
-from mnist_bp.fsutil import atomic_write
+from mnist_bp import rundir
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_seconds",
            "seconds"]
 
 
-def write_history(run_dir: Path, history: list[dict]) -> None:
-    with atomic_write(run_dir / "metrics.jsonl", "w") as f:
+def write_history(run: rundir.RunDir, history: list[dict]) -> None:
+    with run.writing(rundir.METRICS, "w") as f:
         for row in history:
             f.write(json.dumps(row) + "\n")
     buf = io.StringIO()
@@ -27,11 +25,11 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    with atomic_write(run_dir / "metrics.csv", "w") as f:
+    with run.writing(rundir.METRICS_CSV, "w") as f:
         f.write(buf.getvalue())
 
 
-def write_summary(run_dir: Path, summary: dict) -> None:
-    with atomic_write(run_dir / "summary.json", "w") as f:
+def write_summary(run: rundir.RunDir, summary: dict) -> None:
+    with run.writing(rundir.SUMMARY, "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")

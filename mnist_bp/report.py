@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_bp import rundir
 from mnist_bp.data.registry import DIGITS, class_names
 from mnist_bp.errors import UserError
-from mnist_bp.fsutil import atomic_write
 
 FILES = ("report.html", "learning_curves.png", "confusion_matrix.png", "mistakes.png",
          "explain.png")
@@ -104,17 +104,17 @@ def read_run(path: Path) -> RunData:
     """A run directory's files; a folder that is not one, or has no epoch yet, is an error.
     Everything read here reaches the page escaped (`fmt`, `html.escape`) or not at all."""
     path = Path(path)
-    if not (path / "config.yaml").is_file():
+    if not (path / rundir.CONFIG).is_file():
         raise UserError(f"{path}: not a run directory (no config.yaml); pass a folder written "
                         "by `mnist-bp train`")
     missing: list[str] = []
-    metrics = path / "metrics.jsonl"
+    metrics = path / rundir.METRICS
     rows = read_rows(metrics, missing) if metrics.is_file() else []
     if not rows:
         raise UserError(f"{path}: no metrics.jsonl rows yet; the run has not finished an epoch "
                         "(train it, or resume it with `mnist-bp train --resume`)")
     summary = None
-    summary_path = path / "summary.json"
+    summary_path = path / rundir.SUMMARY
     if summary_path.is_file():
         try:
             summary = json.loads(read_text(summary_path))
@@ -123,7 +123,7 @@ def read_run(path: Path) -> RunData:
         if not isinstance(summary, dict):
             summary = None
             missing.append("summary.json (not a JSON object; left out)")
-    run = RunData(path, path.resolve().name, read_text(path / "config.yaml"), rows, summary)
+    run = RunData(path, path.resolve().name, read_text(path / rundir.CONFIG), rows, summary)
     run.missing += missing
     if summary is None and not summary_path.is_file():
         run.missing.append("summary.json (the run has not finished)")
@@ -137,7 +137,7 @@ def score_run(run: RunData, data_dir, log=None) -> None:
     from mnist_bp.nn.losses import probabilities
     from mnist_bp.scoring import invert_transform, per_class
 
-    best = run.path / "checkpoints" / "best.npz"
+    best = run.path / rundir.BEST
     if not best.is_file():
         run.missing.append("checkpoints/best.npz (no confusion matrix or mistakes)")
         return
@@ -432,7 +432,7 @@ def make_report(run_dirs: list[Path], out: Path | None = None, data_dir=None,
     if out is None:
         if len(run_dirs) > 1:
             raise UserError("several runs need --out DIR for their common report")
-        out = Path(run_dirs[0]) / "report"
+        out = Path(run_dirs[0]) / rundir.REPORT
     runs = [read_run(p) for p in run_dirs]  # every error before anything is written
     plt = require_matplotlib()
     names = [r.name for r in runs]
@@ -452,10 +452,28 @@ def make_report(run_dirs: list[Path], out: Path | None = None, data_dir=None,
             fig = make(plt, runs)
             figures[name] = png(fig)
             plt.close(fig)
-    out = Path(out)
+    folder = report_folder(Path(out))
+    for name in [*figures, "report.html"]:  # every refusal before anything is written
+        folder.check(name)
     for name, data in figures.items():
-        with atomic_write(out / name) as f:
+        with folder.writing(name) as f:
             f.write(data)
-    with atomic_write(out / "report.html", "w") as f:
+    with folder.writing("report.html", "w") as f:
         f.write(page(runs, figures))
-    return out
+    return folder.folder
+
+
+def report_folder(out: Path) -> rundir.Owned:
+    """The report's folder: its files are replaced only where this tool wrote them (a
+    report of an earlier mnist-bp, recognised by its page, counts as written here)."""
+    out.mkdir(parents=True, exist_ok=True)
+    folder = rundir.Owned(out, "move it away, or pass another --out")
+    if not (out / rundir.MANIFEST).exists():
+        try:
+            with open(out / "report.html", encoding="utf-8", errors="replace") as f:
+                ours = "<h1>mnist-bp report: " in f.read(4096)
+        except OSError:
+            ours = False
+        if ours:
+            folder.adopt(*(name for name in FILES if (out / name).is_file()))
+    return folder

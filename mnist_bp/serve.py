@@ -50,10 +50,11 @@ INSTALL_HINT = "install the serve extra: pip install 'mnist-bp[serve]' (starlett
 def model_names(paths: list[Path]) -> list[str]:
     """A unique name per checkpoint: its run directory's name (RUN/checkpoints/best.npz), else
     the file's stem; repeats get -2, -3..."""
+    from mnist_bp.rundir import run_name
+
     names = []
     for path in paths:
-        path = Path(path).resolve()
-        base = path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+        base = run_name(path)
         name, k = base, 1
         while name in names:
             k += 1

@@ -37,13 +37,14 @@ class TensorBoardLog:
     """One run's event files; `epoch(row, params)` after each epoch, `close(summary)` at the
     end."""
 
-    def __init__(self, run_dir: Path, cfg):
+    def __init__(self, folder: Path, cfg):
+        """`folder`: RUN/tensorboard/ (rundir.TENSORBOARD), made by the run."""
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
             raise UserError(f"--tensorboard needs tensorboardX; {INSTALL_HINT}") from None
         self.cfg = cfg
-        self.writer = SummaryWriter(logdir=str(Path(run_dir) / "tensorboard"))
+        self.writer = SummaryWriter(logdir=str(folder))
 
     def epoch(self, row: dict, params: dict | None = None) -> None:
         step = row["epoch"]

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_bp import checkpoint, rng
+from mnist_bp import checkpoint, rng, rundir
 from mnist_bp.config import Config, dump_yaml, to_dict
 from mnist_bp.data.augment import is_active
 from mnist_bp.data.batches import BatchMaker, Normalizer
 from mnist_bp.errors import UserError
-from mnist_bp.fsutil import atomic_copy, atomic_write, held_by_one
 from mnist_bp.metrics import write_history, write_summary
 from mnist_bp.model import build_network, load, read
 from mnist_bp.nn.losses import make_loss
@@ -173,11 +172,12 @@ class Trainer:
         return evaluate(self.model, self.loss, maker, self.cfg.training.eval_batch_size, transform)
 
     # checkpoints -----------------------------------------------------------------------
-    def save(self, path: Path, progress: RunState) -> None:
+    def save(self, run: rundir.RunDir, name: str, progress: RunState) -> None:
         meta = {"config": to_dict(self.cfg), "progress": asdict(progress),
                 "optimizer_steps": self.optimizer.t, "normalization": self.normalizer.to_dict(),
                 "rng": "np.random.SeedSequence([seed, purpose, epoch, step]); see mnist_bp/rng.py"}
-        checkpoint.save(path, self.params, self.optimizer.state_arrays(), meta)
+        with run.writing(name) as f:
+            checkpoint.write(f, self.params, self.optimizer.state_arrays(), meta)
 
     def restore(self, params, optim_state, meta) -> None:
         """Load arrays whose shapes `load_resume` has checked."""
@@ -185,24 +185,23 @@ class Trainer:
         self.optimizer.load_state(optim_state, meta["optimizer_steps"])
 
 
-def write_epoch(run_dir: Path, trainer: Trainer, progress: RunState, best: bool) -> None:
+def write_epoch(run: rundir.RunDir, trainer: Trainer, progress: RunState, best: bool) -> None:
     """An epoch's files, in the order that keeps a killed run resumable: best.npz first (a
     run killed before last.npz follows resumes from the older last.npz and repeats the epoch,
     never losing a best epoch), last.npz as a link to the same bytes (no second write), then
     the metrics, never ahead of last.npz. Written in the training thread: serialising holds
     the GIL, which the training loop wants back after every numpy call."""
-    ckpt_dir = run_dir / "checkpoints"
     try:
         if best:
-            trainer.save(ckpt_dir / "best.npz", progress)
-            atomic_copy(ckpt_dir / "best.npz", ckpt_dir / "last.npz")
+            trainer.save(run, rundir.BEST, progress)
+            run.link(rundir.BEST, rundir.LAST)
         else:
-            trainer.save(ckpt_dir / "last.npz", progress)
-        write_history(run_dir, progress.history)
+            trainer.save(run, rundir.LAST, progress)
+        write_history(run, progress.history)
     except OSError as exc:
-        raise UserError(f"{run_dir}: could not write epoch {progress.epoch}'s checkpoint and "
+        raise UserError(f"{run.path}: could not write epoch {progress.epoch}'s checkpoint and "
                         f"metrics ({exc.strerror or exc}); make room there, then continue with "
-                        f"--resume {ckpt_dir / 'last.npz'}") from None
+                        f"--resume {run.last}") from None
 
 
 def due(progress: RunState, improved: bool, every: int) -> bool:
@@ -279,9 +278,8 @@ def load_resume(path: Path):
     path = Path(path)
     # the arrays must fit the model and optimizer the config builds
     network, cfg, meta, optim_state = read(path)
-    run_dir = path.resolve().parent.parent  # RUN/checkpoints/last.npz
-    if path.parent.name != "checkpoints" or path.name not in ("last.npz", "best.npz") \
-            or not (run_dir / "config.yaml").is_file():
+    run_dir = rundir.run_of(path)  # RUN/checkpoints/last.npz
+    if run_dir is None:
         raise checkpoint.CheckpointError(
             f"{path}: --resume takes a run's RUN/checkpoints/last.npz (it continues that run "
             f"in RUN); to train from a checkpoint elsewhere, copy its run directory")
@@ -302,19 +300,9 @@ def load_resume(path: Path):
     return cfg, progress, run_dir, (params, optim_state, meta)
 
 
-def refuse_to_replace(run_dir: Path) -> None:
-    """A new run never overwrites an earlier one's results in the same directory."""
-    results = [run_dir / "metrics.jsonl", run_dir / "summary.json",
-               run_dir / "checkpoints" / "last.npz", run_dir / "checkpoints" / "best.npz"]
-    if any(path.exists() for path in results):
-        raise UserError(f"{run_dir}: already holds a run (its checkpoints and metrics would be "
-                        f"replaced); continue it with `mnist-bp train --resume "
-                        f"{run_dir / 'checkpoints' / 'last.npz'}`, or pass another --run-dir")
-
-
-def start_run(cfg: Config, run_dir: Path, config_name: str) -> None:
+def start_run(cfg: Config, run: rundir.RunDir, config_name: str) -> None:
     """Write config.yaml into the (locked) run directory, before any data is loaded."""
-    with atomic_write(run_dir / "config.yaml", "w") as f:
+    with run.writing(rundir.CONFIG, "w") as f:
         f.write(f"# resolved config of this run ({config_name}); pass it back as CONFIG\n")
         f.write(dump_yaml(cfg))
 
@@ -324,7 +312,9 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
         tensorboard: bool = False) -> dict:
     """Train (or resume) a run; returns summary.json's content. `score_test=False` (tuning)
     leaves the test set alone: the summary's test numbers are null. One process at a time
-    writes a run directory: a second is refused with a UserError naming the run."""
+    writes a run directory: a second is refused with a UserError naming the run. A new run
+    that stops on an error before its first epoch leaves no run directory behind (only
+    what was there before); Ctrl-C and SIGTERM save last.npz and keep it."""
     reporter = reporter or NullReporter()
     gemm_choice()  # a bad MNIST_BP_GEMM is refused before anything is written
     state = None
@@ -332,34 +322,49 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
         cfg, progress, run_dir, state = load_resume(resume)
     else:
         run_dir, progress = Path(run_dir) if run_dir else new_run_dir(config_name), RunState()
-    busy = (f"{run_dir}: another mnist-bp train (process {{pid}}) is writing this run; wait "
-            f"for it to finish or pass another --run-dir")
-    with held_by_one(run_dir, ".train.lock", busy):
-        if state is not None and progress.finished and (run_dir / "summary.json").is_file():
-            reporter.info(f"run in {run_dir} already finished after {progress.epoch} epoch(s) "
-                          f"({progress.stop_reason}); nothing to resume")
-            return json.loads((run_dir / "summary.json").read_text())
-        if state is None:
-            refuse_to_replace(run_dir)
-            start_run(cfg, run_dir, config_name)
-        log = None
-        if tensorboard or cfg.training.tensorboard:
-            from mnist_bp.tracking import TensorBoardLog
-            log = TensorBoardLog(run_dir, cfg)
-        summary = None
-        try:
-            summary = _train(cfg, run_dir, data_dir, progress, state, reporter, score_test, log)
-            return summary
-        finally:
-            if log is not None:
-                log.close(summary)
+    folder = rundir.RunDir(run_dir)
+    locked = False
+    try:
+        with folder.locked():
+            locked = True
+            return _locked_run(cfg, folder, data_dir, config_name, progress, state, reporter,
+                               score_test, tensorboard)
+    except BaseException as exc:
+        if locked and state is None and progress.epoch == 0 \
+                and not isinstance(exc, Interrupted) and not folder.last.exists():
+            folder.remove_unfinished()
+        raise
 
 
-def _train(cfg: Config, run_dir: Path, data_dir, progress: RunState, state, reporter,
+def _locked_run(cfg, run: rundir.RunDir, data_dir, config_name, progress, state, reporter,
+                score_test, tensorboard) -> dict:
+    if state is not None and progress.finished and (run / rundir.SUMMARY).is_file():
+        reporter.info(f"run in {run.path} already finished after {progress.epoch} epoch(s) "
+                      f"({progress.stop_reason}); nothing to resume")
+        return json.loads((run / rundir.SUMMARY).read_text())
+    if state is None:
+        run.refuse_to_replace()
+        start_run(cfg, run, config_name)
+    else:  # a run written before its record was kept: its files are its own
+        run.adopt(*[name for name in rundir.WRITTEN if name not in run.record])
+    log = None
+    if tensorboard or cfg.training.tensorboard:
+        from mnist_bp.tracking import TensorBoardLog
+        log = TensorBoardLog(run.subfolder(rundir.TENSORBOARD), cfg)
+    summary = None
+    try:
+        summary = _train(cfg, run, data_dir, progress, state, reporter, score_test, log)
+        return summary
+    finally:
+        if log is not None:
+            log.close(summary)
+
+
+def _train(cfg: Config, run: rundir.RunDir, data_dir, progress: RunState, state, reporter,
            score_test: bool, log) -> dict:
     from mnist_bp.data.datadir import load_dataset, split_validation
 
-    reporter.info(f"run directory: {run_dir}")
+    reporter.info(f"run directory: {run.path}")
 
     dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info, in_memory=True)
     train_split, val_split = split_validation(dataset.train, cfg.data.validation)
@@ -376,13 +381,12 @@ def _train(cfg: Config, run_dir: Path, data_dir, progress: RunState, state, repo
     if state:
         if progress.step_in_epoch >= trainer.steps_per_epoch:
             raise checkpoint.CheckpointError(
-                f"{run_dir / 'checkpoints'}: the checkpoint is at step {progress.step_in_epoch} "
+                f"{run / rundir.CHECKPOINTS}: the checkpoint is at step {progress.step_in_epoch} "
                 f"of an epoch of {trainer.steps_per_epoch}; use the run's own last.npz with its "
                 f"own data")
         trainer.restore(*state)
         reporter.info(f"resuming at epoch {progress.epoch + 1}, step {progress.step_in_epoch} "
                       f"of {trainer.steps_per_epoch}")
-    ckpt_dir = run_dir / "checkpoints"
     metric = cfg.training.early_stopping_metric if val_split is not None else None
 
     # A diverging run overflows before its loss turns non-finite; that is reported as one
@@ -394,8 +398,8 @@ def _train(cfg: Config, run_dir: Path, data_dir, progress: RunState, state, repo
             train = trainer.train_epoch(progress, stop, reporter.step_callback(
                 progress.epoch + 1, cfg.training.epochs))
             if train is None:
-                trainer.save(ckpt_dir / "last.npz", progress)
-                raise Interrupted(ckpt_dir / "last.npz")
+                trainer.save(run, rundir.LAST, progress)
+                raise Interrupted(run.last)
             val = trainer.evaluate(trainer.val_maker) if val_split is not None else None
             row = {"epoch": progress.epoch + 1, "train_loss": train["train_loss"],
                    "train_acc": train["train_acc"],
@@ -405,21 +409,22 @@ def _train(cfg: Config, run_dir: Path, data_dir, progress: RunState, state, repo
                    "seconds": time.perf_counter() - epoch_start + earlier}
             best = record_epoch(progress, row, metric, cfg)
             if due(progress, best and metric is not None, cfg.training.checkpoint_every):
-                write_epoch(run_dir, trainer, progress, best)
+                write_epoch(run, trainer, progress, best)
             if log is not None:
                 log.epoch(row, trainer.params)
             reporter.epoch_end(row, cfg.training.epochs, len(trainer.train_maker))
 
-    return finish(trainer, progress, dataset.test if score_test else None, run_dir, reporter)
+    return finish(trainer, progress, dataset.test if score_test else None, run, reporter)
 
 
-def finish(trainer: Trainer, progress: RunState, test_split, run_dir: Path, reporter) -> dict:
+def finish(trainer: Trainer, progress: RunState, test_split, run: rundir.RunDir,
+           reporter) -> dict:
     """Score best.npz on the test split (unless it is None) and write summary.json."""
     start = time.perf_counter()
     test = {"accuracy": None, "loss": None, "n": 0}
     if test_split is not None:
         # best.npz as any command loads it: its own parameters and normalisation
-        test = load(run_dir / "checkpoints" / "best.npz").score(test_split.images,
+        test = load(run.checkpoint).score(test_split.images,
                                                                  test_split.labels)
     history = progress.history
     best_row = history[progress.best_epoch - 1] if progress.best_epoch else history[-1]
@@ -437,9 +442,9 @@ def finish(trainer: Trainer, progress: RunState, test_split, run_dir: Path, repo
         "dataset": trainer.cfg.data.dataset,
         "products": trainer.products,
         "test_images": test["n"],
-        "run_dir": str(run_dir),
+        "run_dir": str(run.path),
     }
-    write_summary(run_dir, summary)
+    write_summary(run, summary)
     reporter.finished(summary)
     return summary
 

@@ -33,7 +33,8 @@ def made(trained_run, tmp_path_factory):
 
 
 def test_files_exist_and_decode(made):
-    assert sorted(p.name for p in made.iterdir()) == sorted(report.FILES)
+    shown = sorted(p.name for p in made.iterdir() if not p.name.startswith("."))
+    assert shown == sorted(report.FILES)
     for name in ("learning_curves.png", "confusion_matrix.png", "mistakes.png", "explain.png"):
         with Image.open(made / name) as im:
             im.load()
@@ -67,6 +68,25 @@ def test_what_the_network_looks_at(trained_run, made):
         x = image[None].astype(np.float32) / 255
         assert np.array_equal(for_pred, explain(model, x, pred, steps=32).attributions[0])
         assert np.array_equal(for_true, explain(model, x, true, steps=32).attributions[0])
+
+
+def test_report_never_replaces_a_file_it_did_not_write(trained_run, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "confusion_matrix.png").write_bytes(b"my own picture")
+    result = invoke("report", trained_run, "--out", out, "--data-dir",
+                    trained_run.parent / "data")
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {out / 'confusion_matrix.png'}: already exists and was "
+                             "not written by this run; it is left as it is; move it away, or "
+                             "pass another --out\n")
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png"]
+    assert (out / "confusion_matrix.png").read_bytes() == b"my own picture"
+    # its own earlier report it replaces
+    (out / "confusion_matrix.png").unlink()
+    for _ in range(2):
+        assert invoke("report", trained_run, "--out", out, "--data-dir",
+                      trained_run.parent / "data").exit_code == 0
 
 
 def cells(page: str, first: str, table: str = "summary") -> list[str]:
@@ -189,7 +209,8 @@ def test_unfinished_run_shows_what_exists(trained_run, tmp_path):
     result = invoke("report", unfinished)
     assert result.exit_code == 0, result.output
     out = unfinished / "report"
-    assert sorted(p.name for p in out.iterdir()) == ["learning_curves.png", "report.html"]
+    assert sorted(p.name for p in out.iterdir()) == [".mnist-bp-files.json",
+                                                     "learning_curves.png", "report.html"]
     page = (out / "report.html").read_text()
     assert "missing checkpoints/best.npz" in page and "missing summary.json" in page
 
@@ -200,7 +221,8 @@ def test_train_writes_its_report_unless_told_not_to(tmp_path, data_dir):
     result = invoke(*common, "--run-dir", tmp_path / "a")
     assert result.exit_code == 0, result.output
     assert f"report: {tmp_path / 'a' / 'report' / 'report.html'}" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "a" / "report").iterdir()) == sorted(report.FILES)
+    made = sorted(p.name for p in (tmp_path / "a" / "report").iterdir())
+    assert made == sorted([*report.FILES, ".mnist-bp-files.json"])
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     page = (tmp_path / "a" / "report" / "report.html").read_text()
     assert f"{summary['test_accuracy']:.4f}" in page

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from conftest import dataset_arrays, reference_probabilities
 from mnist_bp import checkpoint
 from mnist_bp.cli import main
+from mnist_bp.errors import UserError
 from mnist_bp.data import registry as datasets
 
 SMALL = ["--set", "model.hidden=[32]", "--set", "augment.shift.p=0", "--set", "model.dropout=0",
@@ -31,7 +32,8 @@ def train(tmp_path, data_dir, *extra, run="run"):
 def test_train_writes_the_run_directory(tmp_path, data_dir):
     run, result = train(tmp_path, data_dir)
     assert sorted(p.name for p in run.iterdir()) == [
-        ".train.lock", "checkpoints", "config.yaml", "metrics.csv", "metrics.jsonl", "summary.json"]
+        ".mnist-bp-files.json", ".train.lock", "checkpoints", "config.yaml", "metrics.csv",
+        "metrics.jsonl", "summary.json"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.npz", "last.npz"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -145,17 +147,74 @@ def test_divergence_stops_without_touching_best(tmp_path, data_dir):
     assert not (tmp_path / "nan" / "checkpoints" / "best.npz").exists()
 
 
-def test_config_written_before_data_is_loaded(tmp_path, monkeypatch):
-    # kmnist is missing and its only mirror is a closed local port: the download fails
+def test_config_written_before_data_is_loaded_and_removed_after_a_failed_start(tmp_path,
+                                                                              monkeypatch):
+    """config.yaml is written before the data is loaded; a train that then stops on an error
+    before its first epoch (here: kmnist is missing and its only mirror is a closed local
+    port) leaves no run directory behind, not even the parents it made."""
+    from mnist_bp.data import datadir
+
     spec = datasets.DATASETS["kmnist"]
     monkeypatch.setitem(datasets.DATASETS, "kmnist", replace(spec, mirrors=()))
+    run = tmp_path / "a" / "b" / "run"
+    seen = []
+    real = datadir.download_dataset
+
+    def download(*args, **kwargs):
+        seen.append(sorted(p.name for p in run.iterdir()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datadir, "download_dataset", download)
     result = CliRunner().invoke(main, ["train", "--data-dir", str(tmp_path / "empty"),
-                                       "--run-dir", str(tmp_path / "a" / "b" / "run"),
-                                       "--set", "data.dataset=kmnist",
+                                       "--run-dir", str(run), "--set", "data.dataset=kmnist",
                                        "--set", "training.epochs=1"],
                                 env={"MNIST_BP_MIRROR": "http://127.0.0.1:9/"})
     assert result.exit_code == 1 and "could not download" in result.stderr
-    assert (tmp_path / "a" / "b" / "run" / "config.yaml").is_file()
+    assert "config.yaml" in seen[0]
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_failed_start_keeps_what_was_in_the_folder(tmp_path, monkeypatch, data_dir):
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "notes.txt").write_text("my notes")
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+                                       str(run), *SMALL, "--set", "data.dataset=kmnist"],
+                                env={"MNIST_BP_MIRROR": "http://127.0.0.1:9/"})
+    assert result.exit_code == 1
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_a_user_s_own_config_yaml_is_refused_untouched(tmp_path, data_dir):
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "config.yaml").write_text("# my notes\nseed: 3\n")
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+                                       str(run), *SMALL])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"Error: {run / 'config.yaml'}: already exists and was not written by this run; it is "
+        "left as it is; move it away, or pass another --run-dir")
+    assert (run / "config.yaml").read_text() == "# my notes\nseed: 3\n"
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_a_file_changed_under_a_run_is_never_replaced(tmp_path, data_dir):
+    """Each file a run writes is recorded; one that is no longer what the run wrote (edited,
+    or swapped for a user's) is refused, untouched, when the run would replace it."""
+    from mnist_bp import rundir
+
+    run = tmp_path / "r"
+    assert CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+                                     str(run), *SMALL]).exit_code == 0
+    folder = rundir.RunDir(run)
+    assert all(folder.ours(name) for name in rundir.WRITTEN)
+    (run / "metrics.csv").write_text("my edited table\n")
+    with pytest.raises(UserError, match="metrics.csv: already exists and was not written by "
+                                        "this run; it is left as it is"):
+        with folder.writing(rundir.METRICS_CSV, "w") as f:
+            f.write("replaced")
+    assert (run / "metrics.csv").read_text() == "my edited table\n"
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -293,7 +352,7 @@ def test_a_failed_epoch_write_is_one_clear_error(tmp_path, data_dir, monkeypatch
     def full_disk(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(train_module.checkpoint, "save", full_disk)
+    monkeypatch.setattr(train_module.checkpoint, "write", full_disk)
     result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
                                        str(tmp_path / "full"), *SMALL])
     assert result.exit_code == 1

@@ -1,0 +1,227 @@
+"""The run directory: every path inside a run, its lock, and "never replace a file this run
+did not write".
+
+    RUN/config.yaml               the resolved config (written first, before data is loaded)
+    RUN/metrics.jsonl, .csv       one row per epoch
+    RUN/checkpoints/last.npz      after every epoch (and mid-epoch on Ctrl-C)
+    RUN/checkpoints/best.npz      the best epoch so far
+    RUN/summary.json              at the end
+    RUN/report/                   `mnist-bp report` (its own Owned folder)
+    RUN/tensorboard/              `train --tensorboard`
+    RUN/.train.lock               held by the one process writing the run
+    RUN/.mnist-bp-files.json      what this run wrote: name -> (size, mtime, inode)
+
+Every file a run (or a report) writes goes through `Owned.writing`: written to a temporary
+name and renamed into place, and before that checked against the record of what this run
+wrote. A file that is there and is not one this run wrote (a user's own `config.yaml`, notes,
+a file changed since) is never replaced: one line names it. `train`, `report`, `serve`, the
+Python API and `tune` (whose trials are runs) all find a run's files here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from mnist_bp.errors import UserError
+from mnist_bp.fsutil import atomic_write, fsync_dir, held_by_one
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+LAST = f"{CHECKPOINTS}/last.npz"
+BEST = f"{CHECKPOINTS}/best.npz"
+REPORT = "report"
+TENSORBOARD = "tensorboard"
+LOCK = ".train.lock"
+MANIFEST = ".mnist-bp-files.json"
+RESULTS = (METRICS, SUMMARY, LAST, BEST)  # what marks a folder as holding a run
+WRITTEN = (CONFIG, METRICS, METRICS_CSV, SUMMARY, LAST, BEST)  # what a run writes at its top
+
+
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+class Owned:
+    """A folder whose files mnist-bp writes, with the record of what it wrote."""
+
+    def __init__(self, folder: Path | str, fix: str = "move it away, or pass another folder"):
+        self.folder = Path(folder)
+        self.fix = fix
+        self._record: dict[str, list[int]] | None = None
+
+    @property
+    def record(self) -> dict[str, list[int]]:
+        if self._record is None:
+            try:
+                data = json.loads((self.folder / MANIFEST).read_text())
+                self._record = {str(k): list(v) for k, v in data.items()} \
+                    if isinstance(data, dict) else {}
+            except (OSError, ValueError, TypeError):
+                self._record = {}
+        return self._record
+
+    def ours(self, name: str) -> bool:
+        """Whether `name` is absent, or exactly the file this folder's writer left there."""
+        stamp = _stamp(self.folder / name)
+        return stamp is None or self.record.get(name) == stamp
+
+    def check(self, name: str) -> None:
+        path = self.folder / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise UserError(f"{path}: is in the way (not a regular file) and was not written "
+                            f"here; {self.fix}")
+        if not self.ours(name):
+            raise UserError(f"{path}: already exists and was not written by this run; it is "
+                            f"left as it is; {self.fix}")
+
+    def adopt(self, *names: str) -> None:
+        """Record files already there as this folder's own (a run that was written before
+        the record existed, a run being resumed)."""
+        for name in names:
+            stamp = _stamp(self.folder / name)
+            if stamp is not None:
+                self.record[name] = stamp
+        self._save()
+
+    def _save(self) -> None:
+        with atomic_write(self.folder / MANIFEST, "w") as f:
+            json.dump(self.record, f)
+
+    @contextlib.contextmanager
+    def writing(self, name: str, mode: str = "wb"):
+        """A file object for `name`, replacing it atomically at the end: only if it is
+        absent or ours (else UserError, and nothing is written)."""
+        self.check(name)
+        with atomic_write(self.folder / name, mode) as f:
+            yield f
+        self.record[name] = _stamp(self.folder / name)
+        self._save()
+
+    def link(self, source: str, name: str) -> None:
+        """Make `name` the same bytes as `source` (a hard link where possible)."""
+        self.check(name)
+        src, dst = self.folder / source, self.folder / name
+        tmp = dst.with_name(f".{dst.name}.link.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+            os.replace(tmp, dst)
+            fsync_dir(dst.parent)
+        except OSError:
+            with atomic_write(dst) as f, open(src, "rb") as s:
+                shutil.copyfileobj(s, f)
+        self.record[name] = _stamp(dst)
+        self.record[source] = _stamp(src)
+        self._save()
+
+
+class RunDir(Owned):
+    """One run's folder: its paths, its lock, and what the run wrote there."""
+
+    def __init__(self, path: Path | str):
+        super().__init__(path, "move it away, or pass another --run-dir")
+        self.path = self.folder
+        self.created: list[Path] = []  # folders this run made, outermost first
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def checkpoint(self) -> Path:
+        """`RUN/checkpoints/best.npz`: the best epoch (the last without validation)."""
+        return self.path / BEST
+
+    @property
+    def last(self) -> Path:
+        return self.path / LAST
+
+    @property
+    def lock_message(self) -> str:
+        return (f"{self.path}: another mnist-bp train (process {{pid}}) is writing this run; "
+                f"wait for it to finish or pass another --run-dir")
+
+    def locked(self):
+        """Held by the one process writing the run (the kernel lets go when it dies)."""
+        self.make()
+        return held_by_one(self.path, LOCK, self.lock_message)
+
+    def make(self) -> None:
+        """Create the folder, its missing parents and `checkpoints/`, remembering which
+        folders this run made."""
+        missing = []
+        for folder in (self.path, *self.path.parents):
+            if folder.exists() or folder.is_symlink():
+                break
+            missing.append(folder)
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir()
+                self.created.append(folder)
+        if not self.path.is_dir():
+            raise UserError(f"{self.path}: is not a folder; pass another --run-dir")
+        self.subfolder(CHECKPOINTS)
+
+    def subfolder(self, name: str) -> Path:
+        folder = self.path / name
+        if not folder.is_dir():
+            folder.mkdir()
+            self.created.append(folder)
+        return folder
+
+    def refuse_to_replace(self) -> None:
+        """A new run writes into a folder holding no run and none of the files a run
+        writes (a user's own config.yaml included)."""
+        if any((self.path / name).exists() for name in RESULTS):
+            raise UserError(f"{self.path}: already holds a run (its checkpoints and metrics "
+                            f"would be replaced); continue it with `mnist-bp train --resume "
+                            f"{self.path / LAST}`, or pass another --run-dir")
+        for name in WRITTEN:
+            if (self.path / name).exists() or (self.path / name).is_symlink():
+                raise UserError(f"{self.path / name}: already exists and was not written by "
+                                f"this run; it is left as it is; {self.fix}")
+        self._record = {}
+
+    def remove_unfinished(self) -> None:
+        """Undo a run that stopped on an error before its first epoch: the files it wrote
+        and the folders it made go; anything else in the folder stays."""
+        for name in list(self.record):
+            if self.ours(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path / name)
+        for name in (MANIFEST, LOCK):
+            with contextlib.suppress(OSError):
+                os.unlink(self.path / name)
+        for folder in reversed(self.created):  # innermost first
+            if folder == self.path / TENSORBOARD:  # this run's event files, nothing else
+                shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):  # only if empty
+                folder.rmdir()
+
+
+def run_name(checkpoint: Path | str) -> str:
+    """A checkpoint's run name: RUN of RUN/checkpoints/best.npz, else the file's stem."""
+    path = Path(checkpoint).resolve()
+    return path.parent.parent.name if path.parent.name == CHECKPOINTS else path.stem
+
+
+def run_of(checkpoint: Path | str) -> Path | None:
+    """The run directory a checkpoint belongs to (RUN/checkpoints/NAME.npz with its
+    config.yaml), or None."""
+    path = Path(checkpoint).resolve()
+    run = path.parent.parent
+    if path.parent.name == CHECKPOINTS and path.name in ("last.npz", "best.npz") \
+            and (run / CONFIG).is_file():
+        return run
+    return None
