@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+
 from mnist_bp import rundir
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_seconds",

@@ -21,7 +21,7 @@ import numpy as np
 from mnist_bp import checkpoint, rng
 from mnist_bp.config import Config
 from mnist_bp.data.batches import BatchMaker, Normalizer
-from mnist_bp.data.registry import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, class_names
+from mnist_bp.data.registry import IMAGE_PIXELS, NUM_CLASSES, class_names
 from mnist_bp.errors import UserError
 from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.nn.losses import make_loss, probabilities

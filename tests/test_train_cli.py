@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import dataset_arrays, reference_probabilities
 from mnist_bp import checkpoint
 from mnist_bp.cli import main
-from mnist_bp.errors import UserError
 from mnist_bp.data import registry as datasets
+from mnist_bp.errors import UserError
 
 SMALL = ["--set", "model.hidden=[32]", "--set", "augment.shift.p=0", "--set", "model.dropout=0",
          "--set", "training.epochs=3", "--set", "training.batch_size=32",
@@ -210,10 +210,9 @@ def test_a_file_changed_under_a_run_is_never_replaced(tmp_path, data_dir):
     folder = rundir.RunDir(run)
     assert all(folder.ours(name) for name in rundir.WRITTEN)
     (run / "metrics.csv").write_text("my edited table\n")
-    with pytest.raises(UserError, match="metrics.csv: already exists and was not written by "
-                                        "this run; it is left as it is"):
-        with folder.writing(rundir.METRICS_CSV, "w") as f:
-            f.write("replaced")
+    refused = "metrics.csv: already exists and was not written by this run; it is left as it is"
+    with pytest.raises(UserError, match=refused), folder.writing(rundir.METRICS_CSV, "w") as f:
+        f.write("replaced")
     assert (run / "metrics.csv").read_text() == "my edited table\n"
 
 
