@@ -410,7 +410,7 @@ def explain(checkpoint, inputs, n_test, data_dir, out, target, method, steps, in
                   for i in range(min(n_test, len(test)))]
     if inputs and not named and not errors:
         raise click.UsageError("no images found in " + " ".join(inputs))
-    results = explain_named(model, named, out, target, chosen, steps)
+    results = explain_named(model, named, out, target, chosen, steps, errors)
     for r in errors:
         echo_err(f"Error: {shown_name(r['file'])}: {r['error']}")
     if as_json:

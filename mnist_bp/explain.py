@@ -30,11 +30,15 @@ import numpy as np
 
 from mnist_bp.data.registry import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES
 from mnist_bp.errors import UserError
+from mnist_bp.fsutil import cut_name
 
 METHODS = ("integrated-gradients", "gradient")
 DEFAULT_STEPS = 64
 MAX_STEPS = 4096
+MAX_PIXELS_IN = 1_000_000 * IMAGE_PIXELS  # a million images (3 GB in float32) per call
 ROWS_PER_PASS = 4096  # path points sent through the network at once
+OVERFLOW = ("the network's outputs overflow on these {what} (no finite probability): are "
+            "their pixel values far outside [0, 1]?")
 DEGENERATE = ("integrated gradients from a blank image are degenerate for {name}: it "
               "standardises each image on its own (data.normalize: image), so every point of "
               "the path but the first few looks the same to it; use method 'gradient'")
@@ -76,15 +80,26 @@ def check_method(model, method: str | None) -> str:
 def as_images(images, what: str = "images") -> np.ndarray:
     """`(N, 28, 28)` or `(28, 28)` finite pixels -> `(N, 28, 28)` float32; UserError else."""
     try:
-        array = np.asarray(images, np.float32)
-    except (TypeError, ValueError):
-        raise UserError(f"{what} must be an array (N, 28, 28) of pixels in [0, 1]") from None
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = np.asarray(images)
+            if np.iscomplexobj(array):
+                raise TypeError("complex")
+            array = array.astype(np.float32, copy=False)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{what} must be an array (N, 28, 28) of real pixel values in "
+                        f"[0, 1]") from None
+    except MemoryError:
+        raise UserError(f"{what}: not enough memory for so many images; pass fewer") from None
     if array.shape == (IMAGE_SIDE, IMAGE_SIDE):
         array = array[None]
     if array.ndim != 3 or array.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise UserError(f"{what} must be (N, 28, 28) or (28, 28), not {array.shape}")
+    if array.size > MAX_PIXELS_IN:
+        raise UserError(f"{what}: {len(array):,} images at once is more than the "
+                        f"{MAX_PIXELS_IN // IMAGE_PIXELS:,} allowed; pass them in parts")
     if not np.isfinite(array).all():
-        raise UserError(f"{what} hold NaN or infinite pixel values")
+        raise UserError(f"{what} hold NaN or infinite pixel values (or values too large for "
+                        f"float32)")
     return array
 
 
@@ -95,23 +110,27 @@ def explain(model, images, target=None, method: str | None = None,
     method = check_method(model, method)
     x = as_images(images).reshape(-1, IMAGE_PIXELS)
     n = len(x)
-    if not (isinstance(steps, (int, np.integer)) and 1 <= steps <= MAX_STEPS):
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) \
+            or not 1 <= steps <= MAX_STEPS:
         raise UserError(f"steps must be a whole number from 1 to {MAX_STEPS}, not {steps!r}")
     probs = model.probabilities(x.reshape(n, IMAGE_SIDE, IMAGE_SIDE))
     if not model.answerable(probs).all():
-        raise UserError(f"{model.path}: the network's outputs overflow on these images; the "
-                        f"checkpoint's weights are unusable")
+        raise UserError(OVERFLOW.format(what="images"))
     digits = probs.argmax(axis=1)
     targets = digits.copy() if target is None else _targets(target, n)
     p_x = probs[np.arange(n), targets]
     if method == "gradient":
+        if baseline is not None:
+            raise UserError("a baseline is used by integrated gradients only; leave it out for "
+                            "method 'gradient'")
         _, grad = model.gradient(x, targets)
         return Explanation(method, grad.reshape(n, IMAGE_SIDE, IMAGE_SIDE), digits, targets,
                            p_x, np.full(n, np.nan))
-    base = (np.zeros_like(x) if baseline is None
-            else np.broadcast_to(as_images(baseline, "baseline").reshape(-1, IMAGE_PIXELS),
-                                 x.shape).astype(np.float32))
-    p_base = model.probabilities(base.reshape(n, IMAGE_SIDE, IMAGE_SIDE))[np.arange(n), targets]
+    base = np.zeros_like(x) if baseline is None else _baseline(baseline, n)
+    base_probs = model.probabilities(base.reshape(n, IMAGE_SIDE, IMAGE_SIDE))
+    if not model.answerable(base_probs).all():
+        raise UserError(OVERFLOW.format(what="baseline"))
+    p_base = base_probs[np.arange(n), targets]
     alphas = ((np.arange(steps) + 0.5) / steps).astype(np.float32)  # midpoints of the intervals
     mean_grad = np.empty_like(x)
     per_pass = max(1, ROWS_PER_PASS // steps)  # images whose whole path fits in one pass
@@ -126,6 +145,15 @@ def explain(model, images, target=None, method: str | None = None,
     attributions = (x - base) * mean_grad
     return Explanation(method, attributions.reshape(n, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32),
                        digits, targets, p_x, p_base)
+
+
+def _baseline(baseline, n: int) -> np.ndarray:
+    """One baseline for all images `(28, 28)` / `(1, 28, 28)`, or one per image."""
+    b = as_images(baseline, "baseline").reshape(-1, IMAGE_PIXELS)
+    if len(b) not in (1, n):
+        raise UserError(f"baseline must be one image (28, 28) or one per image ({n}, 28, 28), "
+                        f"not {len(b)} images")
+    return np.ascontiguousarray(np.broadcast_to(b, (n, IMAGE_PIXELS)), np.float32)
 
 
 def _targets(target, n: int) -> np.ndarray:
@@ -192,7 +220,9 @@ def figure(image: np.ndarray, attribution: np.ndarray, title: str, zoom: int = 8
 
 
 def title_of(name: str, digit: int, target: int, probability: float, classes) -> str:
-    return (f"{name}: read {classes[digit]}, target {classes[target]}, "
+    shown = name if name.isprintable() else repr(name)[1:-1]
+    shown = shown if len(shown) <= 32 else shown[:31] + "…"
+    return (f"{shown}: read {classes[digit]}, target {classes[target]}, "
             f"p={probability:.3f}")
 
 
@@ -201,7 +231,7 @@ def title_of(name: str, digit: int, target: int, probability: float, classes) ->
 def free_stem(folder: Path, stem: str) -> str:
     """`stem`, or `stem~2`, `stem~3`...: the first for which neither NAME.png nor NAME.npy
     exists (write_new still never replaces one that appears meanwhile)."""
-    stem = stem[:120]
+    stem = cut_name(stem, 180)
     k = 1
     while True:
         name = stem if k == 1 else f"{stem}~{k}"
@@ -226,9 +256,12 @@ def write_explanation(folder: Path, stem: str, image: np.ndarray, attribution: n
 
 
 def explain_named(model, named: list[tuple[str, np.ndarray]], out: Path, target=None,
-                  method: str | None = None, steps: int = DEFAULT_STEPS) -> list[dict]:
+                  method: str | None = None, steps: int = DEFAULT_STEPS,
+                  errors: list | None = None) -> list[dict]:
     """Explain `(name, 28x28 image)` pairs; write NAME.png and NAME.npy into `out`; one dict
-    per image as `--json` shows it."""
+    per image as `--json` shows it. An image whose files cannot be written goes to
+    `errors` (`{"file", "error"}`) and the others go on."""
+    errors = [] if errors is None else errors
     if not named:
         return []
     images = np.stack([image for _, image in named])
@@ -239,7 +272,12 @@ def explain_named(model, named: list[tuple[str, np.ndarray]], out: Path, target=
         stem = "stdin" if name == "-" else Path(name).stem
         title = title_of(stem, int(e.digits[i]), int(e.targets[i]), float(e.probabilities[i]),
                          classes)
-        png, npy = write_explanation(out, stem, image, e.attributions[i], title)
+        try:
+            png, npy = write_explanation(out, stem, image, e.attributions[i], title)
+        except OSError as exc:
+            errors.append({"file": name, "error": f"cannot write its files in {out} "
+                                                  f"({exc.strerror or exc})"})
+            continue
         base = float(e.baseline_probabilities[i])
         results.append({"file": name, "digit": int(e.digits[i]), "target": int(e.targets[i]),
                         "probability": float(e.probabilities[i]),
@@ -261,5 +299,6 @@ def format_table(results: list[dict], method: str) -> str:
                 f"{r['probability']:<10.4f}  {r['attribution_sum']:<+9.4f}")
         if ig:
             line += f"  {r['probability'] - r['baseline_probability']:<+12.4f}"
-        lines.append(f"{line}  {r['png']}")
+        png = r["png"] if r["png"].isprintable() else repr(r["png"])[1:-1]
+        lines.append(f"{line}  {png}")
     return "\n".join(lines)

@@ -107,6 +107,20 @@ def held_by_one(folder: Path, name: str, busy: str):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def cut_name(stem: str, limit: int = 200) -> str:
+    """`stem` cut to at most `limit` bytes as the file system stores it (a file name has 255:
+    room is left for `~N` and a suffix), never inside a character."""
+    encoded = os.fsencode(stem)
+    if len(encoded) <= limit:
+        return stem
+    cut = encoded[:limit]
+    while cut and cut[-1] & 0xC0 == 0x80:  # UTF-8 continuation bytes: back to a character
+        cut = cut[:-1]
+    if cut and cut[-1] >= 0xC0:  # a lead byte whose continuation was cut off
+        cut = cut[:-1]
+    return os.fsdecode(cut)
+
+
 def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
     """Write `data` to `folder/stem+suffix`, or `stem~2+suffix`, `stem~3`... whichever name is
     free: never replaces an existing file. The bytes go to a temporary file first and are then
@@ -114,7 +128,7 @@ def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
     file ever carries the name."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = stem[:120]  # with `~N` and the suffix, well inside any file system's 255
+    stem = cut_name(stem)  # with `~N` and the suffix, inside any file system's 255 bytes
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".saving.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())

@@ -134,7 +134,7 @@ class Model:
         return p_t, grad
 
     def explain(self, images, target=None, method: str | None = None, steps: int = 64,
-                baseline=None) -> np.ndarray:
+                baseline=None, invert: str = "auto") -> np.ndarray:
         """Attributions float32 `(N, 28, 28)`: how much each pixel of each image raises
         (positive) or lowers the probability of `target` (default: the predicted digit).
 
@@ -143,9 +143,11 @@ class Model:
         "integrated-gradients" (the default; from `baseline`, blank unless given, in `steps`
         midpoints) or "gradient" (d p_target / d pixel; the default, and the only method,
         for checkpoints that standardise each image, where the path is degenerate).
-        explain.py has the details; UserError for anything a caller can fix."""
+        `invert` as for `predict`, for paths. explain.py has the details; UserError for
+        anything a caller can fix."""
         from mnist_bp.explain import explain
-        return explain(self, self.arrays_of(images), target, method, steps,
+        check_invert(invert)
+        return explain(self, self.arrays_of(images, invert), target, method, steps,
                        baseline).attributions
 
     def arrays_of(self, images, invert: str = "auto") -> np.ndarray:

@@ -13,8 +13,11 @@ network.
 Limits, so that no request and no client can take the server down (docs/reliability.md):
 - a body over `MAX_BODY` bytes gets 413; an image over `MAX_UPLOAD_PIXELS` pixels, in a
   format other than imageprep.FORMATS, corrupt or blank, gets 400 with a JSON error;
-- at most `UPLOADS` uploads are read at once and `DECODES` images decoded at once, which
-  bounds the memory of concurrent large uploads;
+- request bodies share a budget of `BODY_BUDGET` bytes, taken as the bytes arrive: a client
+  sending slowly holds only what it sent, and large uploads at once wait for room (503 after
+  `BUDGET_WAIT` s); `DECODES` images are decoded at once, explanations queue on a thread of
+  their own (at most `EXPLAINS_WAITING`), so predictions never wait behind them;
+- a client that hangs up mid-upload is one line in the log;
 - a client must send its whole request within `REQUEST_TIMEOUT` seconds of connecting (or of
   its previous answer), else the connection is closed: idle and trickling connections cannot
   pile up; up to `MAX_CONNECTIONS` are held at once;
@@ -36,7 +39,9 @@ from mnist_bp.model import NO_ANSWER, digit_fields, load
 
 MAX_BODY = 4 * 1024 * 1024  # bytes of one uploaded image
 MAX_UPLOAD_PIXELS = 16_000_000  # pixels of one decoded upload
-UPLOADS = 16  # request bodies read at once (each at most MAX_BODY)
+BODY_BUDGET = 64 * 1024 * 1024  # bytes of request bodies held at once, over all requests
+BUDGET_WAIT = 5.0  # seconds an upload may wait for room in that budget (then 503)
+EXPLAINS_WAITING = 8  # explanations queued or running at once (more get 503)
 DECODES = 2  # images decoded and preprocessed at once (one per core)
 REQUEST_TIMEOUT = 10.0  # seconds for a client to send a whole request
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open after an answer
@@ -65,6 +70,46 @@ def model_names(paths: list[Path]) -> list[str]:
 
 class BodyTooLarge(Exception):
     pass
+
+
+class ServerBusy(Exception):
+    pass
+
+
+class ByteBudget:
+    """Bytes of request bodies held in memory at once, across all requests: taken as they
+    arrive, given back when the answer is sent. Waiting longer than BUDGET_WAIT for room is
+    ServerBusy (503), so uploads can never wait on each other for ever."""
+
+    def __init__(self, total: int):
+        import asyncio
+
+        self.free = total
+        self.changed = asyncio.Condition()
+
+    async def take(self, n: int) -> None:
+        import asyncio
+
+        async with self.changed:
+            try:
+                await asyncio.wait_for(self.changed.wait_for(lambda: self.free >= n),
+                                       BUDGET_WAIT)
+            except TimeoutError:
+                raise ServerBusy from None
+            self.free -= n
+
+    async def give(self, n: int) -> None:
+        if n:
+            async with self.changed:
+                self.free += n
+                self.changed.notify_all()
+
+
+def log_line(message: str) -> None:
+    """One line in the server's log (stderr)."""
+    import sys
+
+    print(f"mnist-bp serve: {message}", file=sys.stderr, flush=True)
 
 
 def explain_bytes(models: dict, body: bytes, invert: str) -> dict:
@@ -153,10 +198,12 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
     """The Starlette application serving `checkpoints` (loaded now: errors surface here),
     answering only Host headers in `allowed` (None: any)."""
     import asyncio
+    import contextlib
     from concurrent.futures import ThreadPoolExecutor
 
     try:
         from starlette.applications import Starlette
+        from starlette.requests import ClientDisconnect
         from starlette.responses import HTMLResponse, JSONResponse
         from starlette.routing import Route
     except ImportError:
@@ -186,9 +233,9 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
         return await answer_image(request, predict_bytes)
 
     async def api_explain(request):
-        return await answer_image(request, explain_bytes)
+        return await answer_image(request, explain_bytes, explainer)
 
-    async def answer_image(request, answer_of):
+    async def answer_image(request, answer_of, pool=None):
         invert = request.query_params.get("invert", "auto")
         if invert not in INVERT_CHOICES:
             return error(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}",
@@ -197,38 +244,62 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
         if declared.isdigit() and int(declared) > MAX_BODY:
             return error(f"body of {int(declared):,} bytes is over the {MAX_BODY:,} allowed",
                          413)
-        async with uploads:
+        held = [0]  # bytes of the body budget this request holds
+        try:
             try:
-                body = await read_limited(request)
+                body = await read_limited(request, held)
             except BodyTooLarge:
                 return error(f"body is over the {MAX_BODY:,} bytes allowed", 413)
+            except ServerBusy:
+                return error("the server is busy receiving other uploads; try again", 503)
+            except ClientDisconnect:
+                log_line(f"a client hung up during its upload to {request.url.path}")
+                return error("the client hung up", 400)
             if not body:
                 return error("empty body: send the image's bytes (curl --data-binary "
                              "@digit.png)", 400)
-            try:
-                answer = await asyncio.get_running_loop().run_in_executor(
-                    decoder, answer_of, loaded, body, invert)
-            except ImageError as exc:
-                return error(str(exc), 400)
+            if pool is explainer and explains.locked():
+                return error("too many explanations are waiting; try again", 503)
+            async with (explains if pool is explainer else contextlib.nullcontext()):
+                try:
+                    answer = await asyncio.get_running_loop().run_in_executor(
+                        pool or decoder, answer_of, loaded, body, invert)
+                except ImageError as exc:
+                    return error(str(exc), 400)
+        finally:
+            await budget.give(held[0])
         return JSONResponse(answer)
 
-    async def read_limited(request) -> bytes:
+    async def read_limited(request, held: list) -> bytes:
+        """The body, its bytes taken from the shared budget as they arrive: a client that
+        sends slowly holds only what it sent, never a slot that a normal request needs."""
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_BODY:
                 raise BodyTooLarge
+            await budget.take(len(chunk))
+            held[0] += len(chunk)
             chunks.append(chunk)
         return b"".join(chunks)
 
-    uploads = asyncio.Semaphore(UPLOADS)
+    budget = ByteBudget(BODY_BUDGET)
+    explains = asyncio.Semaphore(EXPLAINS_WAITING)
     # Images are decoded on DECODES threads of their own, not on the shared thread pool: each
     # thread keeps a malloc arena of its largest decode, so 40 pool threads would hold 40.
     decoder = ThreadPoolExecutor(DECODES, thread_name_prefix="mnist-bp-decode")
+    # Explanations (a path of 64 points through every network) queue on a thread of their
+    # own: however many a page or a client asks for, predictions never wait behind them.
+    explainer = ThreadPoolExecutor(1, thread_name_prefix="mnist-bp-explain")
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/models", list_models),
               Route("/api/predict", api_predict, methods=["POST"]),
               Route("/api/explain", api_explain, methods=["POST"])]
-    app = Starlette(routes=routes)
+    async def http_error(request, exc):  # 404, 405...: JSON like every other answer
+        return error(exc.detail, exc.status_code)
+
+    from starlette.exceptions import HTTPException
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.models = loaded
     return HostCheck(app, allowed)
 

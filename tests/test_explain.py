@@ -263,6 +263,17 @@ def relu_ckpt(tmp_path_factory):
     (lambda m: m.explain(np.zeros((28, 28)), method="lime"), "unknown method 'lime'"),
     (lambda m: m.explain(np.zeros((28, 28)), baseline=np.zeros(3)), "baseline must be"),
     (lambda m: m.explain([[1, 2], "a"]), "must be an array"),
+    (lambda m: m.explain(np.zeros((28, 28)), steps=True), "steps must be a whole number"),
+    (lambda m: m.explain(np.zeros((3, 28, 28)), baseline=np.zeros((2, 28, 28))),
+     r"baseline must be one image \(28, 28\) or one per image \(3, 28, 28\), not 2"),
+    (lambda m: m.explain(np.zeros((1, 28, 28)), baseline=np.full((28, 28), 3e38)),
+     "outputs overflow on these baseline .* far outside"),
+    (lambda m: m.explain(np.full((1, 28, 28), 3e38)), "outputs overflow on these images"),
+    (lambda m: m.explain(np.full((1, 28, 28), 1e39)), "too large for float32"),
+    (lambda m: m.explain(np.zeros((1, 28, 28), complex)), "real pixel values"),
+    (lambda m: m.explain(np.zeros((1, 28, 28)), method="gradient", baseline=np.zeros((28, 28))),
+     "a baseline is used by integrated gradients only"),
+    (lambda m: m.explain(np.zeros((28, 28)), invert="maybe"), "invert must be"),
 ])
 def test_api_errors_are_user_errors(relu_ckpt, call, message):
     with pytest.raises(UserError, match=message):
@@ -336,6 +347,27 @@ def test_cli_never_replaces_a_file_and_prints_a_table(relu_ckpt, tmp_path):
     assert head.split()[:4] == ["file", "digit", "target", "p(target)"]
     assert row.split()[0] == "test-00000" and row.split()[2] == "2"
     assert row.endswith(str(out / "test-00000~2.png"))
+
+
+def test_cli_long_and_odd_names_never_stop_the_others(relu_ckpt, tmp_path):
+    """A name longer than a file system takes (in bytes, not characters) is cut at a
+    character boundary; the same name three times gets ~2 and ~3; every image is explained."""
+    image = png_bytes(TEST["test_images"][0])
+    names = ["a.png", "字" * 84 + ".p", "b" * 119 + ".png", "z.png"]
+    for i, name in enumerate(names):
+        (tmp_path / f"d{i}").mkdir()
+        (tmp_path / f"d{i}" / name).write_bytes(image)
+    paths = [tmp_path / f"d{i}" / name for i, name in enumerate(names)]
+    out = tmp_path / "ex"
+    result = invoke("explain", relu_ckpt, *paths, paths[2], paths[2], "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["errors"] == [] and len(answer["explanations"]) == 6
+    written = sorted(p.name for p in out.iterdir())
+    assert all(len(name.encode()) <= 255 for name in written)
+    long_b = "b" * 119
+    assert {f"{long_b}.npy", f"{long_b}~2.npy", f"{long_b}~3.npy"} <= set(written)
+    assert "a.npy" in written and "z.npy" in written
 
 
 def test_cli_refusals(relu_ckpt, tmp_path):

@@ -57,6 +57,7 @@ class Server:
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=20)
         self.rest = self.proc.stdout.read()
+        self.log = self.proc.stderr.read()
         self.proc.stdout.close()
         self.proc.stderr.close()
         return code

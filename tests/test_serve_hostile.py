@@ -155,3 +155,91 @@ def test_images_meant_to_break_a_decoder_get_400_json(server):
         assert r.status_code == 400, (name, r.status_code, r.text[:200])
         assert set(r.json()) == {"error"} and r.json()["error"], name
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+
+def small_png(seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    image = np.zeros((28, 28), np.uint8)
+    image[6:22, 12:16] = 255  # a "1"
+    image[rng.integers(0, 28, 5), rng.integers(0, 28, 5)] = 120
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def slow_upload(server, stop: threading.Event, declared: int = 4_000_000) -> None:
+    """A client that declares a large body and sends a byte now and then."""
+    try:
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=30) as sock:
+            sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
+                         f"{declared}\r\n\r\n".encode())
+            while not stop.is_set():
+                sock.sendall(b"\0" * 64)
+                stop.wait(0.2)
+    except OSError:
+        pass
+
+
+def test_slow_uploads_hold_no_slot_a_normal_prediction_needs(server):
+    stop = threading.Event()
+    slow = [threading.Thread(target=slow_upload, args=(server, stop)) for _ in range(24)]
+    for t in slow:
+        t.start()
+    try:
+        time.sleep(1.0)  # all 24 are sending
+        for seed in range(3):
+            start = time.monotonic()
+            r = requests.post(f"{server.url}/api/predict", data=small_png(seed), timeout=30)
+            assert r.status_code == 200
+            assert time.monotonic() - start < 2.0
+    finally:
+        stop.set()
+        for t in slow:
+            t.join()
+
+
+def test_a_client_hanging_up_mid_upload_is_one_log_line(checkpoint):
+    s = Server(checkpoint)
+    try:
+        with socket.create_connection(("127.0.0.1", port_of(s)), timeout=10) as sock:
+            sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Length: 100000\r\n\r\n" + b"\0" * 5000)
+            time.sleep(0.3)
+        time.sleep(0.5)
+        assert requests.post(f"{s.url}/api/predict", data=small_png(), timeout=30
+                             ).status_code == 200
+    finally:
+        s.stop()
+    log = s.log
+    assert "Traceback" not in log
+    assert log.count("a client hung up during its upload to /api/predict") == 1, log
+
+
+def test_explanations_never_hold_up_predictions(server):
+    answers = []
+
+    def explain():
+        answers.append(requests.post(f"{server.url}/api/explain", data=small_png(),
+                                     timeout=60).status_code)
+
+    threads = [threading.Thread(target=explain) for _ in range(32)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.2)
+        start = time.monotonic()
+        r = requests.post(f"{server.url}/api/predict", data=small_png(1), timeout=30)
+        assert r.status_code == 200 and time.monotonic() - start < 1.0
+    finally:
+        for t in threads:
+            t.join()
+    assert set(answers) <= {200, 503} and 200 in answers
+
+
+def test_other_methods_and_paths_get_json_errors(server):
+    for method, path, status in (("GET", "/api/explain", 405), ("PUT", "/api/predict", 405),
+                                 ("GET", "/nowhere", 404)):
+        r = requests.request(method, f"{server.url}{path}", timeout=10)
+        assert r.status_code == status
+        assert r.headers["content-type"] == "application/json"
+        assert set(r.json()) == {"error"}
