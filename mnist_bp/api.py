@@ -34,8 +34,10 @@ class Run:
     @property
     def metrics(self) -> list[dict]:
         """One dict per epoch, as in `RUN/metrics.jsonl`."""
+        from mnist_bp.limits import RUN_FILE_BYTES, read_bounded
         from mnist_bp.rundir import METRICS
-        lines = (self.dir / METRICS).read_text().splitlines()
+        lines = read_bounded(self.dir / METRICS, RUN_FILE_BYTES, "metrics file").decode(
+            "utf-8", errors="replace").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
     def model(self):

@@ -12,12 +12,14 @@ Written to a temporary file, fsynced, then renamed into place.
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from mnist_bp import limits
 from mnist_bp.config import from_dict
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write
@@ -49,18 +51,18 @@ def write(f, params: dict[str, np.ndarray], optimizer_state: dict[str, np.ndarra
 
 # Limits checked from the zip directory and each array's .npy header, before anything is
 # decompressed or allocated: a checkpoint from elsewhere cannot make us read gigabytes.
-MAX_ENTRIES = 1_000
-MAX_ARRAY_BYTES = 1 << 30  # one array (a 16,384 x 16,384 float32 layer)
-MAX_TOTAL_BYTES = 4 << 30  # the whole checkpoint, decompressed
-MAX_META_CHARS = 16 << 20
-MAX_WEIGHT = 1e6  # trained weights are of order 1; far larger ones overflow float32 outputs
+MAX_ENTRIES = limits.CHECKPOINT_ENTRIES  # (limits.py says why each value)
+MAX_ARRAY_BYTES = limits.CHECKPOINT_ARRAY_BYTES
+MAX_TOTAL_BYTES = limits.CHECKPOINT_TOTAL_BYTES
+MAX_META_CHARS = limits.CHECKPOINT_META_CHARS
+MAX_WEIGHT = limits.WEIGHT_MAGNITUDE
 
 
-def _inspect(path: Path, fix: str) -> None:
+def _inspect(path, fix: str, data=None) -> None:
     """Refuse a checkpoint whose directory or array headers declare too much, or lie."""
     from numpy.lib import format as npy
 
-    with zipfile.ZipFile(path) as zf:
+    with zipfile.ZipFile(data if data is not None else path) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_ENTRIES:
             raise CheckpointError(f"{path}: {len(infos):,} entries is more than a checkpoint "
@@ -98,11 +100,16 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict
     meta a JSON object with the format's fields; no pickle is ever loaded."""
     path = Path(path)
     fix = "pass a checkpoint written by `mnist-bp train` (RUN/checkpoints/last.npz or best.npz)"
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found; {fix}")
+    try:  # read once, bounded, from the open file: what is checked is what is loaded
+        data = io.BytesIO(limits.read_bounded(path, MAX_TOTAL_BYTES, "checkpoint", fix))
+    except limits.UserError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
-        _inspect(path, fix)
-        with np.load(path, allow_pickle=False) as npz:
+        _inspect(path, fix, data)
+        data.seek(0)
+        with np.load(data, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except CheckpointError:
         raise

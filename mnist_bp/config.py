@@ -17,17 +17,18 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
 
+from mnist_bp import limits
 from mnist_bp.data.registry import DATASETS, IMAGE_PIXELS, NUM_CLASSES
 from mnist_bp.errors import UserError
 
 DATASET_NAMES = tuple(DATASETS)
-# Limits that keep a config from a stranger in bounded time and memory: checked before
-# anything is built from it.
-MAX_FILE_BYTES = 1_000_000  # a config or search space file
-MAX_DEPTH = 20  # YAML nesting
-MAX_PARAMETERS = 50_000_000  # weights and biases of the network (200 MB in float32)
-MAX_LAYERS = 64
-LARGE = 1_000_000  # epochs, batch sizes and other counts
+# Limits that keep a config from a stranger in bounded time and memory, checked before
+# anything is built from it (limits.py says why each value).
+MAX_FILE_BYTES = limits.CONFIG_BYTES
+MAX_DEPTH = limits.YAML_DEPTH
+MAX_PARAMETERS = limits.MAX_PARAMETERS
+MAX_LAYERS = limits.MAX_LAYERS
+LARGE = limits.LARGE_COUNT
 
 
 class ConfigError(UserError):
@@ -435,19 +436,13 @@ def read_yaml(path: Path, what: str = "a config is a mapping of sections (seed, 
     import yaml
 
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if not path.is_file():  # a folder, a FIFO, a device: reading could block or never end
-            raise ConfigError(f"{path}: not a regular file; pass a YAML file")
-        if size > MAX_FILE_BYTES:
-            raise ConfigError(f"{path}: {size:,} bytes is more than the {MAX_FILE_BYTES:,} a "
-                              f"config may have; is it the right file?")
-        data = path.read_bytes()[:MAX_FILE_BYTES + 1]
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         shipped = ", ".join(sorted(p.name for p in packaged_config_dir().glob("*.yaml")))
-        raise ConfigError(f"{path}: config file not found (shipped configs: {shipped})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+        raise ConfigError(f"{path}: config file not found (shipped configs: {shipped})")
+    try:
+        data = limits.read_bounded(path, MAX_FILE_BYTES, "config", "is it the right file?")
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -28,14 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_bp import limits
 from mnist_bp.data.registry import IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import cut_name
 
 METHODS = ("integrated-gradients", "gradient")
 DEFAULT_STEPS = 64
-MAX_STEPS = 4096
-MAX_PIXELS_IN = 1_000_000 * IMAGE_PIXELS  # a million images (3 GB in float32) per call
+MAX_STEPS = limits.EXPLAIN_STEPS
+MAX_PIXELS_IN = limits.EXPLAIN_IMAGES * IMAGE_PIXELS  # 3 GB in float32 per call
 ROWS_PER_PASS = 4096  # path points sent through the network at once
 OVERFLOW = ("the network's outputs overflow on these {what} (no finite probability): are "
             "their pixel values far outside [0, 1]?")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_bp import limits
 from mnist_bp.data.registry import IMAGE_SIDE as SIZE
 from mnist_bp.errors import UserError
 
@@ -45,9 +46,9 @@ CENTRE = 14.0  # mean centre of mass of MNIST digits, in pixel indices (rows and
 # target stroke width / the digit's longest side: MNIST's median is 0.11, 0.09 read fonts best
 STROKE = 0.09
 WORK_SIDE = 240  # images are analysed at most this large (longest side)
-MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
-MAX_SIDE = 20_000  # and images with a longer side
-MAX_IMAGE_BYTES = 200 << 20  # and files (or standard input) larger than this
+MAX_PIXELS = limits.IMAGE_MAX_PIXELS  # larger images are refused (decompression bombs)
+MAX_SIDE = limits.IMAGE_MAX_SIDE  # and images with a longer side
+MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger than this
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
 GROW = 0.5  # the first pass's ink is widened by this many blocks
@@ -110,10 +111,15 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
         source = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.exists() and not path.is_file() and not path.is_dir():
-            raise ImageError("not a regular file (a FIFO or a device?)")
-        if path.is_file() and path.stat().st_size > MAX_IMAGE_BYTES:
-            raise too_large
+        try:  # read once, bounded, from the open file (limits.read_bounded)
+            source = io.BytesIO(limits.read_bounded(path, MAX_IMAGE_BYTES, "image"))
+        except limits.TooLarge:
+            raise too_large from None
+        except UserError as exc:
+            problem = str(exc).removeprefix(f"{path}: ").removesuffix("; is it the right file?")
+            if problem == "image not found":
+                problem = "cannot read the file (No such file or directory)"
+            raise ImageError(problem) from None
     limit = max_pixels if max_pixels is not None else MAX_PIXELS
     try:
         with Image.open(source, formats=FORMATS) as im:

@@ -237,9 +237,15 @@ class Model:
 
     # --- users' images (predict, serve) ---------------------------------------------------------
 
-    def prepare(self, source, invert: str = "auto", number: bool = False) -> list:
+    def prepare(self, source, invert: str = "auto", number: bool = False,
+                decoders=None) -> list:
         """Network inputs (`imageprep.Prepared`) of one image (a path, bytes, a file object,
-        a PIL image or a 2-D array in [0, 1]): one, or one per digit with `number`."""
+        a PIL image or a 2-D array in [0, 1]): one, or one per digit with `number`. Paths
+        and bytes are decoded in a worker process with a time limit (decoding.py)."""
+        from mnist_bp.decoding import shared
+
+        if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
+            return (decoders or shared()).prepare(source, invert, number)
         return inputs_of(source, invert, number)
 
     def predict_image(self, source, invert: str = "auto", number: bool = False) -> dict:
@@ -257,14 +263,21 @@ class Model:
         (10 floats), `inverted`, `input` (the 28x28 array the network saw); with `number`,
         `number` and `digits` (one dict per digit) instead of `digit`; or `error`.
 
-        The images are prepared one by one and predicted in chunks."""
+        The images are prepared by the decoding workers, two at a time (each in a process
+        with a time limit: decoding.py), and predicted in chunks."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        check_invert(invert)
         names = names or [str(s) for s in sources]
-        prepared: list = []
-        for source in sources:
+
+        def prepared_or_error(source):
             try:
-                prepared.append(self.prepare(source, invert, number))
+                return self.prepare(source, invert, number)
             except ImageError as exc:
-                prepared.append(str(exc))
+                return str(exc)
+
+        with ThreadPoolExecutor(2, thread_name_prefix="mnist-bp-prepare") as pool:
+            prepared = list(pool.map(prepared_or_error, sources))
         flat = [p.image for item in prepared if not isinstance(item, str) for p in item]
         probs = self.probabilities(np.stack(flat)) if flat else np.empty((0, NUM_CLASSES))
         out, at = [], 0

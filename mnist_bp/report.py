@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_bp import rundir
+from mnist_bp import limits, rundir
 from mnist_bp.data.registry import DIGITS, class_names
 from mnist_bp.errors import UserError
 
@@ -66,13 +66,14 @@ def require_matplotlib():
 
 METRIC_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_seconds",
                  "seconds")
-MAX_FILE_BYTES = 64 << 20  # of any one run file the report reads
+MAX_FILE_BYTES = limits.RUN_FILE_BYTES  # of any one run file the report reads
 
 
 def read_text(path: Path) -> str:
-    """A run file's text, at most MAX_FILE_BYTES, bytes that are not UTF-8 replaced."""
-    with open(path, "rb") as f:
-        return f.read(MAX_FILE_BYTES).decode("utf-8", errors="replace")
+    """A run file's text (limits.read_bounded: refused above MAX_FILE_BYTES, never cut
+    short), bytes that are not UTF-8 replaced."""
+    return limits.read_bounded(path, MAX_FILE_BYTES, "run file", "is it a run directory "
+                               "written by mnist-bp train?").decode("utf-8", errors="replace")
 
 
 def read_rows(path: Path, missing: list[str]) -> list[dict]:

@@ -33,19 +33,21 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_bp import limits
 from mnist_bp.errors import UserError
 from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.model import NO_ANSWER, digit_fields, load
 
-MAX_BODY = 4 * 1024 * 1024  # bytes of one uploaded image
-MAX_UPLOAD_PIXELS = 16_000_000  # pixels of one decoded upload
-BODY_BUDGET = 64 * 1024 * 1024  # bytes of request bodies held at once, over all requests
-BUDGET_WAIT = 5.0  # seconds an upload may wait for room in that budget (then 503)
-EXPLAINS_WAITING = 8  # explanations queued or running at once (more get 503)
-DECODES = 2  # images decoded and preprocessed at once (one per core)
-REQUEST_TIMEOUT = 10.0  # seconds for a client to send a whole request
-KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open after an answer
-MAX_CONNECTIONS = 1000  # connections held at once; more get 503
+# The server's limits (limits.py says why each value)
+MAX_BODY = limits.UPLOAD_BYTES  # bytes of one uploaded image
+MAX_UPLOAD_PIXELS = limits.UPLOAD_PIXELS  # pixels of one decoded upload
+BODY_BUDGET = limits.UPLOAD_BUDGET  # bytes of request bodies held at once, over all requests
+BUDGET_WAIT = limits.UPLOAD_WAIT  # seconds an upload may wait for room in that budget
+EXPLAINS_WAITING = limits.EXPLAINS_WAITING  # explanations queued or running at once
+DECODES = limits.SERVE_DECODERS  # images decoded and preprocessed at once (one per core)
+REQUEST_TIMEOUT = limits.REQUEST_SECONDS  # seconds for a client to send a whole request
+KEEP_ALIVE = limits.KEEP_ALIVE_SECONDS  # seconds an idle kept-alive connection stays open
+MAX_CONNECTIONS = limits.CONNECTIONS  # connections held at once; more get 503
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 INVERT_CHOICES = ("auto", "yes", "no")
@@ -112,12 +114,20 @@ def log_line(message: str) -> None:
     print(f"mnist-bp serve: {message}", file=sys.stderr, flush=True)
 
 
-def explain_bytes(models: dict, body: bytes, invert: str) -> dict:
+def decoded(decoders, body: bytes, invert: str):
+    """The upload's network input, decoded in a worker process with the server's time limit
+    (decoding.py), or ImageError."""
+    if decoders is None:
+        return inputs_of(body, invert, max_pixels=MAX_UPLOAD_PIXELS)[0]
+    return decoders.prepare(body, invert, False, MAX_UPLOAD_PIXELS)[0]
+
+
+def explain_bytes(models: dict, body: bytes, invert: str, decoders=None) -> dict:
     """`/api/explain`'s answer for one image: each model's attribution for its own predicted
     digit, by its default method (explain.py), or ImageError."""
     from mnist_bp.explain import explain
 
-    prepared = inputs_of(body, invert, max_pixels=MAX_UPLOAD_PIXELS)[0]
+    prepared = decoded(decoders, body, invert)
     out = []
     for name, model in models.items():
         if not model.answerable(model.probabilities(prepared.image[None])).all():
@@ -130,9 +140,9 @@ def explain_bytes(models: dict, body: bytes, invert: str) -> dict:
     return {"explanations": out}
 
 
-def predict_bytes(models: dict, body: bytes, invert: str) -> dict:
+def predict_bytes(models: dict, body: bytes, invert: str, decoders=None) -> dict:
     """The API's answer for one image, or ImageError (whatever went wrong with it)."""
-    prepared = inputs_of(body, invert, max_pixels=MAX_UPLOAD_PIXELS)[0]
+    prepared = decoded(decoders, body, invert)
     x = prepared.image[None]
     out = []
     seen = np.round(prepared.image, 3).tolist()
@@ -263,7 +273,7 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
             async with (explains if pool is explainer else contextlib.nullcontext()):
                 try:
                     answer = await asyncio.get_running_loop().run_in_executor(
-                        pool or decoder, answer_of, loaded, body, invert)
+                        pool or decoder, answer_of, loaded, body, invert, decoders)
                 except ImageError as exc:
                     return error(str(exc), 400)
         finally:
@@ -291,6 +301,11 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
     # Explanations (a path of 64 points through every network) queue on a thread of their
     # own: however many a page or a client asks for, predictions never wait behind them.
     explainer = ThreadPoolExecutor(1, thread_name_prefix="mnist-bp-explain")
+    # ...and each image is decoded in a worker process, killed when it takes longer than
+    # SERVE_DECODE_SECONDS (an image made to be slow): one per decode thread and the explainer
+    from mnist_bp.decoding import Decoders
+
+    decoders = Decoders(DECODES + 1, limits.SERVE_DECODE_SECONDS)
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/models", list_models),
               Route("/api/predict", api_predict, methods=["POST"]),
               Route("/api/explain", api_explain, methods=["POST"])]
@@ -301,6 +316,7 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.models = loaded
+    app.state.decoders = decoders
     return HostCheck(app, allowed)
 
 

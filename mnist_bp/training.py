@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_bp import checkpoint, rng, rundir
+from mnist_bp import checkpoint, limits, rng, rundir
 from mnist_bp.config import Config, dump_yaml, to_dict
 from mnist_bp.data.augment import is_active
 from mnist_bp.data.batches import BatchMaker, Normalizer
@@ -341,7 +341,8 @@ def _locked_run(cfg, run: rundir.RunDir, data_dir, config_name, progress, state,
     if state is not None and progress.finished and (run / rundir.SUMMARY).is_file():
         reporter.info(f"run in {run.path} already finished after {progress.epoch} epoch(s) "
                       f"({progress.stop_reason}); nothing to resume")
-        return json.loads((run / rundir.SUMMARY).read_text())
+        return json.loads(limits.read_bounded(run / rundir.SUMMARY, limits.RUN_FILE_BYTES,
+                                              "summary"))
     if state is None:
         run.refuse_to_replace()
         start_run(cfg, run, config_name)

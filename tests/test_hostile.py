@@ -644,3 +644,70 @@ def test_a_checkpoint_whose_outputs_overflow_answers_no_file(checkpoint_path, tm
         "layers.0.W.npy": npy_bytes(np.full(np.load(checkpoint_path)["layers.0.W"].shape, 1e9,
                                             np.float32))})
     one_line_error(invoke("evaluate", big), "holds values beyond")
+
+
+# --- images made to be slow: decoded in a worker process with a time limit ---------------------
+
+def slow_jpeg(side: int = 2000, scans: int = 2000) -> bytes:
+    """A small progressive JPEG that takes seconds to decode: its last scan repeated `scans`
+    times (a cost that grows with the scans, not the pixels; 44 kB for about 5 s here)."""
+    im = Image.new("L", (side, side), 128)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", progressive=True, quality=90)
+    data = buf.getvalue()
+    i, segments = 2, []
+    while data[i + 1] != 0xD9:
+        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        j = i + 2 + length
+        if marker == 0xDA:  # a scan: its entropy-coded data runs to the next marker
+            while not (data[j] == 0xFF and data[j + 1] != 0 and not 0xD0 <= data[j + 1] <= 0xD7):
+                j += 1
+        segments.append((marker, data[i:j]))
+        i = j
+    head = b"".join(s for m, s in segments if m != 0xDA)
+    scan_list = [s for m, s in segments if m == 0xDA]
+    return b"\xff\xd8" + head + b"".join(scan_list) + scan_list[-1] * scans + b"\xff\xd9"
+
+
+def plain_png() -> bytes:
+    image = np.zeros((28, 28), np.uint8)
+    image[6:22, 12:16] = 255
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_an_image_slower_than_the_limit_is_killed_and_the_next_one_decodes():
+    from mnist_bp.decoding import Decoders
+    from mnist_bp.imageprep import ImageError
+
+    decoders = Decoders(workers=1, seconds=1.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ImageError, match="took longer than 1 s to decode"):
+            decoders.prepare(slow_jpeg())
+        assert time.monotonic() - start < 4
+        inputs = decoders.prepare(plain_png(), "auto")  # a fresh worker took its place
+        assert len(inputs) == 1 and inputs[0].image.shape == (28, 28)
+        assert inputs[0].image.dtype == np.float32 and inputs[0].image.max() == 1.0
+    finally:
+        decoders.close()
+
+
+def test_predict_names_the_slow_image_and_predicts_the_others(tmp_path, checkpoint_path,
+                                                              monkeypatch):
+    from mnist_bp import limits
+
+    monkeypatch.setattr(limits, "DECODE_SECONDS", 1.0)
+    (tmp_path / "slow.jpg").write_bytes(slow_jpeg())
+    (tmp_path / "one.png").write_bytes(plain_png())
+    start = time.monotonic()
+    result = invoke("predict", checkpoint_path, tmp_path / "slow.jpg", tmp_path / "one.png",
+                    "--json")
+    assert time.monotonic() - start < 10
+    assert result.exit_code == 1
+    answer = json.loads(result.stdout)
+    assert [p["file"] for p in answer["predictions"]] == [str(tmp_path / "one.png")]
+    [error] = answer["errors"]
+    assert error["file"] == str(tmp_path / "slow.jpg")
+    assert error["error"].startswith("took longer than 1 s to decode and prepare")

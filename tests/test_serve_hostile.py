@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from test_hostile import float_tiff, ico_with_huge_png, size_bombs
+from test_hostile import float_tiff, ico_with_huge_png, size_bombs, slow_jpeg
 from test_serve import Server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -243,3 +243,34 @@ def test_other_methods_and_paths_get_json_errors(server):
         assert r.status_code == status
         assert r.headers["content-type"] == "application/json"
         assert set(r.json()) == {"error"}
+
+
+def test_images_made_to_be_slow_are_cut_off_and_others_answered(server):
+    """Two uploads that take half a minute each to decode (progressive JPEGs with thousands
+    of scans) are killed at the decode limit with a 400; a normal prediction sent meanwhile
+    is answered within a few seconds."""
+    from mnist_bp.limits import SERVE_DECODE_SECONDS
+
+    slow = slow_jpeg(4000, 3000)
+    answers = {}
+
+    def post(key, body):
+        start = time.monotonic()
+        r = requests.post(f"{server.url}/api/predict", data=body, timeout=120)
+        answers[key] = (r.status_code, r.json(), time.monotonic() - start)
+
+    threads = [threading.Thread(target=post, args=(k, slow)) for k in ("a", "b")]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    post("normal", small_png())
+    for t in threads:
+        t.join()
+    status, _, seconds = answers["normal"]
+    assert status == 200 and seconds < SERVE_DECODE_SECONDS + 1.5
+    for key in ("a", "b"):
+        status, body, seconds = answers[key]
+        assert status == 400 and body["error"].startswith(
+            f"took longer than {SERVE_DECODE_SECONDS:g} s to decode"), body
+        assert seconds < 3 * SERVE_DECODE_SECONDS
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200

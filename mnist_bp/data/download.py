@@ -14,6 +14,7 @@ import re
 import time
 from pathlib import Path
 
+from mnist_bp import limits
 from mnist_bp.data.registry import ROLES, DatasetSpec, FileSpec
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import fsync_dir, locked
@@ -24,7 +25,7 @@ DEFAULT_RETRIES = 2  # extra tries per mirror after a transient failure
 CHUNK = 1 << 16
 # A file whose size the registry does not know is still cut off here: no MNIST-format file
 # of 10 classes comes near it.
-MAX_UNKNOWN_SIZE = 256 << 20
+MAX_UNKNOWN_SIZE = limits.DOWNLOAD_UNKNOWN_BYTES
 
 
 class MirrorFailure(Exception):

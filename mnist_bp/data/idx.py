@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_bp import limits
 from mnist_bp.data.registry import IMAGE_SIDE, NUM_CLASSES
 from mnist_bp.errors import UserError
 
@@ -22,7 +23,7 @@ UINT8 = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
 # Larger files are refused, compressed or not, before or while they are decompressed (a
 # gzip bomb expands a few MB into gigabytes): 200,000 images of 28x28 fit easily.
-MAX_BYTES = 160 << 20
+MAX_BYTES = limits.IDX_BYTES
 IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE)
 
 
@@ -38,16 +39,9 @@ def read_bytes(path: Path, fix: str) -> bytes:
     """The decompressed content of `path` (gzip or raw), at most MAX_BYTES, or an IdxError
     naming the file."""
     try:
-        size = Path(path).stat().st_size
-        if not Path(path).is_file():  # a FIFO or a device: reading could block or never end
-            _fail(path, "not a regular file", fix)
-        if size > MAX_BYTES:
-            _fail(path, f"{size:,} bytes is more than an MNIST-format file has", fix)
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        _fail(path, "file not found", fix)
-    except OSError as exc:
-        _fail(path, f"cannot read it ({exc.strerror})", fix)
+        raw = limits.read_bounded(path, MAX_BYTES, "IDX file", fix)
+    except UserError as exc:
+        raise IdxError(str(exc)) from None
     if not raw:
         _fail(path, "file is empty", fix)
     if raw[:2] != GZIP_MAGIC:

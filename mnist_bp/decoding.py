@@ -1,0 +1,177 @@
+"""Users' images decoded where a time and a memory limit can stop them: worker processes.
+
+No header check foresees every decoder pathology: a progressive JPEG with thousands of scans
+costs by its scans, not its pixels, and a small file can keep a decoder busy for minutes.
+So `predict`, `serve` and the API's paths read and preprocess each image
+(`imageprep.inputs_of`) in a worker process of a `Decoders` pool; a worker that takes longer
+than its time limit is killed and replaced, and that image gets one ImageError (one line in
+`predict`, a 400 in `serve`) while everything else goes on. A worker's address space is
+limited too (`MEMORY`), so a decoder that allocates without end fails alone.
+
+Requests and answers between the processes are bytes (a JSON header, then raw bytes: the
+image or its path; the 28x28 float32 inputs back): nothing is pickled. Workers are forked
+from a small server process started once (multiprocessing's "forkserver", with imageprep
+imported in advance), so a replacement costs milliseconds and never forks a process that
+runs threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from mnist_bp import limits
+from mnist_bp.data.registry import IMAGE_SIDE
+from mnist_bp.imageprep import ImageError, Prepared, inputs_of
+
+MEMORY = limits.DECODE_MEMORY  # address space of one worker (limits.py says why)
+_HEADER = 4  # bytes of the JSON header's length, big-endian, before the header
+
+
+def _message(header: dict, payload: bytes = b"") -> bytes:
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(_HEADER, "big") + head + payload
+
+
+def _parse(data: bytes) -> tuple[dict, memoryview]:
+    size = int.from_bytes(data[:_HEADER], "big")
+    view = memoryview(data)
+    return json.loads(bytes(view[_HEADER:_HEADER + size])), view[_HEADER + size:]
+
+
+def _worker(conn, memory: int) -> None:
+    """A worker's loop: a request in, the prepared inputs (or the error) out, until EOF."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    except (ImportError, ValueError, OSError):
+        pass
+    while True:
+        try:
+            request, payload = _parse(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        source = os.fsdecode(bytes(payload)) if request["kind"] == "path" else bytes(payload)
+        try:
+            inputs = inputs_of(source, request["invert"], request["number"],
+                               max_pixels=request["max_pixels"])
+            header = {"inputs": [[p.inverted, p.light_background] for p in inputs]}
+            arrays = b"".join(np.ascontiguousarray(p.image, "<f4").tobytes() for p in inputs)
+            conn.send_bytes(_message(header, arrays))
+        except ImageError as exc:
+            conn.send_bytes(_message({"error": str(exc)}))
+        except MemoryError:
+            conn.send_bytes(_message({"error": "not enough memory to read it; scale it "
+                                               "down"}))
+
+
+class _Process:
+    """One worker process and our end of its pipe."""
+
+    def __init__(self, ctx, memory: int):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, memory), daemon=True,
+                                name="mnist-bp-decoder")
+        self.proc.start()
+        child.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+
+class Decoders:
+    """`workers` processes preparing images, each with `seconds` per image at most.
+    Thread-safe: a caller waits for a free worker."""
+
+    def __init__(self, workers: int = 2, seconds: float = limits.DECODE_SECONDS,
+                 memory: int = MEMORY):
+        self.seconds, self.memory = seconds, memory
+        self.size = workers
+        self.idle: queue.Queue = queue.Queue()
+        self.started = 0
+        self.lock = threading.Lock()
+        self.ctx = None
+
+    def _context(self):
+        if self.ctx is None:
+            import multiprocessing
+
+            self.ctx = multiprocessing.get_context("forkserver")
+            self.ctx.set_forkserver_preload(["mnist_bp.decoding"])
+        return self.ctx
+
+    def _get(self) -> _Process:
+        with self.lock:
+            if self.started < self.size and self.idle.empty():
+                self.started += 1
+                return _Process(self._context(), self.memory)
+        return self.idle.get()
+
+    def prepare(self, source, invert: str = "auto", number: bool = False,
+                max_pixels: int | None = None) -> list[Prepared]:
+        """`imageprep.inputs_of(source, ...)` in a worker: a path or bytes (anything else,
+        arrays and PIL images, is prepared here: nothing to decode)."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            kind, payload = "bytes", bytes(source)
+        elif isinstance(source, (str, os.PathLike)):
+            kind, payload = "path", os.fsencode(Path(source))
+        else:
+            return inputs_of(source, invert, number, max_pixels=max_pixels)
+        request = _message({"kind": kind, "invert": invert, "number": number,
+                            "max_pixels": max_pixels}, payload)
+        worker = self._get()
+        try:
+            worker.conn.send_bytes(request)
+            if not worker.conn.poll(self.seconds):
+                raise TimeoutError
+            header, arrays = _parse(worker.conn.recv_bytes())
+        except TimeoutError:
+            self._replace(worker)
+            raise ImageError(f"took longer than {self.seconds:g} s to decode and prepare (an "
+                             f"image made to be slow?); save it again as a plain PNG or JPEG"
+                             ) from None
+        except (EOFError, OSError):
+            self._replace(worker)
+            raise ImageError("its decoder crashed or ran out of memory; save it again as a "
+                             "plain PNG or JPEG") from None
+        self.idle.put(worker)
+        if "error" in header:
+            raise ImageError(header["error"])
+        side = IMAGE_SIDE * IMAGE_SIDE
+        images = np.frombuffer(arrays, "<f4").reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+        assert len(images) * side * 4 == len(arrays)
+        return [Prepared(images[i].astype(np.float32), bool(inv), bool(light))
+                for i, (inv, light) in enumerate(header["inputs"])]
+
+    def _replace(self, worker: _Process) -> None:
+        worker.kill()
+        self.idle.put(_Process(self._context(), self.memory))
+
+    def close(self) -> None:
+        while True:
+            try:
+                self.idle.get_nowait().kill()
+            except queue.Empty:
+                return
+
+
+_shared: dict[tuple, Decoders] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(workers: int = 2, seconds: float | None = None) -> Decoders:
+    """One pool per (workers, seconds) in this process, started on first use."""
+    seconds = limits.DECODE_SECONDS if seconds is None else seconds
+    with _shared_lock:
+        key = (workers, seconds)
+        if key not in _shared:
+            _shared[key] = Decoders(workers, seconds)
+        return _shared[key]
