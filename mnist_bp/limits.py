@@ -70,7 +70,7 @@ TABLE = {
     "YAML_DEPTH": ("levels of nesting in YAML",
                    "a config has three; deeper nesting only serves to exhaust the parser"),
     "MAX_PARAMETERS": ("weights and biases of a network (config)",
-                       "200 MB in float32: 50 times mnist-best.yaml's network, trained in "
+                       "200 MB in float32: 27 times mnist-best.yaml's network, trained in "
                        "memory with its optimizer state on any laptop"),
     "MAX_LAYERS": ("hidden layers of a network", "an MLP deeper than this does not train"),
     "LARGE_COUNT": ("epochs, batch sizes and other counts in a config",
@@ -134,8 +134,25 @@ TABLE = {
 }
 
 
-def limit_value(name: str):
-    return globals()[name]
+def shown(name: str) -> str:
+    """A limit's value as docs/reliability.md writes it: 1,000,000; 4 MB; 2 s."""
+    value = globals()[name]
+    if name.endswith("SECONDS") or name.endswith("WAIT"):
+        return f"{value:g} s"
+    if (name.endswith("BYTES") or name.endswith("BUDGET") or name.endswith("MEMORY")) \
+            and value % MB == 0:
+        return f"{value // MB:,} MB"
+    if isinstance(value, float):
+        return f"{value:,g}"
+    return f"{value:,}"
+
+
+def table_markdown() -> str:
+    """The limits table of docs/reliability.md."""
+    rows = ["| limit | value | bounds | why this value |", "|---|---|---|---|"]
+    rows += [f"| `{name}` | {shown(name)} | {what} | {why} |"
+             for name, (what, why) in TABLE.items()]
+    return "\n".join(rows)
 
 
 class TooLarge(UserError):

@@ -329,3 +329,24 @@ def test_documented_commands_run_in_a_sandbox(sandbox, monkeypatch):
     assert (box / "tune" / "lr" / "best.yaml").is_file()
     assert np.load(box / "runs" / "robust" / "checkpoints" / "best.npz",
                    allow_pickle=False)["layers.0.W"].shape == (784, 16)
+
+
+def test_the_limits_table_of_reliability_md_is_the_code_s():
+    """docs/reliability.md shows limits.TABLE as it is: every limit, its value, what it
+    bounds and why, in the code's order; and every limit the code holds is in the table."""
+    from mnist_bp import limits
+
+    page = text(ROOT / "docs" / "reliability.md")
+    shown = re.search(r"<!-- limits table: generated from mnist_bp/limits.py -->\n(.*?)\n"
+                      r"<!-- end of limits table -->", page, re.S).group(1)
+    assert shown == limits.table_markdown()
+    names = [n for n in vars(limits) if n.isupper() and n != "TABLE" and n != "MB"]
+    assert sorted(names) == sorted(limits.TABLE)
+    for name in limits.TABLE:  # and each value is the one the modules use
+        assert f"| `{name}` | {limits.shown(name)} |" in shown
+    from mnist_bp import checkpoint, config, imageprep, serve
+    from mnist_bp.data import idx
+    assert (config.MAX_FILE_BYTES, idx.MAX_BYTES, imageprep.MAX_PIXELS, serve.MAX_BODY,
+            checkpoint.MAX_TOTAL_BYTES) == (limits.CONFIG_BYTES, limits.IDX_BYTES,
+                                            limits.IMAGE_MAX_PIXELS, limits.UPLOAD_BYTES,
+                                            limits.CHECKPOINT_TOTAL_BYTES)
