@@ -27,18 +27,19 @@ from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.nn.losses import make_loss, probabilities
 from mnist_bp.nn.mlp import MLP
 from mnist_bp.nn.reference import probability_gradient
-from mnist_bp.precision import float32_products
+from mnist_bp import precision
 
 CHUNK_IMAGES = 2000  # images per forward pass when predicting
 NO_ANSWER = ("the network's outputs overflow on this image (no finite answer); the "
              "checkpoint's weights are unusable")
 
 
-def build_network(cfg: Config, products: str | None = None) -> MLP:
+def build_network(cfg: Config, products: str) -> MLP:
     """The MLP `cfg.model` describes, 784 inputs and 10 outputs, initialised from the seed;
-    its products by `products` (nn.products.KINDS), float32 by default (precision.py)."""
+    its products by `products` (an nn.products.KINDS key, resolved at the edge:
+    precision.resolve)."""
     return MLP(cfg.model, rng.stream(cfg.seed, rng.INIT), IMAGE_PIXELS, NUM_CLASSES,
-               products=products or float32_products())
+               products=products)
 
 
 def parameter_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
@@ -309,15 +310,17 @@ def _result(inputs: list, probs: np.ndarray, number: bool) -> dict:
             "inverted": inverted, "inputs": [p.image for p in inputs]}
 
 
-def read(path: Path | str) -> tuple[MLP, Config, dict, dict]:
+def read(path: Path | str, products: str | None = None) -> tuple[MLP, Config, dict, dict]:
     """(network, config, meta, optimizer state) of a checkpoint, every parameter checked
     against the network its config builds and loaded into it; a CheckpointError naming the
-    file otherwise."""
+    file otherwise. Inference multiplies in float32 by `products` (default: resolved here,
+    the edge of `mnist_bp.load`)."""
     path = Path(path)
+    products = products or precision.resolve().float32
     params, optim_state, meta = checkpoint.load(path)
     cfg = checkpoint.config_of(path, meta)
     checkpoint.check_shapes(path, parameter_shapes(cfg), params)  # before building anything
-    network = build_network(cfg)
+    network = build_network(cfg, products)
     network.load_parameters(params)
     return network, cfg, meta, optim_state
 

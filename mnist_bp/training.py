@@ -31,7 +31,7 @@ from mnist_bp.model import build_network, load, read
 from mnist_bp.nn.losses import make_loss
 from mnist_bp.nn.optimizers import Momentum, clip_grad_norm, make_optimizer
 from mnist_bp.nn.schedules import learning_rate
-from mnist_bp.precision import gemm_choice, training_products
+from mnist_bp import precision
 from mnist_bp.scoring import evaluate
 
 
@@ -67,10 +67,12 @@ class RunState:
 class Trainer:
     """Model, optimizer, loss and batch makers of one run."""
 
-    def __init__(self, cfg: Config, train_split, val_split, normalizer: Normalizer):
+    def __init__(self, cfg: Config, train_split, val_split, normalizer: Normalizer,
+                 products: precision.Products | None = None):
         self.cfg = cfg
         # products: numpy, onednn or onednn-bfloat16; note: why bfloat16 was not possible
-        self.products, self.precision_note = training_products(cfg.training.precision)
+        products = products or precision.resolve()
+        self.products, self.precision_note = products.training(cfg.training.precision)
         self.model = build_network(cfg, self.products)
         self.dropout = cfg.model.dropout > 0 or cfg.model.input_dropout > 0
         self.params = self.model.parameters()
@@ -271,13 +273,13 @@ def record_epoch(progress: RunState, row: dict, metric: str | None, cfg: Config)
     return improved
 
 
-def load_resume(path: Path):
+def load_resume(path: Path, products: str = "numpy"):
     """(config, progress, run dir, arrays) of a checkpoint to resume, its shapes checked.
     Only a run's own RUN/checkpoints/last.npz (or best.npz) resumes, into that RUN: a
     checkpoint anywhere else would write into whatever folder holds it."""
     path = Path(path)
     # the arrays must fit the model and optimizer the config builds
-    network, cfg, meta, optim_state = read(path)
+    network, cfg, meta, optim_state = read(path, products)
     run_dir = rundir.run_of(path)  # RUN/checkpoints/last.npz
     if run_dir is None:
         raise checkpoint.CheckpointError(
@@ -316,10 +318,10 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
     that stops on an error before its first epoch leaves no run directory behind (only
     what was there before); Ctrl-C and SIGTERM save last.npz and keep it."""
     reporter = reporter or NullReporter()
-    gemm_choice()  # a bad MNIST_BP_GEMM is refused before anything is written
+    products = precision.resolve()  # once, here: a bad MNIST_BP_GEMM before anything is written
     state = None
     if resume is not None:
-        cfg, progress, run_dir, state = load_resume(resume)
+        cfg, progress, run_dir, state = load_resume(resume, products.float32)
     else:
         run_dir, progress = Path(run_dir) if run_dir else new_run_dir(config_name), RunState()
     folder = rundir.RunDir(run_dir)
@@ -328,7 +330,7 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
         with folder.locked():
             locked = True
             return _locked_run(cfg, folder, data_dir, config_name, progress, state, reporter,
-                               score_test, tensorboard)
+                               score_test, tensorboard, products)
     except BaseException as exc:
         if locked and state is None and progress.epoch == 0 \
                 and not isinstance(exc, Interrupted) and not folder.last.exists():
@@ -337,7 +339,7 @@ def run(cfg: Config | None, run_dir: Path | None, data_dir, *, config_name: str 
 
 
 def _locked_run(cfg, run: rundir.RunDir, data_dir, config_name, progress, state, reporter,
-                score_test, tensorboard) -> dict:
+                score_test, tensorboard, products) -> dict:
     if state is not None and progress.finished and (run / rundir.SUMMARY).is_file():
         reporter.info(f"run in {run.path} already finished after {progress.epoch} epoch(s) "
                       f"({progress.stop_reason}); nothing to resume")
@@ -354,7 +356,8 @@ def _locked_run(cfg, run: rundir.RunDir, data_dir, config_name, progress, state,
         log = TensorBoardLog(run.subfolder(rundir.TENSORBOARD), cfg)
     summary = None
     try:
-        summary = _train(cfg, run, data_dir, progress, state, reporter, score_test, log)
+        summary = _train(cfg, run, data_dir, progress, state, reporter, score_test, log,
+                         products)
         return summary
     finally:
         if log is not None:
@@ -362,7 +365,7 @@ def _locked_run(cfg, run: rundir.RunDir, data_dir, config_name, progress, state,
 
 
 def _train(cfg: Config, run: rundir.RunDir, data_dir, progress: RunState, state, reporter,
-           score_test: bool, log) -> dict:
+           score_test: bool, log, products: precision.Products) -> dict:
     from mnist_bp.data.datadir import load_dataset, split_validation
 
     reporter.info(f"run directory: {run.path}")
@@ -371,7 +374,8 @@ def _train(cfg: Config, run: rundir.RunDir, data_dir, progress: RunState, state,
     train_split, val_split = split_validation(dataset.train, cfg.data.validation)
     normalizer = (Normalizer(**state[2]["normalization"]) if state
                   else Normalizer.fit(cfg.data.normalize, train_split.images))
-    trainer = Trainer(cfg, train_split, val_split, normalizer)
+    trainer = Trainer(cfg, train_split, val_split, normalizer, products)
+    precision.pin_blas_threads(trainer.products)  # the cores are the products' from here
     if trainer.precision_note:
         reporter.warn(trainer.precision_note)
     if state and progress.products not in (None, trainer.products):

@@ -236,7 +236,8 @@ def weights(run_dir):
 
 
 @needs_onednn
-@pytest.mark.parametrize("precision_name", ["float32", "bfloat16"])
+@pytest.mark.parametrize("precision_name", ["float32", pytest.param("bfloat16",
+                                                                     marks=needs_bf16)])
 def test_the_same_command_twice_gives_the_same_weights(small_data, tmp_path, monkeypatch,
                                                        precision_name):
     env = {**os.environ, "MNIST_BP_GEMM": "onednn"}
@@ -247,20 +248,22 @@ def test_the_same_command_twice_gives_the_same_weights(small_data, tmp_path, mon
     a, b = (weights(r) for r in runs)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     summary = json.loads((runs[0] / "summary.json").read_text())
-    want = ("onednn-bfloat16" if precision_name == "bfloat16" and onednn.cpu_has_bf16()
-            else "onednn")
-    assert summary["products"] == want
+    assert summary["products"] == ("onednn-bfloat16" if precision_name == "bfloat16"
+                                   else "onednn")
 
 
-@needs_onednn
+@needs_bf16
 def test_bfloat16_learns_as_well_as_numpy_float32(small_data, tmp_path):
+    """bfloat16 products (asserted: not a float32 fallback) learn as float32 does."""
     accuracy = {}
     for gemm, prec in (("numpy", "float32"), ("onednn", "bfloat16")):
         run = tmp_path / gemm
         proc = train(small_data, run, {**os.environ, "MNIST_BP_GEMM": gemm},
                      f"training.precision={prec}", "training.epochs=6")
         assert proc.returncode == 0, proc.stderr
-        accuracy[gemm] = json.loads((run / "summary.json").read_text())["test_accuracy"]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["products"] == ("numpy" if gemm == "numpy" else "onednn-bfloat16")
+        accuracy[gemm] = summary["test_accuracy"]
     assert accuracy["numpy"] > 0.9
     assert abs(accuracy["onednn"] - accuracy["numpy"]) <= 0.02, accuracy
 
@@ -276,13 +279,15 @@ def test_the_fallback_line_is_printed_once_and_training_goes_on(small_data, tmp_
         assert json.loads((run / "summary.json").read_text())["products"] == kind
 
 
-@needs_onednn
+@needs_bf16
 def test_a_bfloat16_checkpoint_is_evaluated_in_float32(small_data, tmp_path, monkeypatch):
     from mnist_bp.model import load
 
     env = {**os.environ, "MNIST_BP_GEMM": "onednn"}
     proc = train(small_data, tmp_path / "run", env, "training.precision=bfloat16")
     assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["products"] == "onednn-bfloat16"
     monkeypatch.setenv("MNIST_BP_GEMM", "onednn")
     model = load(tmp_path / "run" / "checkpoints" / "best.npz")
     kinds = {linear.products.name for linear in model.network.linears.values()}
