@@ -331,9 +331,9 @@ def predict(checkpoint, inputs, as_json, k, invert, number, save_inputs):
         raise click.UsageError("no images found in " + " ".join(inputs))
     results = model.predict_paths([s for _, s in named], invert=invert, number=number,
                                   names=[n for n, _ in named])
-    failed = [r for r in results if "error" in r]
+    failed = [r for r in results if not r.ok]
     for r in failed:
-        echo_err(f"Error: {shown_name(r['file'])}: {r['error']}")
+        echo_err(f"Error: {shown_name(r.file)}: {r.error}")
     if as_json:
         click.echo(json.dumps(to_json(str(checkpoint), results, k)))
     elif len(failed) < len(results):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_bp import checkpoint, rng
+from mnist_bp import checkpoint, precision, rng
 from mnist_bp.config import Config
 from mnist_bp.data.batches import BatchMaker, Normalizer
 from mnist_bp.data.registry import IMAGE_PIXELS, NUM_CLASSES, class_names
@@ -27,7 +27,7 @@ from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.nn.losses import make_loss, probabilities
 from mnist_bp.nn.mlp import MLP
 from mnist_bp.nn.reference import probability_gradient
-from mnist_bp import precision
+from mnist_bp.prediction import Prediction, predictions
 
 CHUNK_IMAGES = 2000  # images per forward pass when predicting
 NO_ANSWER = ("the network's outputs overflow on this image (no finite answer); the "
@@ -49,12 +49,6 @@ def parameter_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         shapes[f"layers.{i}.W"], shapes[f"layers.{i}.b"] = (d_in, d_out), (d_out,)
     return shapes
-
-
-def digit_fields(p: np.ndarray) -> dict:
-    """`digit`, `confidence` and `probabilities` (10 floats) of one row of probabilities."""
-    digit = int(np.argmax(p))
-    return {"digit": digit, "confidence": float(p[digit]), "probabilities": p.tolist()}
 
 
 class Model:
@@ -174,13 +168,14 @@ class Model:
 
     # --- the Python API -------------------------------------------------------------------------
 
-    def predict(self, images, invert: str = "auto") -> list[dict]:
-        """One dict per image with `digit`, `confidence`, `probabilities` (10 floats).
+    def predict(self, images, invert: str = "auto") -> list[Prediction]:
+        """One `Prediction` per image: `digit`, `confidence`, `probabilities` (10 floats), as
+        attributes or keys (prediction.py).
 
         `images`: an array `(N, 28, 28)` or `(28, 28)` of MNIST-ready pixels in [0, 1] (white
         digit on black), used as they are, as `evaluate` and the exported ONNX model use
         them; or a list of image paths, read with `mnist-bp predict`'s preprocessing (then
-        each dict also has `file` and `inverted`, or `file` and `error`).
+        each also has `file` and `inverted`, or `file` and `error`).
 
         >>> import numpy as np
         >>> blank = np.zeros((2, 28, 28), np.float32)
@@ -194,9 +189,10 @@ class Model:
             images = [images]
         if isinstance(images, (list, tuple)) and images \
                 and all(isinstance(s, (str, Path)) for s in images):
-            return [{k: v for k, v in r.items() if k != "input"}
-                    for r in self.predict_paths(images, invert=invert)]
-        return [digit_fields(p) for p in self.probabilities(as_images(images))]
+            return self.predict_paths(images, invert=invert)
+        probs = self.probabilities(as_images(images))
+        return predictions(probs, [None] * len(probs), None, False, self.answerable(probs),
+                           NO_ANSWER)
 
     def evaluate(self, dataset: str | None = None, split: str = "test", data_dir=None,
                  invert: bool = False, colors: str = "normal", seed: int = 0,
@@ -239,30 +235,32 @@ class Model:
     # --- users' images (predict, serve) ---------------------------------------------------------
 
     def prepare(self, source, invert: str = "auto", number: bool = False,
-                decoders=None) -> list:
+                decoders=None, max_pixels: int | None = None) -> list:
         """Network inputs (`imageprep.Prepared`) of one image (a path, bytes, a file object,
         a PIL image or a 2-D array in [0, 1]): one, or one per digit with `number`. Paths
         and bytes are decoded in a worker process with a time limit (decoding.py)."""
         from mnist_bp.decoding import shared
 
         if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
-            return (decoders or shared()).prepare(source, invert, number)
-        return inputs_of(source, invert, number)
+            return (decoders or shared()).prepare(source, invert, number, max_pixels)
+        return inputs_of(source, invert, number, max_pixels)
 
-    def predict_image(self, source, invert: str = "auto", number: bool = False) -> dict:
-        """The prediction for one image (see `predict_paths` for the fields); raises
-        ImageError for a bad or blank one."""
-        inputs = self.prepare(source, invert, number)
+    def predict_image(self, source, invert: str = "auto", number: bool = False,
+                      decoders=None) -> Prediction:
+        """The `Prediction` for one image (a path, bytes, a file object, a PIL image or a 2-D
+        array in [0, 1]); raises ImageError for a bad or blank one."""
+        inputs = self.prepare(source, invert, number, decoders)
         probs = self.probabilities(np.stack([p.image for p in inputs]))
-        if not self.answerable(probs).all():
-            raise ImageError(NO_ANSWER)
-        return _result(inputs, probs, number)
+        [result] = predictions(probs, [inputs], None, number, self.answerable(probs),
+                               NO_ANSWER)
+        if not result.ok:
+            raise ImageError(result.error)
+        return result
 
     def predict_paths(self, sources, invert: str = "auto", number: bool = False,
-                      names=None) -> list[dict]:
-        """One dict per source, in order: `file`, then `digit`, `confidence`, `probabilities`
-        (10 floats), `inverted`, `input` (the 28x28 array the network saw); with `number`,
-        `number` and `digits` (one dict per digit) instead of `digit`; or `error`.
+                      names=None) -> list[Prediction]:
+        """One `Prediction` per source, in order, with its `file` (`names`, or the source);
+        an image that failed has `error` instead of the answer.
 
         The images are prepared by the decoding workers, two at a time (each in a process
         with a time limit: decoding.py), and predicted in chunks."""
@@ -281,33 +279,12 @@ class Model:
             prepared = list(pool.map(prepared_or_error, sources))
         flat = [p.image for item in prepared if not isinstance(item, str) for p in item]
         probs = self.probabilities(np.stack(flat)) if flat else np.empty((0, NUM_CLASSES))
-        out, at = [], 0
-        ok = self.answerable(probs)
-        for name, item in zip(names, prepared, strict=True):
-            if isinstance(item, str):
-                out.append({"file": name, "error": item})
-                continue
-            rows = slice(at, at + len(item))
-            at += len(item)
-            if not ok[rows].all():
-                out.append({"file": name, "error": NO_ANSWER})
-                continue
-            out.append({"file": name, **_result(item, probs[rows], number)})
-        return out
+        return predictions(probs, prepared, names, number, self.answerable(probs), NO_ANSWER)
 
 
 def check_invert(invert) -> None:
     if invert not in ("auto", "yes", "no"):
         raise UserError(f"invert must be 'auto', 'yes' or 'no', not {invert!r}")
-
-
-def _result(inputs: list, probs: np.ndarray, number: bool) -> dict:
-    inverted = bool(inputs[0].inverted)
-    if not number:
-        return {**digit_fields(probs[0]), "inverted": inverted, "input": inputs[0].image}
-    digits = [digit_fields(p) for p in probs]
-    return {"number": "".join(str(d["digit"]) for d in digits), "digits": digits,
-            "inverted": inverted, "inputs": [p.image for p in inputs]}
 
 
 def read(path: Path | str, products: str | None = None) -> tuple[MLP, Config, dict, dict]:

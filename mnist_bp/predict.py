@@ -42,7 +42,7 @@ def expand_inputs(inputs) -> list[tuple[str, object]]:
     return out
 
 
-def write_inputs(results: list[dict], folder: Path) -> list[Path]:
+def write_inputs(results: list, folder: Path) -> list[Path]:
     """The 28x28 images the network saw, as PNG files named after their inputs (`NAME.png`,
     `NAME-<i>.png` per digit of a number). An existing file is never replaced, an input
     included: a taken name gets `~2`, `~3`..."""
@@ -52,14 +52,13 @@ def write_inputs(results: list[dict], folder: Path) -> list[Path]:
 
     written = []
     for r in results:
-        if "error" in r:
+        if not r.ok:
             continue
-        stem = "stdin" if r["file"] == "-" else Path(r["file"]).stem
-        images = r["inputs"] if "inputs" in r else [r["input"]]
-        for i, image in enumerate(images):
+        stem = "stdin" if r.file == "-" else Path(r.file).stem
+        for i, image in enumerate(r.inputs):
             buf = io.BytesIO()
             Image.fromarray(np.round(image * 255).astype(np.uint8), "L").save(buf, "PNG")
-            name = f"{stem}-{i}" if "inputs" in r else stem
+            name = f"{stem}-{i}" if r.number is not None else stem
             written.append(write_new(folder, name, ".png", buf.getvalue()))
     return written
 
@@ -74,8 +73,8 @@ def shown_name(name: str) -> str:
     return name if name.isprintable() else repr(name)[1:-1]
 
 
-def format_table(results: list[dict], k: int) -> str:
-    ok = [{**r, "file": shown_name(r["file"])} for r in results if "error" not in r]
+def format_table(results: list, k: int) -> str:
+    ok = [{**r, "file": shown_name(r.file)} for r in results if r.ok]
     width = max([len(r["file"]) for r in ok] + [4])
     number = any("number" in r for r in ok)
     head = f"{'file':<{width}}  {'number' if number else 'digit':<6}  confidence  " \
@@ -97,14 +96,14 @@ def with_top(fields: dict, k: int) -> dict:
                               for d, p in top_k(fields["probabilities"], k)]}
 
 
-def to_json(path: str, results: list[dict], k: int) -> dict:
+def to_json(path: str, results: list, k: int) -> dict:
     """The `--json` object: checkpoint, predictions (with the top `k` digits), errors."""
     predictions, errors = [], []
     for r in results:
-        if "error" in r:
-            errors.append({"file": r["file"], "error": r["error"]})
+        if not r.ok:
+            errors.append({"file": r.file, "error": r.error})
             continue
-        item = {key: value for key, value in r.items() if key not in ("input", "inputs")}
+        item = dict(r)
         if "digits" in item:
             item["digits"] = [with_top(d, k) for d in item["digits"]]
         else:

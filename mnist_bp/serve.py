@@ -35,8 +35,9 @@ import numpy as np
 
 from mnist_bp import limits
 from mnist_bp.errors import UserError
-from mnist_bp.imageprep import ImageError, inputs_of
-from mnist_bp.model import NO_ANSWER, digit_fields, load
+from mnist_bp.imageprep import ImageError
+from mnist_bp.model import NO_ANSWER, load
+from mnist_bp.prediction import predictions
 
 # The server's limits (limits.py says why each value)
 MAX_BODY = limits.UPLOAD_BYTES  # bytes of one uploaded image
@@ -114,20 +115,13 @@ def log_line(message: str) -> None:
     print(f"mnist-bp serve: {message}", file=sys.stderr, flush=True)
 
 
-def decoded(decoders, body: bytes, invert: str):
-    """The upload's network input, decoded in a worker process with the server's time limit
-    (decoding.py), or ImageError."""
-    if decoders is None:
-        return inputs_of(body, invert, max_pixels=MAX_UPLOAD_PIXELS)[0]
-    return decoders.prepare(body, invert, False, MAX_UPLOAD_PIXELS)[0]
-
-
 def explain_bytes(models: dict, body: bytes, invert: str, decoders=None) -> dict:
     """`/api/explain`'s answer for one image: each model's attribution for its own predicted
     digit, by its default method (explain.py), or ImageError."""
     from mnist_bp.explain import explain
 
-    prepared = decoded(decoders, body, invert)
+    prepared = next(iter(models.values())).prepare(body, invert, False, decoders,
+                                                   MAX_UPLOAD_PIXELS)[0]
     out = []
     for name, model in models.items():
         if not model.answerable(model.probabilities(prepared.image[None])).all():
@@ -141,17 +135,19 @@ def explain_bytes(models: dict, body: bytes, invert: str, decoders=None) -> dict
 
 
 def predict_bytes(models: dict, body: bytes, invert: str, decoders=None) -> dict:
-    """The API's answer for one image, or ImageError (whatever went wrong with it)."""
-    prepared = decoded(decoders, body, invert)
-    x = prepared.image[None]
+    """The API's answer for one image: each model's `Prediction` (prediction.py, as
+    `predict` and the Python API make it) with its name and the 28x28 input; or ImageError
+    (whatever went wrong with it). The image is decoded once, in a worker process."""
+    first = next(iter(models.values()))
+    inputs = first.prepare(body, invert, False, decoders, MAX_UPLOAD_PIXELS)
     out = []
-    seen = np.round(prepared.image, 3).tolist()
     for name, model in models.items():
-        probs = model.probabilities(x)
-        if not model.answerable(probs).all():
-            raise ImageError(f"{name}: {NO_ANSWER}")
-        out.append({"model": name, **digit_fields(probs[0]),
-                    "inverted": prepared.inverted, "input": seen})
+        probs = model.probabilities(np.stack([p.image for p in inputs]))
+        [result] = predictions(probs, [inputs], None, False, model.answerable(probs),
+                               f"{name}: {NO_ANSWER}")
+        if not result.ok:
+            raise ImageError(result.error)
+        out.append({"model": name, **result, "input": np.round(result.input, 3).tolist()})
     return {"predictions": out}
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_bp import checkpoint, limits, rng, rundir
+from mnist_bp import checkpoint, limits, precision, rng, rundir
 from mnist_bp.config import Config, dump_yaml, to_dict
 from mnist_bp.data.augment import is_active
 from mnist_bp.data.batches import BatchMaker, Normalizer
@@ -31,7 +31,6 @@ from mnist_bp.model import build_network, load, read
 from mnist_bp.nn.losses import make_loss
 from mnist_bp.nn.optimizers import Momentum, clip_grad_norm, make_optimizer
 from mnist_bp.nn.schedules import learning_rate
-from mnist_bp import precision
 from mnist_bp.scoring import evaluate
 
 

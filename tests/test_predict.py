@@ -309,3 +309,39 @@ def test_expand_inputs_sorts_a_directory(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert [n for n, _ in expand_inputs([str(tmp_path)])] == [str(tmp_path / "a.jpg"),
                                                               str(tmp_path / "b.png")]
+
+
+def test_one_prediction_type_for_predict_serve_and_the_api(checkpoint, tmp_path):
+    """predict's JSON, the Python API (arrays and paths) and serve's answer are made by one
+    function (prediction.predictions): the same fields, with the same values, per mode."""
+    import json as json_module
+
+    from click.testing import CliRunner
+
+    from mnist_bp.cli import main
+    from mnist_bp.prediction import Prediction
+    from mnist_bp.serve import predict_bytes
+
+    model = load(checkpoint)
+    image = dataset_arrays()["test_images"][3]
+    path = tmp_path / "d.png"
+    Image.fromarray(image).save(path)
+    [from_path] = model.predict([path])
+    [from_array] = model.predict(image.astype(np.float32) / 255)
+    assert isinstance(from_path, Prediction) and isinstance(from_array, Prediction)
+    assert sorted(from_array) == ["confidence", "digit", "probabilities"]
+    assert sorted(from_path) == ["confidence", "digit", "file", "inverted", "probabilities"]
+    assert from_path.digit == from_path["digit"] and from_path.input.shape == (28, 28)
+    cli = json_module.loads(CliRunner().invoke(main, ["predict", str(checkpoint), str(path),
+                                                      "--json"]).stdout)
+    [shown] = cli["predictions"]
+    assert {k: v for k, v in shown.items() if k != "top"} == dict(from_path)
+    [served] = predict_bytes({"m": model}, path.read_bytes(), "auto")["predictions"]
+    assert {k: served[k] for k in from_path if k != "file"} == \
+        {k: v for k, v in from_path.items() if k != "file"}
+    [number] = model.predict_paths([path], number=True)
+    assert sorted(number) == ["digits", "file", "inverted", "number"]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    [failed] = model.predict([bad])
+    assert sorted(failed) == ["error", "file"] and not failed.ok

@@ -1,0 +1,97 @@
+"""The one prediction result: what `predict`, `serve` and the Python API answer for an image.
+
+`Prediction` is both an object (`p.digit`) and a read-only mapping (`p["digit"]`,
+`sorted(p)`, `dict(p)`) whose keys are the fields it holds, the same in every mode that
+holds them:
+
+- an array image (the API):        digit, confidence, probabilities
+- an image file (predict, serve):  file, digit, confidence, probabilities, inverted
+- a number (`--number`):           file, number, digits (one {digit, confidence,
+                                   probabilities} per digit), inverted
+- an image that failed:            file, error
+
+The 28x28 inputs the network saw are attributes (`input`, `inputs`), not keys: arrays, for
+`--save-inputs` and the page, not for JSON. `predictions` makes them, the one function every
+caller goes through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KEYS = ("file", "digit", "number", "confidence", "probabilities", "digits", "inverted", "error")
+
+
+def digit_fields(p: np.ndarray) -> dict:
+    """`digit`, `confidence` and `probabilities` (10 floats) of one row of probabilities."""
+    digit = int(np.argmax(p))
+    return {"digit": digit, "confidence": float(p[digit]), "probabilities": p.tolist()}
+
+
+@dataclass(frozen=True)
+class Prediction(Mapping):
+    file: str | None = None
+    digit: int | None = None
+    confidence: float | None = None
+    probabilities: list[float] | None = None
+    inverted: bool | None = None
+    number: str | None = None
+    digits: list[dict] | None = None
+    error: str | None = None
+    inputs: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def input(self) -> np.ndarray | None:
+        """The 28x28 input the network saw (the first digit's, for a number)."""
+        return self.inputs[0] if self.inputs else None
+
+    def __getitem__(self, key: str):
+        if key not in KEYS or getattr(self, key) is None:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return (key for key in KEYS if getattr(self, key) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def predictions(probs: np.ndarray, prepared: list, names: list | None, number: bool,
+                answerable: np.ndarray, no_answer: str) -> list[Prediction]:
+    """One Prediction per image, in order. `prepared[i]` is image i's list of
+    `imageprep.Prepared` (one, or one per digit of a number), or its error (a string), or
+    None for an array image (no file, no polarity); `probs` holds the rows of every prepared
+    input in that order and `answerable` which rows the network could compute."""
+    out, at = [], 0
+    for i, item in enumerate(prepared):
+        name = names[i] if names is not None else None
+        if isinstance(item, str):
+            out.append(Prediction(file=name, error=item))
+            continue
+        count = 1 if item is None else len(item)
+        rows = slice(at, at + count)
+        at += count
+        if not answerable[rows].all():
+            out.append(Prediction(file=name, error=no_answer))
+            continue
+        if item is None:
+            out.append(Prediction(**digit_fields(probs[rows][0])))
+            continue
+        inverted = bool(item[0].inverted)
+        images = [p.image for p in item]
+        if number:
+            digits = [digit_fields(p) for p in probs[rows]]
+            out.append(Prediction(file=name, number="".join(str(d["digit"]) for d in digits),
+                                  digits=digits, inverted=inverted, inputs=images))
+        else:
+            out.append(Prediction(file=name, **digit_fields(probs[rows][0]),
+                                  inverted=inverted, inputs=images))
+    return out
