@@ -121,8 +121,8 @@ class Decoders:
         arrays and PIL images, is prepared here: nothing to decode)."""
         if isinstance(source, (bytes, bytearray, memoryview)):
             kind, payload = "bytes", bytes(source)
-        elif isinstance(source, (str, os.PathLike)):
-            kind, payload = "path", os.fsencode(Path(source))
+        elif isinstance(source, (str, os.PathLike)):  # absolute: workers have their own cwd
+            kind, payload = "path", os.fsencode(os.path.abspath(Path(source)))
         else:
             return inputs_of(source, invert, number, max_pixels=max_pixels)
         request = _message({"kind": kind, "invert": invert, "number": number,

@@ -711,3 +711,13 @@ def test_predict_names_the_slow_image_and_predicts_the_others(tmp_path, checkpoi
     [error] = answer["errors"]
     assert error["file"] == str(tmp_path / "slow.jpg")
     assert error["error"].startswith("took longer than 1 s to decode and prepare")
+
+
+def test_relative_paths_are_read_from_the_caller_s_folder(tmp_path, monkeypatch):
+    """The decoding workers were started elsewhere: a relative path is the caller's."""
+    from mnist_bp.decoding import shared
+
+    shared().prepare(plain_png())  # the pool is up, started from the current folder
+    (tmp_path / "here.png").write_bytes(plain_png())
+    monkeypatch.chdir(tmp_path)
+    assert shared().prepare("here.png")[0].image.shape == (28, 28)
