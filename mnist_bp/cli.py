@@ -503,7 +503,7 @@ def serve(checkpoints, host, port, open_browser, allow_hosts):
               help="Where the study lives: a database URL for many machines "
                    "(postgresql://..., mysql://..., sqlite:///...), or an SQLite file of "
                    "mnist-bp's [default: OUT/study.db].")
-@click.option("--out", type=PATH, metavar="DIR",
+@click.option("--out", metavar="DIR",
               help="Output folder [default: tune/<time>-<config name>/]; the same OUT again "
                    "continues the study.")
 @click.option("--data-dir", type=PATH, help=DATA_DIR_HELP)

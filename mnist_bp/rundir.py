@@ -62,13 +62,14 @@ class Owned:
 
     @property
     def record(self) -> dict[str, list[int]]:
-        if self._record is None:
-            try:
-                data = json.loads((self.folder / MANIFEST).read_text())
-                self._record = {str(k): list(v) for k, v in data.items()} \
-                    if isinstance(data, dict) else {}
-            except (OSError, ValueError, TypeError):
-                self._record = {}
+        """What was written here, as the record on disk says now (several processes may
+        write one folder: tune's workers share OUT)."""
+        try:
+            data = json.loads((self.folder / MANIFEST).read_text())
+            self._record = {str(k): list(v) for k, v in data.items()} \
+                if isinstance(data, dict) else {}
+        except (OSError, ValueError, TypeError, AttributeError):
+            self._record = {}
         return self._record
 
     def ours(self, name: str) -> bool:
@@ -88,28 +89,52 @@ class Owned:
     def adopt(self, *names: str) -> None:
         """Record files already there as this folder's own (a run that was written before
         the record existed, a run being resumed)."""
-        for name in names:
-            stamp = _stamp(self.folder / name)
-            if stamp is not None:
-                self.record[name] = stamp
-        self._save()
+        with self._locked():
+            record = self.record
+            for name in names:
+                stamp = _stamp(self.folder / name)
+                if stamp is not None:
+                    record[name] = stamp
+            self._save(record)
 
-    def _save(self) -> None:
+    @contextlib.contextmanager
+    def _locked(self):
+        """An exclusive lock on the folder itself (flock on its descriptor: no lock file)."""
+        import fcntl
+
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _save(self, record: dict) -> None:
         with atomic_write(self.folder / MANIFEST, "w") as f:
-            json.dump(self.record, f)
+            json.dump(record, f)
+
+    def _note(self, *names: str) -> None:
+        record = self.record
+        for name in names:
+            record[name] = _stamp(self.folder / name)
+        self._save(record)
 
     @contextlib.contextmanager
     def writing(self, name: str, mode: str = "wb"):
         """A file object for `name`, replacing it atomically at the end: only if it is
         absent or ours (else UserError, and nothing is written)."""
-        self.check(name)
-        with atomic_write(self.folder / name, mode) as f:
-            yield f
-        self.record[name] = _stamp(self.folder / name)
-        self._save()
+        with self._locked():  # check, replace and record as one step
+            self.check(name)
+            with atomic_write(self.folder / name, mode) as f:
+                yield f
+            self._note(name)
 
     def link(self, source: str, name: str) -> None:
         """Make `name` the same bytes as `source` (a hard link where possible)."""
+        with self._locked():
+            self._link(source, name)
+
+    def _link(self, source: str, name: str) -> None:
         self.check(name)
         src, dst = self.folder / source, self.folder / name
         tmp = dst.with_name(f".{dst.name}.link.tmp")
@@ -122,9 +147,7 @@ class Owned:
         except OSError:
             with atomic_write(dst) as f, open(src, "rb") as s:
                 shutil.copyfileobj(s, f)
-        self.record[name] = _stamp(dst)
-        self.record[source] = _stamp(src)
-        self._save()
+        self._note(name, source)
 
 
 class RunDir(Owned):
@@ -191,7 +214,8 @@ class RunDir(Owned):
             if (self.path / name).exists() or (self.path / name).is_symlink():
                 raise UserError(f"{self.path / name}: already exists and was not written by "
                                 f"this run; it is left as it is; {self.fix}")
-        self._record = {}
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path / MANIFEST)  # a manifest without a run: an earlier failed start
 
     def remove_unfinished(self) -> None:
         """Undo a run that stopped on an error before its first epoch: the files it wrote

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_bp import limits
 from mnist_bp.config import (
     Config,
     ConfigError,
@@ -54,16 +55,25 @@ from mnist_bp.config import (
 )
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write, locked
-from mnist_bp.training import NullReporter, run
+from mnist_bp.rundir import Owned
+from mnist_bp.training import Diverged, NullReporter, run
 
 INSTALL_HINT = "install the tune extra: pip install 'mnist-bp[tune]' (optuna)"
 SPEC_KEYS = {"low", "high", "log", "step", "choices"}
+MAX_GRID = 10_000_000  # values a stepped range may have
+MAX_STUDY_NAME = 200  # characters of a study name (Optuna's column holds 512)
+MAX_REPEATS = 50  # draws in a row that repeat earlier parameters before tune gives up
+OUT_STUDY = ".mnist-bp-study"  # OUT's study: its trials/<number>/ are that study's
 STUDY_FILE = "study.db"  # the study's SQLite file in OUT, without --storage
 OLD_JOURNAL = "study.journal"  # where mnist-bp kept studies before
 SPACE_ATTR = "mnist_bp.space"  # study user attribute: the space, and the mark of our studies
 WORKER_ATTR = "mnist_bp.worker"  # trial user attribute: its objective has started
 SQLITE_MAGIC = b"SQLite format 3\x00"
 OPTUNA_TABLES = {"studies", "trials", "version_info", "study_user_attributes"}
+OPTUNA_ALL_TABLES = OPTUNA_TABLES | {
+    "study_directions", "study_system_attributes", "trial_params", "trial_values",
+    "trial_intermediate_values", "trial_user_attributes", "trial_system_attributes",
+    "trial_heartbeats", "alembic_version", "sqlite_sequence", "sqlite_stat1"}
 
 
 # --- the search space ------------------------------------------------------------------------
@@ -117,6 +127,13 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
                     or not spec["choices"]:
                 raise UserError(f"{where}: choices must be a non-empty list, alone")
             values = spec["choices"]
+            seen = set()
+            for value in values:
+                token = json.dumps(value, sort_keys=True, default=str)
+                if token in seen:
+                    raise UserError(f"{where}: choices hold {show_value(value)} twice; list "
+                                    f"each value once")
+                seen.add(token)
         else:
             if "low" not in spec or "high" not in spec:
                 raise UserError(f"{where}: a range needs both low and high")
@@ -137,6 +154,9 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
                     raise UserError(f"{where}: {key} takes whole numbers; {name} is {value}")
             if not low < high:
                 raise UserError(f"{where}: low ({low}) must be below high ({high})")
+            if "log" in spec and not isinstance(spec["log"], bool):
+                raise UserError(f"{where}: log must be true or false, not "
+                                f"{show_value(spec['log'])}")
             if spec.get("log") and low <= 0:
                 raise UserError(f"{where}: a log range needs low > 0 (it is {low})")
             step = _number(spec.get("step"))
@@ -147,6 +167,9 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
                 raise UserError(f"{where}: {key} takes whole numbers; step is {step}")
             if spec.get("log") and "step" in spec:
                 raise UserError(f"{where}: use log or step, not both")
+            if "step" in spec and (float(high) - float(low)) / float(step) > MAX_GRID:
+                raise UserError(f"{where}: a step of {step} makes more than {MAX_GRID:,} "
+                                f"values; use a larger step, or none")
             values = [kind(low), kind(high)]
             spec = {**spec, "low": kind(low), "high": kind(high), "kind": kind.__name__}
             if "step" in spec:
@@ -156,8 +179,36 @@ def load_space(path: Path, base: dict) -> dict[str, dict]:
                 with_value(base_cfg, key, value)  # this key alone: microseconds a value
             except ConfigError as exc:
                 raise UserError(f"{path}: {exc}") from None
+            if key == "data.validation" and value <= 0:
+                raise UserError(f"{where}: tune scores trials on a validation split; every "
+                                f"value must be above 0, not {value}")
         space[key] = spec
+    for corner in ("low", "high"):  # every key at its first value, then at its last
+        cfg = base_cfg
+        try:
+            for key, spec in space.items():
+                value = spec["choices"][0 if corner == "low" else -1] if "choices" in spec \
+                    else spec[corner]
+                cfg = with_value(cfg, key, value)
+        except ConfigError as exc:
+            raise UserError(f"{path}: the keys' {'first' if corner == 'low' else 'last'} "
+                            f"values together make an invalid config: {exc}") from None
     return space
+
+
+def space_size(space: dict[str, dict]) -> float:
+    """How many distinct points the space has (inf where a float range has no step)."""
+    size = 1.0
+    for spec in space.values():
+        if "choices" in spec:
+            size *= len(spec["choices"])
+        elif "step" in spec:
+            size *= math.floor((spec["high"] - spec["low"]) / spec["step"] + 1e-9) + 1
+        elif spec["kind"] == "int":
+            size *= spec["high"] - spec["low"] + 1
+        else:
+            return math.inf
+    return size
 
 
 def _number(value):
@@ -229,7 +280,8 @@ def heartbeat_settings() -> tuple[int, int]:
 
 def shown_url(url: str) -> str:
     """A storage URL as messages show it: the password hidden."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
 
 
 def storage_url(out: Path, storage: str | None) -> tuple[str, Path | None]:
@@ -237,6 +289,10 @@ def storage_url(out: Path, storage: str | None) -> tuple[str, Path | None]:
     default, an SQLite file for `--storage PATH`, a URL (`sqlite:///...`, `postgresql://...`)
     used as given."""
     if storage is not None and "://" in storage:
+        if re.match(r"sqlite://(/?:memory:|/?$)", storage.split("?")[0]):
+            raise UserError(f"--storage {storage}: an in-memory database holds no study beyond "
+                            f"this process and no other worker can join it; give a file, e.g. "
+                            f"sqlite:///tune.db, or leave --storage out")
         return storage, None
     path = Path(storage) if storage else out / STUDY_FILE
     if storage is None and not path.exists() and (out / OLD_JOURNAL).exists():
@@ -252,6 +308,9 @@ def check_study_file(path: Path) -> None:
     holding a study that mnist-bp did not make. A missing file is fine (it is created)."""
     fix = "give another --storage, or another --out"
     try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise UserError(f"{path}: a symbolic link, which would make the study somewhere "
+                            f"else; it is left as it is; name the file itself, or {fix[5:]}")
         info = os.stat(path)
     except FileNotFoundError:
         return
@@ -275,13 +334,18 @@ def check_study_file(path: Path) -> None:
         raise UserError(f"{path}: not an SQLite database, so not a study of mnist-bp tune; "
                         f"it is left as it is; {fix}")
     try:
-        uri = f"file:{path.resolve()}?mode=ro"
+        uri = f"file:{path.resolve()}?mode=ro&immutable=1"  # no -wal/-shm files made
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE "
                                                "type='table'")}
             if not tables >= OPTUNA_TABLES:
                 raise UserError(f"{path}: an SQLite database that is not an Optuna study; it "
                                 f"is left as it is; {fix}")
+            foreign = sorted(tables - OPTUNA_ALL_TABLES)
+            if foreign:
+                raise UserError(f"{path}: holds tables that are not Optuna's ("
+                                f"{', '.join(foreign)[:80]}), so it is not a study of mnist-bp "
+                                f"tune; it is left as it is; {fix}")
             marked = {r[0] for r in db.execute(
                 "SELECT study_id FROM study_user_attributes WHERE key = ?", (SPACE_ATTR,))}
             for study_id, name in db.execute("SELECT study_id, study_name FROM studies"):
@@ -319,16 +383,28 @@ def open_study(optuna, storage, study_name: str, space: dict, seed: int, where: 
     by mnist-bp, in a file of ours) is one line saying how to start a new one."""
     sampler = optuna.samplers.TPESampler(seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
-                                load_if_exists=True, sampler=sampler, pruner=pruner)
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage,
+                                    direction="maximize", load_if_exists=True, sampler=sampler,
+                                    pruner=pruner)
+        stored = study.user_attrs.get(SPACE_ATTR)
+        if stored is None:  # a new study, or one a URL names: ours only if it has no trials
+            if study.get_trials(deepcopy=False):
+                raise UserError(f"{where}: the study {study_name!r} was not made by mnist-bp "
+                                f"tune (its trials hold no config); name another with --study "
+                                f"NAME")
+            study.set_user_attr(SPACE_ATTR, space_record(space))
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a database that refuses: read-only, full...
+        detail = shown_url(str(exc).splitlines()[0][:160]) if str(exc) else ""
+        raise UserError(f"{where}: cannot open or write the study ({type(exc).__name__}: "
+                        f"{detail}); check that it can be written") from None
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"{where}: the study {study_name!r} minimises its objective, so it is "
                         f"not a study of mnist-bp tune; name another with --study NAME")
     stored = study.user_attrs.get(SPACE_ATTR)
-    record = space_record(space)
-    if stored is None:  # a new study, or one a URL names that we adopt as given
-        study.set_user_attr(SPACE_ATTR, record)
-    elif stored != record:
+    if stored != space_record(space):
         keys = sorted(json.loads(stored)) if stored.startswith("{") else []
         raise UserError(f"{where}: the study {study_name!r} searches another space "
                         f"({', '.join(keys)[:200]}); a study's space is fixed: use the same "
@@ -392,12 +468,46 @@ class AskLock:
         self.release()
 
 
+def claim_out(out: Path, study_name: str, where: str) -> None:
+    """OUT holds one study's trial folders (trials/<number>/): a second study needs its own
+    OUT. The first worker records which study OUT is for."""
+    mark = out / OUT_STUDY
+    record = json.dumps({"study": study_name, "storage": where})
+    try:
+        held = limits.read_bounded(mark, 64 * 1024, "study record").decode("utf-8", "replace")
+    except UserError:
+        held = None
+    folder = Owned(out, "move it away, or give another --out")
+    for name in ("trials.csv", "best.yaml", "study.png"):  # before any trial runs
+        folder.check(name)
+    if held is None:
+        if (out / "trials").exists() or (out / "trials.csv").exists():
+            raise UserError(f"{out}: holds trials that are not this study's; give another "
+                            f"--out")
+        with atomic_write(mark, "w") as f:
+            f.write(record)
+        return
+    try:
+        other = json.loads(held)
+    except ValueError:
+        other = {}
+    if not isinstance(other, dict) or other.get("study") != study_name \
+            or other.get("storage") != where:
+        other = other if isinstance(other, dict) else {}
+        raise UserError(f"{out}: holds the trials of the study "
+                        f"{str(other.get('study'))[:80]!r} in {str(other.get('storage'))[:120]}"
+                        f"; a study's trials need their own folder: give another --out")
+
+
 def worker_number(out: Path) -> int:
     """0 for the first worker on OUT, 1 for the next...: seeds the sampler, so that workers
     differ and a single worker's study repeats."""
     with locked(out, ".workers.lock"):
         path = out / ".workers"
-        n = int(path.read_text() or 0) if path.exists() else 0
+        try:
+            n = int(path.read_text()[:20] or 0) if path.exists() else 0
+        except (ValueError, OSError):
+            n = 0
         path.write_text(str(n + 1))
     return n
 
@@ -423,6 +533,11 @@ class TrialReporter(NullReporter):
 
 class DuplicateParameters(Exception):
     """A drawn trial repeats an earlier one's parameters: it is FAIL, and another is drawn."""
+
+
+class TrialImpossible(Exception):
+    """A drawn trial's values cannot train (an invalid combination of keys, a loss that
+    diverges): it is FAIL with one line, and the study goes on."""
 
 
 def same_params(a: dict, b: dict) -> bool:
@@ -456,25 +571,43 @@ def run_one(optuna, study, lock: AskLock, cfg_raw: dict, config_name: str, space
         result.update(number=trial.number, params=params)
         twin = duplicate_of(study, trial.number, params)
         if twin is not None:
-            raise DuplicateParameters(f"trial {trial.number}: same parameters as trial "
-                                      f"{twin.number}; drawn again")
+            result["reason"] = (f"trial {trial.number}: same parameters as trial "
+                                f"{twin.number}; drawn again")
+            raise DuplicateParameters(result["reason"])
         raw = json.loads(json.dumps(cfg_raw))
         for key, value in params.items():
             set_key(raw, key, value)
-        cfg = from_dict(raw)
+        try:
+            cfg = from_dict(raw)
+        except ConfigError as exc:
+            result["reason"] = (f"trial {trial.number}: its values make an invalid config "
+                                f"({exc}); marked FAIL")
+            raise TrialImpossible(result["reason"]) from None
         trial.set_user_attr("config", to_dict(cfg))
         start = time.perf_counter()
         try:
             summary = run(cfg, out / "trials" / str(trial.number), data_dir,
                           config_name=f"{config_name}-trial",
                           reporter=TrialReporter(trial, optuna, log, warned), score_test=False)
+        except Diverged as exc:
+            result["reason"] = f"trial {trial.number}: {exc}; marked FAIL"
+            raise TrialImpossible(result["reason"]) from None
         finally:
             result["seconds"] = time.perf_counter() - start
             trial.set_user_attr("seconds", result["seconds"])
         return summary["best_val_accuracy"]
 
-    study.optimize(objective, n_trials=1, catch=(DuplicateParameters,), gc_after_trial=False,
-                   show_progress_bar=False)
+    try:
+        study.optimize(objective, n_trials=1, catch=(DuplicateParameters, TrialImpossible),
+                       gc_after_trial=False, show_progress_bar=False)
+    except (ValueError, RuntimeError) as exc:
+        if "number" not in result or "Cannot tell" not in str(exc):
+            raise
+        # another worker failed this trial while it ran (its heartbeat had stopped: the
+        # process was paused, or beat on another schedule): its result is dropped
+        log(f"trial {result['number']}: marked FAIL by another worker while it ran (no "
+            f"heartbeat for the grace period); its result is dropped")
+        result["dropped"] = True
     trial = next((t for t in study.get_trials(deepcopy=False)
                   if t.number == result.get("number")), None)
     return trial, result
@@ -492,13 +625,30 @@ def tune(cfg_raw: dict, config_name: str, space_path: Path, *, trials: int,
                         "validation split; add --set data.validation=1000 (images held out of "
                         "the training files)")
     space = load_space(space_path, cfg_raw)
+    size = space_size(space)
+    if size < trials:
+        raise UserError(f"{space_path}: the space has only {int(size)} distinct point(s), fewer "
+                        f"than the {trials} trials asked for; ask for at most {int(size)}")
+    for option, value in (("--out", out), ("--storage", storage_url), ("--study", study_name)):
+        if value is not None and not str(value).strip():
+            raise UserError(f"{option}: empty; give a value or leave the option out")
+    study_name = study_name or config_name
+    if len(study_name) > MAX_STUDY_NAME or not study_name.isprintable():
+        raise UserError(f"--study: a name of at most {MAX_STUDY_NAME} printable characters, "
+                        f"not {show_value(study_name[:60])}...")
+    from mnist_bp.data.datadir import load_dataset, split_validation
+
+    # the data and the split, before anything is made: a bad --data-dir or a validation
+    # larger than the training set is one line, and OUT stays as it was
+    split_validation(load_dataset(base.data.dataset, data_dir).train, base.data.validation)
     optuna = require_optuna(verbose)
-    out = Path(out) if out else Path("tune") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config_name}"
+    out = Path(out) if out is not None \
+        else Path("tune") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config_name}"
     with warnings.catch_warnings():
         if not verbose:  # Optuna's ExperimentalWarning, SQLAlchemy's, any UserWarning
             warnings.simplefilter("ignore")
         return _tune(optuna, cfg_raw, config_name, space, space_path, trials, timeout,
-                     study_name or config_name, storage_url, out, base.seed, data_dir, log,
+                     study_name, storage_url, out, base.seed, data_dir, log,
                      table)
 
 
@@ -507,20 +657,22 @@ def _tune(optuna, cfg_raw, config_name, space, space_path, trials, timeout, stud
     from optuna.trial import TrialState
 
     url, study_file = storage_url(out, storage)
-    out.mkdir(parents=True, exist_ok=True)
     where = str(study_file) if study_file else shown_url(url)
+    storage = None if study_file else make_storage(optuna, url)  # a bad URL: OUT not made
+    out.mkdir(parents=True, exist_ok=True)
     with locked(out, ".open.lock"):  # two workers starting at once create the file once
+        claim_out(out, study_name, where)
         if study_file is not None:
             check_study_file(study_file)
+            storage = make_storage(optuna, url)
         sampler_seed = int(np.random.SeedSequence([seed, worker_number(out)])
                            .generate_state(1)[0])
-        study = open_study(optuna, make_storage(optuna, url), study_name, space, sampler_seed,
-                           where)
+        study = open_study(optuna, storage, study_name, space, sampler_seed, where)
     warned: set[str] = set()
     log(f"study {study.study_name} in {where}; trials in {out / 'trials'}")
     started = time.monotonic()
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    drawn = 0
+    repeats = 0  # draws in a row that repeated earlier parameters
     while True:
         if timeout is not None and time.monotonic() - started > timeout:
             log(f"timeout: {timeout:g} s passed; no new trials")
@@ -542,13 +694,17 @@ def _tune(optuna, cfg_raw, config_name, space, space_path, trials, timeout, stud
                                         data_dir, log, warned)
             finally:
                 write_outputs(study, space, out)
-        drawn += 1
-        if trial is not None and trial.state == TrialState.FAIL:
-            log(f"trial {trial.number}: same parameters as an earlier trial; drawn again")
-            if drawn > 20 * trials:
-                raise UserError(f"{space_path}: the search space has no new parameters left; "
-                                "widen it or ask for fewer trials")
+        if result.get("dropped"):
             continue
+        if trial is not None and trial.state == TrialState.FAIL:
+            log(result.get("reason", f"trial {trial.number}: marked FAIL"))
+            repeats = repeats + 1 if "same parameters" in result.get("reason", "") else 0
+            if repeats >= MAX_REPEATS:
+                raise UserError(f"{space_path}: {MAX_REPEATS} draws in a row repeated earlier "
+                                f"parameters: the search space has no new ones left; widen it "
+                                f"or ask for fewer trials")
+            continue
+        repeats = 0
         if trial is not None:
             table(trial_line(trial.number, trial.state.name, trial.value,
                              result.get("seconds", 0.0), result["params"]))
@@ -583,13 +739,15 @@ def write_outputs(study, space: dict, out: Path) -> None:
         writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
                          "" if seconds is None else f"{seconds:.2f}",
                          *[t.params.get(k, "") for k in keys]])
-    with atomic_write(out / "trials.csv", "w") as f:
+    folder = Owned(out, "move it away, or give another --out")
+    with folder.writing("trials.csv", "w") as f:
         f.write(buf.getvalue())
-    complete = [t for t in all_trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE and t.value is not None
+                and isinstance(t.user_attrs.get("config"), dict)]
     if complete:
         best = max(complete, key=lambda t: (t.value, -t.number))
         cfg = from_dict(best.user_attrs["config"])
-        with atomic_write(out / "best.yaml", "w") as f:
+        with folder.writing("best.yaml", "w") as f:
             f.write(f"# best trial {best.number} of study {study.study_name}: validation "
                     f"accuracy {best.value:.4f}\n# train it: mnist-bp train {out / 'best.yaml'}\n")
             f.write(dump_yaml(cfg))
@@ -615,5 +773,5 @@ def plot_study(complete, out: Path) -> None:
     ax.legend(loc="lower right")
     data = png(fig)
     plt.close(fig)
-    with atomic_write(out / "study.png") as f:
+    with Owned(out, "move it away, or give another --out").writing("study.png") as f:
         f.write(data)

@@ -108,6 +108,11 @@ def test_a_worker_dead_on_another_host_is_failed_through_heartbeats(postgres_url
     study = optuna.create_study(study_name="orphan", storage=optuna.storages.RDBStorage(
         postgres_url, heartbeat_interval=1, grace_period=4), direction="maximize",
         load_if_exists=True)
+    from mnist_bp.tune import SPACE_ATTR, load_space, space_record
+
+    # a study of mnist-bp's (its space recorded, as its first worker records it)
+    study.set_user_attr(SPACE_ATTR, space_record(load_space(space, {"data": {
+        "validation": 100}})))
     dead = study.ask()
     dead.set_user_attr("host", "another-host")
     dead.set_user_attr("pid", 4242)
