@@ -30,7 +30,7 @@ def space_text(key: str, value_of) -> str:
 
 def main():
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    cases = {"model.hidden": lambda i: f"[{i % 5000 + 1}, {i % 700 + 1}]",
+    cases = {"model.hidden": lambda i: f"[{i // 700 + 1}, {i % 700 + 1}]",
              "optimizer.learning_rate": lambda i: f"{i * 1e-7:.6g}"}
     with tempfile.TemporaryDirectory() as tmp:
         for key, value_of in cases.items():
