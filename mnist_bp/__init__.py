@@ -18,8 +18,9 @@ __all__ = ["load", "train", "__version__"]
 def load(checkpoint):
     """The trained network in `checkpoint` (a `.npz` written by `mnist-bp train`), ready to
     `.predict(images)`, `.evaluate(dataset)` and `.export(path)`: a `mnist_bp.model.Model`."""
+    from mnist_bp.errors import check_path, user_errors
     from mnist_bp.model import load as load_model
-    return load_model(checkpoint)
+    return user_errors(load_model)(check_path(checkpoint, "checkpoint"))
 
 
 def train(config="default", **kwargs):

@@ -17,6 +17,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_bp.errors import UserError, check_bool, check_path, user_errors
+
+
+def json_value(key: str, value) -> str:
+    """A keyword's value as --set writes it: numpy numbers and arrays become plain ones."""
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        value = value.tolist()
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key.replace('__', '.')}: {type(value).__name__} is not a config "
+                        f"value; give a number, a string, a bool or a list") from None
+
 
 @dataclass(frozen=True)
 class Run:
@@ -38,7 +51,15 @@ class Run:
         from mnist_bp.rundir import METRICS
         lines = read_bounded(self.dir / METRICS, RUN_FILE_BYTES, "metrics file").decode(
             "utf-8", errors="replace").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        rows = []
+        for line in lines:  # a line torn by a crash is left out, as `report` leaves it out
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
 
     def model(self):
         """The best checkpoint, loaded (a `mnist_bp.model.Model`)."""
@@ -46,6 +67,7 @@ class Run:
         return load(self.checkpoint)
 
 
+@user_errors
 def train(config: str | Path = "default", *, data_dir: str | Path | None = None,
           run_dir: str | Path | None = None, tensorboard: bool = False, **overrides) -> Run:
     """Train `config` (a YAML file or a shipped config's name) and return the `Run`.
@@ -58,7 +80,11 @@ def train(config: str | Path = "default", *, data_dir: str | Path | None = None,
     from mnist_bp.config import load_config
     from mnist_bp.training import run
 
-    assignments = [f"{key.replace('__', '.')}={json.dumps(value)}"
+    check_path(config, "config")
+    check_path(data_dir, "data_dir", optional=True)
+    check_path(run_dir, "run_dir", optional=True)
+    check_bool(tensorboard, "tensorboard")
+    assignments = [f"{key.replace('__', '.')}={json_value(key, value)}"
                    for key, value in overrides.items()]
     cfg, source = load_config(config, assignments)
     summary = run(cfg, Path(run_dir) if run_dir else None, data_dir, config_name=source.stem,

@@ -17,6 +17,7 @@ runs threads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -78,7 +79,8 @@ class _Process:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker, args=(child, memory), daemon=True,
                                 name="mnist-bp-decoder")
-        self.proc.start()
+        with _without_main_file():
+            self.proc.start()
         child.close()
 
     def kill(self) -> None:
@@ -106,6 +108,7 @@ class Decoders:
 
             self.ctx = multiprocessing.get_context("forkserver")
             self.ctx.set_forkserver_preload(["mnist_bp.decoding"])
+            _start_forkserver()
         return self.ctx
 
     def _get(self) -> _Process:
@@ -161,6 +164,32 @@ class Decoders:
                 self.idle.get_nowait().kill()
             except queue.Empty:
                 return
+
+
+@contextlib.contextmanager
+def _without_main_file():
+    """multiprocessing (fork server and each process it starts) would run `__main__`'s file
+    again in the worker: a script without an `if __name__ == "__main__":` guard would run
+    twice. The workers need only this module, so the file is hidden while they start."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    hidden = main is not None and hasattr(main, "__file__")
+    saved = main.__file__ if hidden else None
+    try:
+        if hidden:
+            del main.__file__
+        yield
+    finally:
+        if hidden:
+            main.__file__ = saved
+
+
+def _start_forkserver() -> None:
+    from multiprocessing import forkserver
+
+    with _without_main_file():
+        forkserver.ensure_running()
 
 
 _shared: dict[tuple, Decoders] = {}

@@ -86,11 +86,24 @@ def held_by_one(folder: Path, name: str, busy: str):
     """Hold `folder/name` exclusively for as long as the block runs, or raise UserError(`busy`,
     with `{pid}` filled in by the holder's process id) at once if another process holds it.
     The kernel releases the lock when its process dies, so a killed holder blocks nobody."""
+    import stat
+
     from mnist_bp.errors import UserError
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / name, "a+") as f:
+    path = folder / name
+    try:  # never through a symbolic link, never a file with other names (a hard link)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot use it as the run's lock ({exc.strerror}: a symbolic "
+                        f"link?); move it away") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > 64:
+        os.close(fd)
+        raise UserError(f"{path}: is not a lock file of mnist-bp (a link to another file, "
+                        f"or a file of someone's); it is left as it is; move it away")
+    with os.fdopen(fd, "r+") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

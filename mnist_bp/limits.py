@@ -51,6 +51,7 @@ DECODE_MEMORY = 3 << 30
 UPLOAD_BYTES = 4 * MB
 UPLOAD_PIXELS = 16_000_000
 UPLOAD_BUDGET = 16 * UPLOAD_BYTES
+UPLOAD_FREE_BYTES = 64 * 1024
 UPLOAD_WAIT = 5.0
 SERVE_DECODE_SECONDS = 2.0
 SERVE_DECODERS = 2
@@ -113,6 +114,9 @@ TABLE = {
                       "a 16-megapixel photo decodes in 0.3 s; bounds the server's memory"),
     "UPLOAD_BUDGET": ("bytes of request bodies held in memory at once, over all requests",
                       "16 full uploads; a slow client holds only the bytes it sent"),
+    "UPLOAD_FREE_BYTES": ("bytes of each request body outside that budget",
+                          "a drawn digit is a few kB: it never waits behind stalled large "
+                          "uploads; at most CONNECTIONS x 64 kB = 64 MB more"),
     "UPLOAD_WAIT": ("seconds an upload waits for room in that budget (then 503)",
                     "uploads can never wait on each other for ever"),
     "SERVE_DECODE_SECONDS": ("seconds to decode and prepare one upload (serve; then 400)",
@@ -157,6 +161,29 @@ def table_markdown() -> str:
 
 class TooLarge(UserError):
     pass
+
+
+def regular_size(path: Path | str) -> int | None:
+    """The size of the regular file at `path` (opened without blocking and checked as
+    opened), None where there is nothing; UserError for anything that is there but is no
+    regular file (a FIFO, a device, a folder)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise UserError(f"{path}: not a regular file (a folder); move it away") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{path}: not a regular file (a FIFO, a device or a folder); "
+                            f"move it away")
+        return info.st_size
+    finally:
+        os.close(fd)
 
 
 def read_bounded(path: Path | str, limit: int, what: str = "file",

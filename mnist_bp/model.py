@@ -22,7 +22,7 @@ from mnist_bp import checkpoint, precision, rng
 from mnist_bp.config import Config
 from mnist_bp.data.batches import BatchMaker, Normalizer
 from mnist_bp.data.registry import IMAGE_PIXELS, NUM_CLASSES, class_names
-from mnist_bp.errors import UserError
+from mnist_bp.errors import UserError, check_bool, check_path, user_errors
 from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.nn.losses import make_loss, probabilities
 from mnist_bp.nn.mlp import MLP
@@ -128,6 +128,7 @@ class Model:
             grad[rows] = self.normalizer.backward(x[rows], xn, d_xn)
         return p_t, grad
 
+    @user_errors
     def explain(self, images, target=None, method: str | None = None, steps: int = 64,
                 baseline=None, invert: str = "auto") -> np.ndarray:
         """Attributions float32 `(N, 28, 28)`: how much each pixel of each image raises
@@ -168,6 +169,7 @@ class Model:
 
     # --- the Python API -------------------------------------------------------------------------
 
+    @user_errors
     def predict(self, images, invert: str = "auto") -> list[Prediction]:
         """One `Prediction` per image: `digit`, `confidence`, `probabilities` (10 floats), as
         attributes or keys (prediction.py).
@@ -194,6 +196,7 @@ class Model:
         return predictions(probs, [None] * len(probs), None, False, self.answerable(probs),
                            NO_ANSWER)
 
+    @user_errors
     def evaluate(self, dataset: str | None = None, split: str = "test", data_dir=None,
                  invert: bool = False, colors: str = "normal", seed: int = 0,
                  log=None) -> dict:
@@ -203,6 +206,7 @@ class Model:
         from mnist_bp.data.datadir import load_dataset
         from mnist_bp.scoring import make_transform, per_class
 
+        check_path(data_dir, "data_dir", optional=True)
         if split not in ("test", "train"):
             raise UserError(f"split must be 'test' or 'train', not {split!r}")
         if colors not in ("normal", "random"):
@@ -226,11 +230,12 @@ class Model:
             "confusion_matrix": result["confusion_matrix"].tolist(),
         }
 
+    @user_errors
     def export(self, out: Path | str, format: str | None = None, force: bool = False) -> Path:
         """Write this network as ONNX (`.onnx`) or safetensors (`.safetensors`); see
         docs/export.md."""
         from mnist_bp.export import export
-        return export(self, Path(out), format, force)
+        return export(self, Path(check_path(out, "out")), format, check_bool(force, "force"))
 
     # --- users' images (predict, serve) ---------------------------------------------------------
 

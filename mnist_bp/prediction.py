@@ -63,6 +63,9 @@ class Prediction(Mapping):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    def __repr__(self) -> str:
+        return f"Prediction({', '.join(f'{k}={self[k]!r}' for k in self)})"
+
 
 def predictions(probs: np.ndarray, prepared: list, names: list | None, number: bool,
                 answerable: np.ndarray, no_answer: str) -> list[Prediction]:

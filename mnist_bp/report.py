@@ -469,12 +469,17 @@ def report_folder(out: Path) -> rundir.Owned:
     report of an earlier mnist-bp, recognised by its page, counts as written here)."""
     out.mkdir(parents=True, exist_ok=True)
     folder = rundir.Owned(out, "move it away, or pass another --out")
-    if not (out / rundir.MANIFEST).exists():
+    if not (out / rundir.MANIFEST).exists() and (out / "report.html").exists():
+        # a report an earlier mnist-bp wrote (no record yet): its page says so, and its
+        # pictures were written with it, within seconds; anything else stays refused
         try:
-            with open(out / "report.html", encoding="utf-8", errors="replace") as f:
-                ours = "<h1>mnist-bp report: " in f.read(4096)
-        except OSError:
-            ours = False
-        if ours:
-            folder.adopt(*(name for name in FILES if (out / name).is_file()))
+            page = limits.read_bounded(out / "report.html", MAX_FILE_BYTES, "report page")
+        except UserError:
+            return folder
+        if b"<h1>mnist-bp report: " in page[:4096]:
+            written = (out / "report.html").stat().st_mtime
+            folder.adopt("report.html", *(
+                name for name in FILES[1:] if (out / name).is_file()
+                and not (out / name).is_symlink()
+                and abs((out / name).stat().st_mtime - written) < 60))
     return folder

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mnist_bp.errors import UserError
 from mnist_bp.fsutil import atomic_write, fsync_dir, held_by_one
+from mnist_bp.limits import read_bounded
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -59,16 +60,17 @@ class Owned:
         self.folder = Path(folder)
         self.fix = fix
         self._record: dict[str, list[int]] | None = None
+        self.written: list[str] = []  # names written by this object, in this process
 
     @property
     def record(self) -> dict[str, list[int]]:
         """What was written here, as the record on disk says now (several processes may
         write one folder: tune's workers share OUT)."""
         try:
-            data = json.loads((self.folder / MANIFEST).read_text())
+            data = json.loads(read_bounded(self.folder / MANIFEST, 1 << 20, "record"))
             self._record = {str(k): list(v) for k, v in data.items()} \
                 if isinstance(data, dict) else {}
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (OSError, ValueError, TypeError, AttributeError, UserError):
             self._record = {}
         return self._record
 
@@ -117,6 +119,8 @@ class Owned:
         record = self.record
         for name in names:
             record[name] = _stamp(self.folder / name)
+            if name not in self.written:
+                self.written.append(name)
         self._save(record)
 
     @contextlib.contextmanager
@@ -157,6 +161,7 @@ class RunDir(Owned):
         super().__init__(path, "move it away, or pass another --run-dir")
         self.path = self.folder
         self.created: list[Path] = []  # folders this run made, outermost first
+        self.made_files: list[str] = []  # the manifest and lock, where this run made them
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -178,7 +183,14 @@ class RunDir(Owned):
     def locked(self):
         """Held by the one process writing the run (the kernel lets go when it dies)."""
         self.make()
+        self.made_files = [n for n in (MANIFEST, LOCK) if not (self.path / n).exists()]
         return held_by_one(self.path, LOCK, self.lock_message)
+
+    def adopt_legacy(self) -> None:
+        """A run written before runs kept a record (resumed now): its files are its own.
+        A run with a record adopts nothing: a file it did not write stays refused."""
+        if not (self.path / MANIFEST).exists():
+            self.adopt(*WRITTEN)
 
     def make(self) -> None:
         """Create the folder, its missing parents and `checkpoints/`, remembering which
@@ -198,6 +210,9 @@ class RunDir(Owned):
 
     def subfolder(self, name: str) -> Path:
         folder = self.path / name
+        if folder.is_symlink():
+            raise UserError(f"{folder}: a symbolic link, so this run's files would go "
+                            f"elsewhere; it is left as it is; {self.fix}")
         if not folder.is_dir():
             folder.mkdir()
             self.created.append(folder)
@@ -214,17 +229,21 @@ class RunDir(Owned):
             if (self.path / name).exists() or (self.path / name).is_symlink():
                 raise UserError(f"{self.path / name}: already exists and was not written by "
                                 f"this run; it is left as it is; {self.fix}")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path / MANIFEST)  # a manifest without a run: an earlier failed start
 
     def remove_unfinished(self) -> None:
         """Undo a run that stopped on an error before its first epoch: the files it wrote
         and the folders it made go; anything else in the folder stays."""
-        for name in list(self.record):
+        for name in self.written:
             if self.ours(name):
                 with contextlib.suppress(OSError):
                     os.unlink(self.path / name)
-        for name in (MANIFEST, LOCK):
+        if MANIFEST not in self.made_files and (self.path / MANIFEST).exists():
+            with self._locked():  # another writer's record (a report's): ours out of it
+                record = self.record
+                for name in self.written:
+                    record.pop(name, None)
+                self._save(record)
+        for name in self.made_files:
             with contextlib.suppress(OSError):
                 os.unlink(self.path / name)
         for folder in reversed(self.created):  # innermost first

@@ -43,6 +43,7 @@ from mnist_bp.prediction import predictions
 MAX_BODY = limits.UPLOAD_BYTES  # bytes of one uploaded image
 MAX_UPLOAD_PIXELS = limits.UPLOAD_PIXELS  # pixels of one decoded upload
 BODY_BUDGET = limits.UPLOAD_BUDGET  # bytes of request bodies held at once, over all requests
+SMALL_BODY = limits.UPLOAD_FREE_BYTES  # the first bytes of each body, outside that budget
 BUDGET_WAIT = limits.UPLOAD_WAIT  # seconds an upload may wait for room in that budget
 EXPLAINS_WAITING = limits.EXPLAINS_WAITING  # explanations queued or running at once
 DECODES = limits.SERVE_DECODERS  # images decoded and preprocessed at once (one per core)
@@ -284,8 +285,13 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
             size += len(chunk)
             if size > MAX_BODY:
                 raise BodyTooLarge
-            await budget.take(len(chunk))
-            held[0] += len(chunk)
+            # the first SMALL_BODY bytes of every request are free (connections are bounded:
+            # CONNECTIONS x SMALL_BODY), so a drawn digit never waits for room that large
+            # stalled uploads hold
+            over = max(0, size - SMALL_BODY) - held[0]
+            if over > 0:
+                await budget.take(over)
+                held[0] += over
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -348,7 +348,7 @@ def _locked_run(cfg, run: rundir.RunDir, data_dir, config_name, progress, state,
         run.refuse_to_replace()
         start_run(cfg, run, config_name)
     else:  # a run written before its record was kept: its files are its own
-        run.adopt(*[name for name in rundir.WRITTEN if name not in run.record])
+        run.adopt_legacy()
     log = None
     if tensorboard or cfg.training.tensorboard:
         from mnist_bp.tracking import TensorBoardLog

@@ -52,6 +52,35 @@ def test_model_methods_raise_user_errors(model, call, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda m, t: mnist_bp.load(None), "checkpoint must be a path"),
+    (lambda m, t: mnist_bp.load(123), "checkpoint must be a path"),
+    (lambda m, t: mnist_bp.load(t / ("x" * 300 + ".npz")), "check the path|not found"),
+    (lambda m, t: mnist_bp.train(123), "config must be a path"),
+    (lambda m, t: mnist_bp.train("default", data_dir=123), "data_dir must be a path"),
+    (lambda m, t: mnist_bp.train("default", run_dir=123), "run_dir must be a path"),
+    (lambda m, t: mnist_bp.train("default", tensorboard="no"), "tensorboard must be True"),
+    (lambda m, t: mnist_bp.train("default", training__epochs=object()), "is not a config"),
+    (lambda m, t: m.evaluate(data_dir=123), "data_dir must be a path"),
+    (lambda m, t: m.evaluate(data_dir="/etc/passwd"), "Not a directory"),
+    (lambda m, t: m.export(None), "out must be a path"),
+    (lambda m, t: m.export(t / "m.onnx", force="no"), "force must be True or False"),
+])
+def test_wrong_types_and_paths_are_user_errors(model, tmp_path, call, message):
+    with pytest.raises(UserError, match=message):
+        call(model, tmp_path)
+
+
+def test_numpy_values_are_config_values(tmp_path, data_dir):
+    run = mnist_bp.train("default", data_dir=data_dir, run_dir=tmp_path / "r",
+                         training__epochs=np.int64(1), model__hidden=np.array([8]),
+                         data__validation=0)
+    assert run.summary["epochs_run"] == 1
+    with open(run.dir / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "train_lo')  # a line torn by a crash
+    assert [r["epoch"] for r in run.metrics] == [1]
+
+
 def test_load_and_train_raise_user_errors(tmp_path):
     with pytest.raises(UserError, match="checkpoint not found"):
         mnist_bp.load(tmp_path / "none.npz")

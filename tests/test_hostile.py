@@ -29,6 +29,7 @@ from mnist_bp import checkpoint, imageprep
 from mnist_bp.cli import main
 from mnist_bp.data.download import download_dataset
 from mnist_bp.data.registry import FILENAMES, ROLES
+from mnist_bp.errors import UserError
 
 ALLOWED = "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"
 
@@ -721,3 +722,118 @@ def test_relative_paths_are_read_from_the_caller_s_folder(tmp_path, monkeypatch)
     (tmp_path / "here.png").write_bytes(plain_png())
     monkeypatch.chdir(tmp_path)
     assert shared().prepare("here.png")[0].image.shape == (28, 28)
+
+
+# --- a second attacker's review of the boundaries -------------------------------------------
+
+def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, data_dir):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    for kind in ("symlink", "hardlink"):
+        run = tmp_path / kind
+        run.mkdir()
+        if kind == "symlink":
+            (run / ".train.lock").symlink_to(notes)
+        else:
+            os.link(notes, run / ".train.lock")
+        result = invoke("train", "--data-dir", data_dir, "--run-dir", run, "--set",
+                        "training.epochs=1", "--set", "model.hidden=[8]", "--no-report")
+        assert result.exit_code == 1
+        assert ".train.lock" in result.output and "Traceback" not in result.output
+        assert notes.read_text() == "my notes"
+
+
+def test_a_failed_train_in_a_report_folder_keeps_the_report(tmp_path, checkpoint_path):
+    run = checkpoint_path.parent.parent
+    out = tmp_path / "rep"
+    assert invoke("report", run, "--out", out, "--data-dir", run.parent / "data").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = invoke("train", "--data-dir", tmp_path / "nodata", "--run-dir", out, "--set",
+                    "data.dataset=kmnist", env={"MNIST_BP_MIRROR": "http://127.0.0.1:9/"})
+    assert result.exit_code == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_old_report_folder_adopts_only_what_it_wrote(tmp_path, checkpoint_path):
+    run = checkpoint_path.parent.parent
+    out = tmp_path / "rep"
+    assert invoke("report", run, "--out", out, "--data-dir", run.parent / "data").exit_code == 0
+    (out / ".mnist-bp-files.json").unlink()  # as an earlier mnist-bp left it
+    (out / "mistakes.png").write_bytes(b"my picture")
+    hour_ago = time.time() - 3600
+    os.utime(out / "mistakes.png", (hour_ago, hour_ago))
+    result = invoke("report", run, "--out", out, "--data-dir", run.parent / "data")
+    assert result.exit_code == 1 and "mistakes.png: already exists" in result.output
+    assert (out / "mistakes.png").read_bytes() == b"my picture"
+
+
+def test_cache_and_data_files_that_are_not_files_never_hang(tmp_path):
+    from mnist_bp.data.datadir import load_dataset
+
+    arrays = dataset_arrays(60, 20)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for role in ROLES:
+        (folder / FILENAMES[role]).write_bytes(gz_bytes(arrays[role]))
+    load_dataset("mnist", tmp_path, fetch=False)
+    for name in ("manifest.json", "test_labels.npy"):  # a FIFO in the cache: rebuilt
+        (folder / "cache" / name).unlink()
+        os.mkfifo(folder / "cache" / name)
+        start = time.monotonic()
+        ds = load_dataset("mnist", tmp_path, fetch=False)
+        assert time.monotonic() - start < 5
+        assert np.array_equal(ds.test.labels, arrays["test_labels"])
+    # an IDX file that is a FIFO is named, not taken for a missing file to download
+    (folder / FILENAMES["test_images"]).unlink()
+    os.mkfifo(folder / FILENAMES["test_images"])
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz: not a regular file"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_a_huge_idx_file_is_refused_before_it_is_hashed(tmp_path):
+    from mnist_bp.data.datadir import load_dataset
+
+    arrays = dataset_arrays(60, 20)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for role in ROLES:
+        (folder / FILENAMES[role]).write_bytes(gz_bytes(arrays[role]))
+    with open(folder / FILENAMES["train_images"], "r+b") as f:
+        f.truncate(8 << 30)  # 8 GB, sparse
+    start = time.monotonic()
+    with pytest.raises(UserError, match="bytes is more than the"):
+        load_dataset("mnist", tmp_path, fetch=False)
+    assert time.monotonic() - start < 5
+
+
+def test_an_idx_file_rewritten_since_the_cache_is_said(tmp_path):
+    from mnist_bp.data.cache import load_cached
+
+    arrays = dataset_arrays(60, 20)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for role in ROLES:
+        (folder / FILENAMES[role]).write_bytes(gz_bytes(arrays[role]))
+    load_cached(folder)
+    other = dataset_arrays(60, 20, seed=5)
+    time.sleep(0.01)
+    (folder / FILENAMES["test_labels"]).write_bytes(gz_bytes(other["test_labels"]))
+    said = []
+    ds = load_cached(folder, log=said.append)
+    assert np.array_equal(ds.test.labels, other["test_labels"])
+    assert any("other bytes than when the cache was built" in m for m in said), said
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path, checkpoint_path):
+    """The decoding workers never run the caller's script again."""
+    (tmp_path / "one.png").write_bytes(plain_png())
+    script = tmp_path / "script.py"
+    script.write_text("import mnist_bp\nprint('body')\n"
+                      f"model = mnist_bp.load({str(checkpoint_path)!r})\n"
+                      "print(model.predict(['one.png'])[0].digit)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split()
+    assert lines[0] == "body" and lines.count("body") == 1 and lines[1].isdigit()
+    assert "Traceback" not in done.stderr

@@ -274,3 +274,31 @@ def test_images_made_to_be_slow_are_cut_off_and_others_answered(server):
             f"took longer than {SERVE_DECODE_SECONDS:g} s to decode"), body
         assert seconds < 3 * SERVE_DECODE_SECONDS
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+
+def stalled_upload(server, stop: threading.Event) -> None:
+    """A client that sends a 4 MB body but its last byte, then waits."""
+    try:
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=30) as sock:
+            sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
+                         f"{4 * 1024 * 1024}\r\n\r\n".encode())
+            sock.sendall(b"\0" * (4 * 1024 * 1024 - 1))
+            stop.wait(8)
+    except OSError:
+        pass
+
+
+def test_stalled_large_uploads_never_hold_up_a_drawn_digit(server):
+    stop = threading.Event()
+    stalled = [threading.Thread(target=stalled_upload, args=(server, stop)) for _ in range(20)]
+    for t in stalled:
+        t.start()
+    try:
+        time.sleep(2.0)  # all 20 hold their 4 MB, over the 64 MB budget
+        start = time.monotonic()
+        r = requests.post(f"{server.url}/api/predict", data=small_png(), timeout=30)
+        assert r.status_code == 200 and time.monotonic() - start < 2.0
+    finally:
+        stop.set()
+        for t in stalled:
+            t.join()

@@ -1,5 +1,6 @@
-"""The fast cache beside a dataset's IDX files: parsed once into `cache/*.npy`, memory-mapped
-afterwards, rebuilt when the source files change, written atomically, never pickled.
+"""The fast cache beside a dataset's IDX files: parsed once into `cache/*.npy`, read back in
+one bounded read afterwards, rebuilt when the source files change, written atomically, never
+pickled.
 
 Data you can trust: the manifest records the SHA-256 of each cached array and of each IDX
 file it was built from. Every load checks the arrays' hashes (26 ms for Fashion-MNIST's 55 MB
@@ -14,12 +15,14 @@ batch in `batches.py`.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mnist_bp import limits
 from mnist_bp.data import idx
 from mnist_bp.data.registry import FILENAMES, ROLES
 from mnist_bp.errors import UserError
@@ -47,7 +50,10 @@ class Dataset:
 
 
 def missing_files(folder: Path) -> list[str]:
-    return [name for name in FILENAMES.values() if not (folder / name).is_file()]
+    """The dataset's files that are not there; one that is there but is no regular file (a
+    FIFO, a device, a folder) is a UserError naming it, not a reason to download."""
+    return [name for name in FILENAMES.values()
+            if limits.regular_size(folder / name) is None]
 
 
 def _fix(folder: Path) -> str:
@@ -99,8 +105,9 @@ def _cache_dir(folder: Path) -> Path:
 
 def _manifest(folder: Path) -> dict | None:
     try:
-        manifest = json.loads((_cache_dir(folder) / "manifest.json").read_text())
-    except (OSError, ValueError):
+        manifest = json.loads(limits.read_bounded(_cache_dir(folder) / "manifest.json",
+                                                  1 << 20, "cache manifest"))
+    except (OSError, ValueError, UserError):
         return None
     return manifest if isinstance(manifest, dict) else None
 
@@ -116,9 +123,11 @@ def _read_cache(folder: Path, in_memory: bool = False, log=None) -> dict[str, np
         sources = {name: v[:2] for name, v in manifest["sources"].items()}
         if sources != _source_stamp(folder):
             return None
-        arrays = {role: np.load(cache / f"{role}.npy", mmap_mode=None if in_memory else "r",
-                                allow_pickle=False)
-                  for role in ROLES}
+        # read into memory, each file bounded and checked as opened: the bytes hashed below
+        # are the bytes scored (a memory map could change between the two)
+        arrays = {role: np.load(io.BytesIO(limits.read_bounded(
+            cache / f"{role}.npy", limits.IDX_BYTES, "cache file")), allow_pickle=False)
+            for role in ROLES}
         for role, array in arrays.items():
             if array.dtype != np.uint8 or list(array.shape) != manifest["shapes"][role]:
                 return None
@@ -127,24 +136,29 @@ def _read_cache(folder: Path, in_memory: bool = False, log=None) -> dict[str, np
                     log(f"{cache / f'{role}.npy'}: its bytes changed since the cache was "
                         f"written; rebuilding the cache from the IDX files")
                 return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UserError):
         return None
     return arrays
 
 
-def _check_sources(folder: Path) -> dict:
-    """{file name: [size, mtime_ns, sha256]} of the IDX files; an IDX file whose size and time
-    are those recorded when the cache was built but whose bytes are not was changed in place
-    after it was verified: one line naming it."""
+def _check_sources(folder: Path, log=None) -> dict:
+    """{file name: [size, mtime_ns, sha256]} of the IDX files (each read bounded, its size
+    checked before a byte is hashed); an IDX file whose size and time are those recorded
+    when the cache was built but whose bytes are not was changed in place after it was
+    verified: one line naming it. One changed openly (a new time) is said, then used."""
     old = (_manifest(folder) or {}).get("sources", {})
     stamp = _source_stamp(folder)
     for name, (size, mtime) in stamp.items():
-        digest = sha256_of(folder / name)
-        before = old.get(name)
-        if isinstance(before, list) and len(before) == 3 and before[:2] == [size, mtime] \
-                and before[2] != digest:
-            raise UserError(f"{folder / name}: its bytes changed after it was verified (same "
-                            f"size and time, other content); {_fix(folder)}")
+        digest = hashlib.sha256(limits.read_bounded(folder / name, limits.IDX_BYTES,
+                                                    "IDX file", _fix(folder))).hexdigest()
+        before = old.get(name) if isinstance(old, dict) else None
+        if isinstance(before, list) and len(before) == 3 and before[2] != digest:
+            if before[:2] == [size, mtime]:
+                raise UserError(f"{folder / name}: its bytes changed after it was verified "
+                                f"(same size and time, other content); {_fix(folder)}")
+            if log:
+                log(f"{folder / name}: other bytes than when the cache was built; its "
+                    f"data is used as it is now")
         stamp[name].append(digest)
     return stamp
 
@@ -165,15 +179,14 @@ def write_cache(folder: Path, arrays: dict[str, np.ndarray], sources: dict | Non
 
 
 def load_cached(folder: Path, log=None, in_memory: bool = False) -> Dataset:
-    """The dataset in `folder`, from the `.npy` cache (rebuilt when the sources changed):
-    memory-mapped, or read into RAM with `in_memory` (training, whose random gathers are
-    slower from a file mapping)."""
+    """The dataset in `folder`, from the `.npy` cache (rebuilt when the sources changed),
+    read into memory and checked against its SHA-256 (`in_memory` is kept for callers)."""
     arrays = _read_cache(folder, in_memory, log)
     if arrays is None:
         with locked(folder):
             arrays = _read_cache(folder, in_memory)
             if arrays is None:
-                sources = _check_sources(folder)  # before parsing: changed bytes are refused
+                sources = _check_sources(folder, log)  # before parsing: changed bytes refused
                 if log:
                     log(f"parsing {folder.name} IDX files into the cache at {_cache_dir(folder)}")
                 write_cache(folder, parse_sources(folder), sources)
