@@ -670,6 +670,15 @@ def slow_jpeg(side: int = 2000, scans: int = 2000) -> bytes:
     return b"\xff\xd8" + head + b"".join(scan_list) + scan_list[-1] * scans + b"\xff\xd9"
 
 
+def plain_jpeg() -> bytes:
+    """A digit as a JPEG: decoded by the workers (PNGs this small are decoded in-process)."""
+    image = np.zeros((28, 28), np.uint8)
+    image[6:22, 12:16] = 255
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
 def plain_png() -> bytes:
     image = np.zeros((28, 28), np.uint8)
     image[6:22, 12:16] = 255
@@ -688,7 +697,7 @@ def test_an_image_slower_than_the_limit_is_killed_and_the_next_one_decodes():
         with pytest.raises(ImageError, match="took longer than 1 s to decode"):
             decoders.prepare(slow_jpeg())
         assert time.monotonic() - start < 4
-        inputs = decoders.prepare(plain_png(), "auto")  # a fresh worker took its place
+        inputs = decoders.prepare(plain_jpeg(), "auto")  # a fresh worker took its place
         assert len(inputs) == 1 and inputs[0].image.shape == (28, 28)
         assert inputs[0].image.dtype == np.float32 and inputs[0].image.max() == 1.0
     finally:
@@ -718,10 +727,10 @@ def test_relative_paths_are_read_from_the_caller_s_folder(tmp_path, monkeypatch)
     """The decoding workers were started elsewhere: a relative path is the caller's."""
     from mnist_bp.decoding import shared
 
-    shared().prepare(plain_png())  # the pool is up, started from the current folder
-    (tmp_path / "here.png").write_bytes(plain_png())
+    shared().prepare(plain_jpeg())  # the pool is up, started from the current folder
+    (tmp_path / "here.jpg").write_bytes(plain_jpeg())
     monkeypatch.chdir(tmp_path)
-    assert shared().prepare("here.png")[0].image.shape == (28, 28)
+    assert shared().prepare("here.jpg")[0].image.shape == (28, 28)
 
 
 # --- a second attacker's review of the boundaries -------------------------------------------
@@ -826,14 +835,28 @@ def test_an_idx_file_rewritten_since_the_cache_is_said(tmp_path):
 
 def test_a_script_without_a_main_guard_runs_once(tmp_path, checkpoint_path):
     """The decoding workers never run the caller's script again."""
-    (tmp_path / "one.png").write_bytes(plain_png())
+    (tmp_path / "one.jpg").write_bytes(plain_jpeg())  # a JPEG: decoded by a worker
     script = tmp_path / "script.py"
     script.write_text("import mnist_bp\nprint('body')\n"
                       f"model = mnist_bp.load({str(checkpoint_path)!r})\n"
-                      "print(model.predict(['one.png'])[0].digit)\n")
+                      "print(model.predict(['one.jpg'])[0].digit)\n")
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()
     assert lines[0] == "body" and lines.count("body") == 1 and lines[1].isdigit()
     assert "Traceback" not in done.stderr
+
+
+def test_only_small_pngs_gifs_and_bmps_skip_the_workers():
+    from mnist_bp.decoding import linear_and_small
+
+    def encoded(fmt, side):
+        buf = io.BytesIO()
+        Image.new("L", (side, side), 0).save(buf, fmt)
+        return buf.getvalue()
+
+    assert all(linear_and_small(encoded(f, 280)) for f in ("PNG", "GIF", "BMP"))
+    assert not any(linear_and_small(encoded(f, 280)) for f in ("JPEG", "TIFF", "WEBP"))
+    assert not linear_and_small(encoded("PNG", 1001))  # over a megapixel: a worker
+    assert not linear_and_small(b"\x89PNG\r\n\x1a\n" + b"\0" * 24)  # no IHDR where it belongs
