@@ -280,8 +280,19 @@ class Model:
             except ImageError as exc:
                 return str(exc)
 
-        with ThreadPoolExecutor(2, thread_name_prefix="mnist-bp-prepare") as pool:
-            prepared = list(pool.map(prepared_or_error, sources))
+        # small PNG/GIF/BMP files are prepared here, one after the other (threads would only
+        # contend for the GIL); the others wait for a decoding worker, two at a time
+        from mnist_bp.decoding import linear_and_small
+
+        local = [isinstance(s, (str, Path)) and linear_and_small(s) for s in sources]
+        prepared = [prepared_or_error(s) if here else None
+                    for s, here in zip(sources, local, strict=True)]
+        remote = [i for i, here in enumerate(local) if not here]
+        if remote:
+            with ThreadPoolExecutor(2, thread_name_prefix="mnist-bp-prepare") as pool:
+                for i, item in zip(remote, pool.map(prepared_or_error,
+                                                     [sources[i] for i in remote]), strict=True):
+                    prepared[i] = item
         flat = [p.image for item in prepared if not isinstance(item, str) for p in item]
         probs = self.probabilities(np.stack(flat)) if flat else np.empty((0, NUM_CLASSES))
         return predictions(probs, prepared, names, number, self.answerable(probs), NO_ANSWER)
