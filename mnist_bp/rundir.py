@@ -74,10 +74,21 @@ class Owned:
             self._record = {}
         return self._record
 
+    def stamps(self, name: str) -> list[list[int]]:
+        """The stamps recorded for `name`: one, or two while it is being replaced (the old
+        file's and the new one's: a process killed between the record and the rename leaves
+        either, and both are ours)."""
+        value = self.record.get(name)
+        if not isinstance(value, list):
+            return []
+        if len(value) == 3 and all(isinstance(v, int) for v in value):
+            return [value]
+        return [v for v in value if isinstance(v, list)]
+
     def ours(self, name: str) -> bool:
         """Whether `name` is absent, or exactly the file this folder's writer left there."""
         stamp = _stamp(self.folder / name)
-        return stamp is None or self.record.get(name) == stamp
+        return stamp is None or stamp in self.stamps(name)
 
     def check(self, name: str) -> None:
         path = self.folder / name
@@ -96,7 +107,7 @@ class Owned:
             for name in names:
                 stamp = _stamp(self.folder / name)
                 if stamp is not None:
-                    record[name] = stamp
+                    record[name] = [stamp]
             self._save(record)
 
     @contextlib.contextmanager
@@ -118,7 +129,7 @@ class Owned:
     def _note(self, *names: str) -> None:
         record = self.record
         for name in names:
-            record[name] = _stamp(self.folder / name)
+            record[name] = [_stamp(self.folder / name)]
             if name not in self.written:
                 self.written.append(name)
         self._save(record)
@@ -126,11 +137,32 @@ class Owned:
     @contextlib.contextmanager
     def writing(self, name: str, mode: str = "wb"):
         """A file object for `name`, replacing it atomically at the end: only if it is
-        absent or ours (else UserError, and nothing is written)."""
+        absent or ours (else UserError, and nothing is written). The new file's stamp is
+        recorded beside the old one's before the rename (the rename keeps it), so a process
+        killed at any moment leaves a file the record calls ours."""
+        import tempfile
+
         with self._locked():  # check, replace and record as one step
             self.check(name)
-            with atomic_write(self.folder / name, mode) as f:
-                yield f
+            path = self.folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.",
+                                       suffix=".tmp")
+            try:
+                os.chmod(tmp, 0o644)
+                with os.fdopen(fd, mode) as f:
+                    yield f
+                    f.flush()
+                    os.fsync(f.fileno())
+                record = self.record
+                record[name] = [*self.stamps(name)[-1:], _stamp(Path(tmp))]
+                self._save(record)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            fsync_dir(path.parent)
             self._note(name)
 
     def link(self, source: str, name: str) -> None:
@@ -146,6 +178,9 @@ class Owned:
             os.unlink(tmp)
         try:
             os.link(src, tmp)
+            record = self.record  # the new name's stamp beside the old one's, before the rename
+            record[name] = [*self.stamps(name)[-1:], _stamp(tmp)]
+            self._save(record)
             os.replace(tmp, dst)
             fsync_dir(dst.parent)
         except OSError:

@@ -269,8 +269,11 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
                 return error("too many explanations are waiting; try again", 503)
             async with (explains if pool is explainer else contextlib.nullcontext()):
                 try:
+                    if pool is None:  # a small PNG/GIF/BMP never queues behind uploads that
+                        # wait for a decoding worker (images made to be slow among them)
+                        pool = light if linear_and_small(body) else decoder
                     answer = await asyncio.get_running_loop().run_in_executor(
-                        pool or decoder, answer_of, loaded, body, invert, decoders)
+                        pool, answer_of, loaded, body, invert, decoders)
                 except ImageError as exc:
                     return error(str(exc), 400)
         finally:
@@ -300,12 +303,13 @@ def create_app(checkpoints: list[Path], allowed: set[str] | None = None):
     # Images are decoded on DECODES threads of their own, not on the shared thread pool: each
     # thread keeps a malloc arena of its largest decode, so 40 pool threads would hold 40.
     decoder = ThreadPoolExecutor(DECODES, thread_name_prefix="mnist-bp-decode")
+    light = ThreadPoolExecutor(DECODES, thread_name_prefix="mnist-bp-light")
     # Explanations (a path of 64 points through every network) queue on a thread of their
     # own: however many a page or a client asks for, predictions never wait behind them.
     explainer = ThreadPoolExecutor(1, thread_name_prefix="mnist-bp-explain")
     # ...and each image is decoded in a worker process, killed when it takes longer than
     # SERVE_DECODE_SECONDS (an image made to be slow): one per decode thread and the explainer
-    from mnist_bp.decoding import Decoders
+    from mnist_bp.decoding import Decoders, linear_and_small
 
     decoders = Decoders(DECODES + 1, limits.SERVE_DECODE_SECONDS)
     routes = [Route("/", index), Route("/healthz", healthz), Route("/api/models", list_models),

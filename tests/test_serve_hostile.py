@@ -246,9 +246,9 @@ def test_other_methods_and_paths_get_json_errors(server):
 
 
 def test_images_made_to_be_slow_are_cut_off_and_others_answered(server):
-    """Two uploads that take half a minute each to decode (progressive JPEGs with thousands
-    of scans) are killed at the decode limit with a 400; a normal prediction sent meanwhile
-    is answered within a few seconds."""
+    """Six uploads that take half a minute each to decode (progressive JPEGs with thousands
+    of scans) are killed at the decode limit with a 400; a drawn digit sent meanwhile never
+    queues behind them and is answered at once."""
     from mnist_bp.limits import SERVE_DECODE_SECONDS
 
     slow = slow_jpeg(4000, 3000)
@@ -259,7 +259,8 @@ def test_images_made_to_be_slow_are_cut_off_and_others_answered(server):
         r = requests.post(f"{server.url}/api/predict", data=body, timeout=120)
         answers[key] = (r.status_code, r.json(), time.monotonic() - start)
 
-    threads = [threading.Thread(target=post, args=(k, slow)) for k in ("a", "b")]
+    keys = ("a", "b", "c", "d", "e", "f")
+    threads = [threading.Thread(target=post, args=(k, slow)) for k in keys]
     for t in threads:
         t.start()
     time.sleep(0.3)
@@ -267,12 +268,12 @@ def test_images_made_to_be_slow_are_cut_off_and_others_answered(server):
     for t in threads:
         t.join()
     status, _, seconds = answers["normal"]
-    assert status == 200 and seconds < SERVE_DECODE_SECONDS + 1.5
-    for key in ("a", "b"):
+    assert status == 200 and seconds < 1.5
+    for key in keys:  # they queue for the decoding workers, each cut at the limit
         status, body, seconds = answers[key]
         assert status == 400 and body["error"].startswith(
             f"took longer than {SERVE_DECODE_SECONDS:g} s to decode"), body
-        assert seconds < 3 * SERVE_DECODE_SECONDS
+        assert seconds < 5 * SERVE_DECODE_SECONDS
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
 
 

@@ -392,3 +392,30 @@ def test_checkpoint_every(tmp_path, data_dir, monkeypatch, validation, every, ep
     _, _, best = checkpoint.load(run / "checkpoints" / "best.npz")
     summary = json.loads((run / "summary.json").read_text())
     assert best["progress"]["epoch"] == summary["best_epoch"]
+
+
+def test_a_write_killed_between_record_and_rename_leaves_a_file_the_run_calls_its_own(
+        tmp_path, monkeypatch):
+    """The new file's stamp is recorded beside the old one's before the rename: whichever
+    of the two a killed process leaves under the name, the next write goes on."""
+    from mnist_bp import rundir
+
+    folder = rundir.Owned(tmp_path)
+    with folder.writing("metrics.csv", "w") as f:
+        f.write("epoch 1\n")
+    real_replace = rundir.os.replace
+
+    def killed(*args):
+        raise SystemExit("killed before the rename")
+
+    monkeypatch.setattr(rundir.os, "replace", killed)
+    with pytest.raises(SystemExit), folder.writing("metrics.csv", "w") as f:
+        f.write("epoch 2\n")
+    monkeypatch.setattr(rundir.os, "replace", real_replace)
+    assert (tmp_path / "metrics.csv").read_text() == "epoch 1\n"
+    fresh = rundir.Owned(tmp_path)  # as the resumed process sees it
+    assert fresh.ours("metrics.csv")
+    with fresh.writing("metrics.csv", "w") as f:
+        f.write("epoch 2\n")
+    assert (tmp_path / "metrics.csv").read_text() == "epoch 2\n"
+    assert not list(tmp_path.glob(".metrics.csv.*.tmp"))
