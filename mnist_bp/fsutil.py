@@ -15,8 +15,10 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path, mode: str = "wb"):
-    """Yield a file object; on success it replaces `path` atomically, on error it vanishes."""
+def atomic_write(path: Path, mode: str = "wb", before_replace=None):
+    """Yield a file object; on success it replaces `path` atomically, on error it vanishes.
+    `before_replace(tmp)` runs on the complete temporary file just before the rename (the
+    rename keeps its inode, size and time: rundir records them there)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=".tmp")
@@ -26,6 +28,8 @@ def atomic_write(path: Path, mode: str = "wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -34,10 +38,10 @@ def atomic_write(path: Path, mode: str = "wb"):
     fsync_dir(path.parent)
 
 
-def atomic_copy(src: Path, dst: Path) -> None:
+def atomic_copy(src: Path, dst: Path, before_replace=None) -> None:
     """Make `dst` a copy of `src`, atomically: a hard link where the file system has them (no
     bytes written; replacing `src` later, itself atomically, leaves `dst` as it was), else a
-    copy of the bytes."""
+    copy of the bytes. `before_replace` as for `atomic_write`."""
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f".{dst.name}.link.tmp")
     with contextlib.suppress(FileNotFoundError):
@@ -45,9 +49,11 @@ def atomic_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, tmp)
     except OSError:
-        with atomic_write(dst) as f, open(src, "rb") as source:
+        with atomic_write(dst, before_replace=before_replace) as f, open(src, "rb") as source:
             shutil.copyfileobj(source, f)
         return
+    if before_replace is not None:
+        before_replace(tmp)
     os.replace(tmp, dst)
     fsync_dir(dst.parent)
 

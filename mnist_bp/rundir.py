@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 
 from mnist_bp.errors import UserError
-from mnist_bp.fsutil import atomic_write, fsync_dir, held_by_one
+from mnist_bp.fsutil import atomic_copy, atomic_write, held_by_one
 from mnist_bp.limits import read_bounded
 
 CONFIG = "config.yaml"
@@ -134,59 +134,32 @@ class Owned:
                 self.written.append(name)
         self._save(record)
 
+    def _expect(self, name: str):
+        """A hook for the moment before a new file takes `name`: its stamp is recorded beside
+        the old one's (the rename keeps it), so a process killed at any moment leaves under
+        `name` a file the record calls ours."""
+        def record_new(tmp: Path) -> None:
+            record = self.record
+            record[name] = [*self.stamps(name)[-1:], _stamp(tmp)]
+            self._save(record)
+        return record_new
+
     @contextlib.contextmanager
     def writing(self, name: str, mode: str = "wb"):
         """A file object for `name`, replacing it atomically at the end: only if it is
-        absent or ours (else UserError, and nothing is written). The new file's stamp is
-        recorded beside the old one's before the rename (the rename keeps it), so a process
-        killed at any moment leaves a file the record calls ours."""
-        import tempfile
-
+        absent or ours (else UserError, and nothing is written)."""
         with self._locked():  # check, replace and record as one step
             self.check(name)
-            path = self.folder / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.",
-                                       suffix=".tmp")
-            try:
-                os.chmod(tmp, 0o644)
-                with os.fdopen(fd, mode) as f:
-                    yield f
-                    f.flush()
-                    os.fsync(f.fileno())
-                record = self.record
-                record[name] = [*self.stamps(name)[-1:], _stamp(Path(tmp))]
-                self._save(record)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-            fsync_dir(path.parent)
+            with atomic_write(self.folder / name, mode, self._expect(name)) as f:
+                yield f
             self._note(name)
 
     def link(self, source: str, name: str) -> None:
         """Make `name` the same bytes as `source` (a hard link where possible)."""
         with self._locked():
-            self._link(source, name)
-
-    def _link(self, source: str, name: str) -> None:
-        self.check(name)
-        src, dst = self.folder / source, self.folder / name
-        tmp = dst.with_name(f".{dst.name}.link.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        try:
-            os.link(src, tmp)
-            record = self.record  # the new name's stamp beside the old one's, before the rename
-            record[name] = [*self.stamps(name)[-1:], _stamp(tmp)]
-            self._save(record)
-            os.replace(tmp, dst)
-            fsync_dir(dst.parent)
-        except OSError:
-            with atomic_write(dst) as f, open(src, "rb") as s:
-                shutil.copyfileobj(s, f)
-        self._note(name, source)
+            self.check(name)
+            atomic_copy(self.folder / source, self.folder / name, self._expect(name))
+            self._note(name, source)
 
 
 class RunDir(Owned):

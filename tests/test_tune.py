@@ -392,8 +392,9 @@ def test_a_paused_worker_whose_trial_was_failed_drops_its_result(setup):
     assert study_states(out) == ["FAIL", "COMPLETE"] or study_states(out) == ["FAIL", "PRUNED"]
 
 
-def test_storages_and_outs_that_cannot_hold_the_study(setup):
+def test_storages_and_outs_that_cannot_hold_the_study(setup, monkeypatch):
     tmp, data_dir, space = setup
+    monkeypatch.chdir(tmp)  # an empty --out must never mean the working folder
     memory = invoke(*tune_args(tmp / "o1", data_dir, space, 1, "--storage", "sqlite:///:memory:"))
     one_line(memory, "Error: --storage sqlite:///:memory:: an in-memory database")
     assert not (tmp / "o1").exists()
@@ -430,6 +431,7 @@ def test_storages_and_outs_that_cannot_hold_the_study(setup):
     one_line(invoke(*tune_args(tmp / "o6", data_dir, space, 1)), "best.yaml: already exists")
     assert (tmp / "o6" / "best.yaml").read_text() == "mine\n"
     one_line(invoke(*tune_args("", data_dir, space, 1)), "--out: empty")
+    assert not (tmp / "study.db").exists()
     one_line(invoke(*tune_args(tmp / "o7", data_dir, space, 1, "--study", "s" * 600)),
              "--study: a name of at most 200")
 
