@@ -434,7 +434,8 @@ def report(run_dirs, out, data_dir):
     """Learning curves, confusion matrix and mistakes of runs, as PNG files and one HTML page.
 
     Writes report.html (self-contained: open it, attach it, publish it),
-    learning_curves.png, confusion_matrix.png and mistakes.png. Several runs are overlaid
+    learning_curves.png, confusion_matrix.png, mistakes.png and explain.png (what the
+    network looks at). Several runs are overlaid
     and compared. The test set is scored with each run's checkpoints/best.npz. Needs
     matplotlib (pip install 'mnist-bp[plot]').
 
@@ -468,8 +469,8 @@ def serve(checkpoints, host, port, open_browser, allow_hosts):
 
     Every CHECKPOINT is loaded once and answers side by side. The page (GET /) has a
     drawing canvas with ink and paper colours; the API: POST /api/predict with an image's
-    bytes as the body (optional ?invert=auto|yes|no, default auto), GET /api/models,
-    GET /healthz. Stops cleanly on Ctrl-C or SIGTERM. Needs the serve extra
+    bytes as the body (optional ?invert=auto|yes|no, default auto), POST /api/explain (the
+    same body: what each network looks at), GET /api/models, GET /healthz. Stops cleanly on Ctrl-C or SIGTERM. Needs the serve extra
     (pip install 'mnist-bp[serve]').
 
     \b
@@ -518,8 +519,8 @@ def tune(config, space, trials, timeout, study_name, storage, out, data_dir, ove
     Trials are scored by their best validation accuracy (CONFIG needs data.validation > 0)
     and pruned when they fall behind. OUT gets trials.csv, best.yaml (train it with
     mnist-bp train OUT/best.yaml), trials/<n>/ (each trial's run directory) and the study's
-    storage. Start the same command again, here or on other machines sharing --storage, to
-    add workers or continue. Needs the tune extra (pip install 'mnist-bp[tune]').
+    storage. Start the same command with the same --out again (or on other machines with
+    the same --storage) to add workers, or to continue with a larger --trials. Needs the tune extra (pip install 'mnist-bp[tune]').
 
     \b
     Examples:
@@ -539,7 +540,7 @@ def tune(config, space, trials, timeout, study_name, storage, out, data_dir, ove
                           verbose=verbose)
     except Interrupted:
         echo_err("\ninterrupted: the running trial is marked FAIL; run the same command "
-                 "again to continue the study")
+                 "with the same --out again to continue the study")
         sys.exit(130)
     click.echo(f"trials: {folder / 'trials.csv'}")
     if (folder / "best.yaml").is_file():

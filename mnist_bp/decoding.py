@@ -3,7 +3,8 @@
 No header check foresees every decoder pathology: a progressive JPEG with thousands of scans
 costs by its scans, not its pixels, and a small file can keep a decoder busy for minutes.
 So `predict`, `serve` and the API's paths read and preprocess each image
-(`imageprep.inputs_of`) in a worker process of a `Decoders` pool; a worker that takes longer
+(`imageprep.inputs_of`) in a worker process of a `Decoders` pool (small PNG, GIF and BMP
+images excepted: `linear_and_small`); a worker that takes longer
 than its time limit is killed and replaced, and that image gets one ImageError (one line in
 `predict`, a 400 in `serve`) while everything else goes on. A worker's address space is
 limited too (`MEMORY`), so a decoder that allocates without end fails alone.

@@ -138,7 +138,8 @@ def explain_bytes(models: dict, body: bytes, invert: str, decoders=None) -> dict
 def predict_bytes(models: dict, body: bytes, invert: str, decoders=None) -> dict:
     """The API's answer for one image: each model's `Prediction` (prediction.py, as
     `predict` and the Python API make it) with its name and the 28x28 input; or ImageError
-    (whatever went wrong with it). The image is decoded once, in a worker process."""
+    (whatever went wrong with it). The image is decoded once (in a worker process unless it
+    is a small PNG, GIF or BMP: decoding.py)."""
     first = next(iter(models.values()))
     inputs = first.prepare(body, invert, False, decoders, MAX_UPLOAD_PIXELS)
     out = []
