@@ -470,8 +470,8 @@ def serve(checkpoints, host, port, open_browser, allow_hosts):
     Every CHECKPOINT is loaded once and answers side by side. The page (GET /) has a
     drawing canvas with ink and paper colours; the API: POST /api/predict with an image's
     bytes as the body (optional ?invert=auto|yes|no, default auto), POST /api/explain (the
-    same body: what each network looks at), GET /api/models, GET /healthz. Stops cleanly on Ctrl-C or SIGTERM. Needs the serve extra
-    (pip install 'mnist-bp[serve]').
+    same body: what each network looks at), GET /api/models, GET /healthz. Stops cleanly on
+    Ctrl-C or SIGTERM. Needs the serve extra (pip install 'mnist-bp[serve]').
 
     \b
     Examples:
@@ -520,7 +520,8 @@ def tune(config, space, trials, timeout, study_name, storage, out, data_dir, ove
     and pruned when they fall behind. OUT gets trials.csv, best.yaml (train it with
     mnist-bp train OUT/best.yaml), trials/<n>/ (each trial's run directory) and the study's
     storage. Start the same command with the same --out again (or on other machines with
-    the same --storage) to add workers, or to continue with a larger --trials. Needs the tune extra (pip install 'mnist-bp[tune]').
+    the same --storage) to add workers, or to continue with a larger --trials. Needs the
+    tune extra (pip install 'mnist-bp[tune]').
 
     \b
     Examples:
