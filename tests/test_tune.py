@@ -122,7 +122,9 @@ def start_worker(out, data_dir, space, trials, *extra, env=None):
 def test_two_workers_share_one_study(setup):
     tmp, data_dir, space = setup
     out = tmp / "out"
-    workers = [start_worker(out, data_dir, space, 6) for _ in range(2)]
+    # trials long enough (6 epochs) that the second worker is up before the first is done
+    workers = [start_worker(out, data_dir, space, 6, "--set", "training.epochs=6")
+               for _ in range(2)]
     outputs = [w.communicate(timeout=300) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     table = rows(out)

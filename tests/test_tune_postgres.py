@@ -68,12 +68,12 @@ def postgres_url():
 
 
 def worker(out: Path, url: str, data_dir: Path, space: Path, trials: int, study: str,
-           env=None) -> subprocess.Popen:
+           env=None, epochs: int = 2) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_bp", "tune", "default", "--space", str(space),
          "--trials", str(trials), "--storage", url, "--study", study, "--out", str(out),
          "--data-dir", str(data_dir), "--set", "data.validation=100", "--set",
-         "training.epochs=2", "--set", "model.hidden=[16]"],
+         f"training.epochs={epochs}", "--set", "model.hidden=[16]"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **(env or {})})
 
@@ -86,12 +86,13 @@ def states(url: str, study: str) -> list[str]:
 def test_two_workers_share_one_study_over_postgresql(postgres_url, tmp_path, data_dir):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    workers = [worker(tmp_path / f"w{k}", postgres_url, data_dir, space, 4, "shared")
-               for k in range(2)]
+    # trials long enough (6 epochs) that the second worker is up before the first is done
+    workers = [worker(tmp_path / f"w{k}", postgres_url, data_dir, space, 6, "shared",
+                      epochs=6) for k in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     finished = [s for s in states(postgres_url, "shared") if s in ("COMPLETE", "PRUNED")]
-    assert len(finished) == 4
+    assert len(finished) == 6
     assert all("postgres@" not in o or "***" not in o for o in outputs)
     # each worker ran trials, and each one's trials.csv lists every worker's trials
     for k in range(2):
