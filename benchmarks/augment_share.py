@@ -51,7 +51,7 @@ def main():
         cfg, _ = load_config(name)
         if not is_active(cfg.augment):
             continue
-        train = load_dataset(cfg.data.dataset, data_dir, fetch=False, in_memory=True).train
+        train = load_dataset(cfg.data.dataset, data_dir, fetch=False).train
         plain = replace(cfg, augment=AugmentConfig())
         normalizer = Normalizer.fit(cfg.data.normalize, train.images)
         trainers = {aug: Trainer(c, train, None, normalizer)

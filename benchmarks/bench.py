@@ -202,7 +202,7 @@ def step_vs_floor(data_dir: str, kind: str, precision: str, blocks: int = 21,
     from mnist_bp.training import Trainer
 
     cfg, _ = load_config("bench", [f"training.precision={precision}"])
-    train = load_dataset(cfg.data.dataset, data_dir, fetch=False, in_memory=True).train
+    train = load_dataset(cfg.data.dataset, data_dir, fetch=False).train
     trainer = Trainer(cfg, train, None, Normalizer.fit(cfg.data.normalize, train.images))
     assert trainer.products == kind, (trainer.products, kind)
     floor = floor_step(cfg.training.batch_size, (784, *cfg.model.hidden, 10), kind)

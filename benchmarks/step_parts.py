@@ -99,8 +99,7 @@ def main():
     ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     args = ap.parse_args()
     cfg, _ = load_config("bench", [f"training.precision={args.precision}"])
-    train = load_dataset(cfg.data.dataset, resolve_data_dir(args.data_dir), fetch=False,
-                         in_memory=True).train
+    train = load_dataset(cfg.data.dataset, resolve_data_dir(args.data_dir), fetch=False).train
     variants = {"the whole step": make_trainer(cfg, train)}
     variants |= {f"without {part}": make_trainer(cfg, train, [remove])
                  for part, remove in PARTS.items()}

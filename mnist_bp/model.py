@@ -274,8 +274,10 @@ class Model:
         check_invert(invert)
         names = names or [str(s) for s in sources]
 
-        def prepared_or_error(source):
+        def prepared_or_error(source, here: bool = False):
             try:
+                if here:  # already found small and linear to decode: no second look
+                    return inputs_of(source, invert, number)
                 return self.prepare(source, invert, number)
             except ImageError as exc:
                 return str(exc)
@@ -285,7 +287,7 @@ class Model:
         from mnist_bp.decoding import linear_and_small
 
         local = [isinstance(s, (str, Path)) and linear_and_small(s) for s in sources]
-        prepared = [prepared_or_error(s) if here else None
+        prepared = [prepared_or_error(s, here=True) if here else None
                     for s, here in zip(sources, local, strict=True)]
         remote = [i for i, here in enumerate(local) if not here]
         if remote:

@@ -59,7 +59,6 @@ class Owned:
     def __init__(self, folder: Path | str, fix: str = "move it away, or pass another folder"):
         self.folder = Path(folder)
         self.fix = fix
-        self._record: dict[str, list[int]] | None = None
         self.written: list[str] = []  # names written by this object, in this process
 
     @property
@@ -68,11 +67,9 @@ class Owned:
         write one folder: tune's workers share OUT)."""
         try:
             data = json.loads(read_bounded(self.folder / MANIFEST, 1 << 20, "record"))
-            self._record = {str(k): list(v) for k, v in data.items()} \
-                if isinstance(data, dict) else {}
+            return {str(k): list(v) for k, v in data.items()} if isinstance(data, dict) else {}
         except (OSError, ValueError, TypeError, AttributeError, UserError):
-            self._record = {}
-        return self._record
+            return {}
 
     def stamps(self, name: str) -> list[list[int]]:
         """The stamps recorded for `name`: one, or two while it is being replaced (the old

@@ -369,7 +369,7 @@ def _train(cfg: Config, run: rundir.RunDir, data_dir, progress: RunState, state,
 
     reporter.info(f"run directory: {run.path}")
 
-    dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info, in_memory=True)
+    dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info)
     train_split, val_split = split_validation(dataset.train, cfg.data.validation)
     normalizer = (Normalizer(**state[2]["normalization"]) if state
                   else Normalizer.fit(cfg.data.normalize, train_split.images))

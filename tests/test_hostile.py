@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import dataset_arrays, gz_bytes, spec_for, train_small
+from conftest import dataset_arrays, gz_bytes, spec_for, train_small, write_dataset
 from httpserver import FileServer
 from mnist_bp import checkpoint, imageprep
 from mnist_bp.cli import main
@@ -780,10 +780,7 @@ def test_cache_and_data_files_that_are_not_files_never_hang(tmp_path):
     from mnist_bp.data.datadir import load_dataset
 
     arrays = dataset_arrays(60, 20)
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    for role in ROLES:
-        (folder / FILENAMES[role]).write_bytes(gz_bytes(arrays[role]))
+    folder = write_dataset(tmp_path / "mnist", arrays)
     load_dataset("mnist", tmp_path, fetch=False)
     for name in ("manifest.json", "test_labels.npy"):  # a FIFO in the cache: rebuilt
         (folder / "cache" / name).unlink()
@@ -803,10 +800,7 @@ def test_a_huge_idx_file_is_refused_before_it_is_hashed(tmp_path):
     from mnist_bp.data.datadir import load_dataset
 
     arrays = dataset_arrays(60, 20)
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    for role in ROLES:
-        (folder / FILENAMES[role]).write_bytes(gz_bytes(arrays[role]))
+    folder = write_dataset(tmp_path / "mnist", arrays)
     with open(folder / FILENAMES["train_images"], "r+b") as f:
         f.truncate(8 << 30)  # 8 GB, sparse
     start = time.monotonic()
@@ -819,10 +813,7 @@ def test_an_idx_file_rewritten_since_the_cache_is_said(tmp_path):
     from mnist_bp.data.cache import load_cached
 
     arrays = dataset_arrays(60, 20)
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    for role in ROLES:
-        (folder / FILENAMES[role]).write_bytes(gz_bytes(arrays[role]))
+    folder = write_dataset(tmp_path / "mnist", arrays)
     load_cached(folder)
     other = dataset_arrays(60, 20, seed=5)
     time.sleep(0.01)

@@ -167,17 +167,24 @@ def small_png(seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def slow_upload(server, stop: threading.Event, declared: int = 4_000_000) -> None:
-    """A client that declares a large body and sends a byte now and then."""
+def raw_upload(server, stop: threading.Event, declared: int, first: int = 0,
+               trickle: bool = True) -> None:
+    """A client that declares a `declared`-byte body, sends `first` bytes of it, then a
+    little now and then (`trickle`) or nothing, until `stop`."""
     try:
         with socket.create_connection(("127.0.0.1", port_of(server)), timeout=30) as sock:
             sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
-                         f"{declared}\r\n\r\n".encode())
-            while not stop.is_set():
-                sock.sendall(b"\0" * 64)
-                stop.wait(0.2)
+                         f"{declared}\r\n\r\n".encode() + b"\0" * first)
+            while not stop.wait(0.2):
+                if trickle:
+                    sock.sendall(b"\0" * 64)
     except OSError:
         pass
+
+
+def slow_upload(server, stop: threading.Event) -> None:
+    """A client that declares a large body and sends a few bytes now and then."""
+    raw_upload(server, stop, 4_000_000)
 
 
 def test_slow_uploads_hold_no_slot_a_normal_prediction_needs(server):
@@ -279,14 +286,7 @@ def test_images_made_to_be_slow_are_cut_off_and_others_answered(server):
 
 def stalled_upload(server, stop: threading.Event) -> None:
     """A client that sends a 4 MB body but its last byte, then waits."""
-    try:
-        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=30) as sock:
-            sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
-                         f"{4 * 1024 * 1024}\r\n\r\n".encode())
-            sock.sendall(b"\0" * (4 * 1024 * 1024 - 1))
-            stop.wait(8)
-    except OSError:
-        pass
+    raw_upload(server, stop, 4 * 1024 * 1024, first=4 * 1024 * 1024 - 1, trickle=False)
 
 
 def test_stalled_large_uploads_never_hold_up_a_drawn_digit(server):

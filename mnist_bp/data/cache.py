@@ -112,7 +112,7 @@ def _manifest(folder: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _read_cache(folder: Path, in_memory: bool = False, log=None) -> dict[str, np.ndarray] | None:
+def _read_cache(folder: Path, log=None) -> dict[str, np.ndarray] | None:
     """The cached arrays, or None when there is no usable cache: absent, of another version,
     built from other source files, or holding bytes other than those it was written with."""
     cache = _cache_dir(folder)
@@ -178,19 +178,19 @@ def write_cache(folder: Path, arrays: dict[str, np.ndarray], sources: dict | Non
         json.dump(manifest, f, indent=1)
 
 
-def load_cached(folder: Path, log=None, in_memory: bool = False) -> Dataset:
+def load_cached(folder: Path, log=None) -> Dataset:
     """The dataset in `folder`, from the `.npy` cache (rebuilt when the sources changed),
-    read into memory and checked against its SHA-256 (`in_memory` is kept for callers)."""
-    arrays = _read_cache(folder, in_memory, log)
+    read into memory and checked against its SHA-256."""
+    arrays = _read_cache(folder, log)
     if arrays is None:
         with locked(folder):
-            arrays = _read_cache(folder, in_memory)
+            arrays = _read_cache(folder)
             if arrays is None:
                 sources = _check_sources(folder, log)  # before parsing: changed bytes refused
                 if log:
                     log(f"parsing {folder.name} IDX files into the cache at {_cache_dir(folder)}")
                 write_cache(folder, parse_sources(folder), sources)
-                arrays = _read_cache(folder, in_memory)
+                arrays = _read_cache(folder)
         if arrays is None:
             raise UserError(f"{_cache_dir(folder)}: cache could not be read back; delete that "
                             "folder and try again")

@@ -25,9 +25,9 @@ def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
 
 
 def load_dataset(name: str, data_dir: Path | str | None = None, *, fetch: bool = True,
-                 log=None, in_memory: bool = False) -> Dataset:
-    """Load `name` from the data dir, downloading it first when files are missing; memory-mapped,
-    or read into RAM with `in_memory`."""
+                 log=None) -> Dataset:
+    """Load `name` from the data dir, downloading it first when files are missing; read into
+    memory and checked against the cache's SHA-256 (cache.py)."""
     spec = get_dataset(name)
     folder = resolve_data_dir(data_dir) / name
     if missing_files(folder):
@@ -36,7 +36,7 @@ def load_dataset(name: str, data_dir: Path | str | None = None, *, fetch: bool =
                             f"`mnist-bp download --dataset {name}`")
         download_dataset(spec, folder.parent, log=log or (lambda *_: None),
                          show_progress=log is not None)
-    return load_cached(folder, log=log, in_memory=in_memory)
+    return load_cached(folder, log=log)
 
 
 def split_validation(train: Split, validation: int) -> tuple[Split, Split | None]:
