@@ -9,6 +9,11 @@
   fonts-dancingscript fonts-femkeklaver fonts-kristi fonts-kaushanscript fonts-ecolier-court),
   dark ink on tinted paper, rotated, blurred, noisy, JPEG or PNG;
 - `numbers/`: numbers of 2-4 digits in the same fonts, on the same kind of paper;
+- `hollow/`, `hairline/`, `heavy/` and their `-numbers/`: the same for fonts of other stroke
+  styles (`STYLE_FONTS`, apt-get install the `STYLE_PACKAGES`), and handwriting fonts drawn
+  as outlines or emboldened (`PEN_FONTS`);
+- `drawn/`: the same digits traced as `serve`'s page draws them (a mouse line 8-40 px wide on
+  a 280x280 canvas);
 - `handwriting/`: real MNIST digits (the last 1,000 training images of the data dir, the
   validation split used for tuning; `--split test` for the test set) upscaled and printed as
   dark ink on tinted paper, off-centre, with a shadow across the page, noise and JPEG; their
@@ -34,6 +39,30 @@ DEV_FONTS = ["ComicNeue-Regular", "ComicNeue-Bold", "Humor-Sans", "dkg.", "dkgBd
 HOLDOUT_FONTS = ["ComicNeue-Italic", "ComicNeue-Light.", "dkgIt", "dkgBI", "breipfont",
                  "BecauseWeBuild", "BecauseWeConnect", "BecauseWeCreate", "BecauseWeMentor",
                  "BecauseWeOrganize", "DancingScript-Bold"]
+# Stroke styles other than a pen's: fonts drawn that way, and (`pen`) the handwriting fonts
+# redrawn that way: outlined with a pen of a few percent of the size (hollow), or emboldened
+# by one (heavy). Hairline fonts have no such pen: a font is only as thin as it was designed.
+STYLE_FONTS = {
+    "hollow": {"dev": ["CabinSketch-Bold"],
+               "holdout": ["TrainOne", "RampartOne", "CabinSketch-Regular"]},
+    "hairline": {"dev": ["Lato-Thin.", "Roboto-Thin.", "Dosis-ExtraLight", "Jura-Light",
+                         "YanoneKaffeesatz-ExtraLight", "Sora-Thin"],
+                 "holdout": ["Lato-Hairline.", "Inter-Thin.", "LeagueSpartan-ExtraLight",
+                             "Quicksand-Light", "Manrope-ExtraLight", "DejaVuSans-ExtraLight"]},
+    "heavy": {"dev": ["Roboto-Black.", "LeagueSpartan-Black", "CherryBomb", "StayPuft",
+                      "lobster", "Sora-ExtraBold"],
+              "holdout": ["Lato-Black.", "Inter-Black.", "ReggaeOne", "RocknRollOne",
+                          "LeckerliOne", "Fantasma-Bold", "Dosis-ExtraBold"]},
+}
+# outlined: the heavy fonts (a thin font's outline closes up); emboldened: the handwriting fonts
+PEN_FONTS = {"hollow": STYLE_FONTS["heavy"], "heavy": {"dev": DEV_FONTS, "holdout": HOLDOUT_FONTS}}
+PEN = {"hollow": (0.015, 0.035), "heavy": (0.02, 0.045)}  # pen width / font size
+BOLDER, OPEN = 2.5, 0.4  # emboldened: at most this many times the ink, this much of the loops
+STYLE_PACKAGES = ("fonts-cabinsketch fonts-train fonts-rampart fonts-lato fonts-roboto-unhinted "
+                  "fonts-dosis fonts-jura fonts-yanone-kaffeesatz fonts-sora fonts-inter "
+                  "fonts-league-spartan fonts-quicksand fonts-manrope fonts-dejavu-extra "
+                  "fonts-cherrybomb fonts-staypuft fonts-lobster fonts-reggae fonts-rocknroll "
+                  "fonts-leckerli-one fonts-fantasma")
 
 
 def find_fonts(names: list[str]) -> list[str]:
@@ -81,23 +110,66 @@ def save(pil, folder: Path, stem: str, rng) -> str:
     return name
 
 
-def render_text(text: str, font_file: str, rng):
-    """Ink coverage (H, W) of `text` in a font, rotated a little, on a canvas with margins."""
+def render_text(text: str, font_file: str, rng, style: str | None = None):
+    """Ink coverage (H, W) of `text` in a font, rotated a little, on a canvas with margins;
+    `style` "hollow" draws only the glyphs' outlines, "heavy" emboldens them, each with a pen
+    drawn from `PEN`."""
     from PIL import Image, ImageDraw, ImageFont
 
     size = int(rng.integers(60, 180))
     font = ImageFont.truetype(font_file, size)
-    left, top, right, bottom = font.getbbox(text)
+    pen = max(1, round(size * rng.uniform(*PEN[style]))) if style else 0
+    if style == "heavy":  # still legible: loops open (`OPEN` of their area), `BOLDER` the ink
+        plain = glyphs(text, font, 0)
+        while pen > 1:
+            bold = glyphs(text, font, pen)
+            if bold[0] >= OPEN * plain[0] and bold[1] <= BOLDER * plain[1]:
+                break
+            pen -= 1
+    left, top, right, bottom = font.getbbox(text, stroke_width=pen)
     tw, th = right - left, bottom - top
     margin_x = int(tw * rng.uniform(0.3, 1.5)) + 10
     margin_y = int(th * rng.uniform(0.3, 1.5)) + 10
     canvas = Image.new("L", (tw + 2 * margin_x, th + 2 * margin_y), 0)
     dx, dy = rng.integers(-margin_x // 2, margin_x // 2 + 1), rng.integers(-margin_y // 2,
                                                                           margin_y // 2 + 1)
-    ImageDraw.Draw(canvas).text((margin_x - left + dx, margin_y - top + dy), text, fill=255,
-                                font=font)
+    ImageDraw.Draw(canvas).text((margin_x - left + dx, margin_y - top + dy), text,
+                                fill=0 if style == "hollow" else 255, font=font,
+                                stroke_width=pen, stroke_fill=255)
     canvas = canvas.rotate(rng.uniform(-10, 10), resample=Image.BICUBIC, expand=False)
     return np.asarray(canvas, np.float32) / 255
+
+
+def glyphs(text: str, font, pen: int) -> tuple[int, int]:
+    """The area of the closed loops (holes) of `text` in `font` emboldened by `pen` pixels,
+    and of its ink, in pixels."""
+    from PIL import Image, ImageDraw
+    from scipy import ndimage
+
+    left, top, right, bottom = font.getbbox(text, stroke_width=pen)
+    canvas = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    ImageDraw.Draw(canvas).text((2 - left, 2 - top), text, fill=255, font=font,
+                                stroke_width=pen, stroke_fill=255)
+    ink = np.asarray(canvas) > 127
+    return int((ndimage.binary_fill_holes(ink) & ~ink).sum()), int(ink.sum())
+
+
+def render_drawn(digit28: np.ndarray, rng) -> np.ndarray:
+    """An MNIST digit as `serve`'s page draws one: its centre line traced with a round pen
+    8-40 pixels wide (at most a fifth of the digit's height, or its loops close), black on a
+    white 280x280 canvas, the digit 100-250 pixels high."""
+    from PIL import Image
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    side = int(rng.integers(100, 251))
+    big = np.asarray(Image.fromarray(digit28).resize((side, side), Image.BILINEAR)) > 100
+    lines = np.zeros((280, 280), bool)
+    y, x = rng.integers(0, 280 - side + 1, 2)
+    lines[y:y + side, x:x + side] = skeletonize(big)
+    pen = rng.uniform(8, min(40, 0.2 * side))
+    ink = np.clip(pen / 2 + 0.5 - ndimage.distance_transform_edt(~lines), 0, 1)
+    return (255 * (1 - ink)).astype(np.uint8)
 
 
 def render_handwriting(digit28: np.ndarray, rng):
@@ -128,22 +200,9 @@ def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, 
     if not font_files:
         sys.exit("no handwriting fonts found: apt-get install the font packages in this "
                  "script's docstring")
-    for name in ("fonts", "numbers", "handwriting", "handwriting-originals"):
+    for name in ("handwriting", "handwriting-originals"):
         (out / name).mkdir(parents=True, exist_ok=True)
-    rows = []
-    for fi, font_file in enumerate(font_files):
-        for digit in range(10):
-            for k in range(per_font):
-                pil = finish(render_text(str(digit), font_file, rng), rng)
-                rows.append((save(pil, out / "fonts", f"f{fi:02d}-{digit}-{k}", rng), digit))
-    write_labels(out / "fonts", rows)
-    rows = []
-    for fi, font_file in enumerate(font_files):
-        for k in range(per_font * 3):
-            number = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(2, 5))))
-            pil = finish(render_text(number, font_file, rng), rng)
-            rows.append((save(pil, out / "numbers", f"n{fi:02d}-{k}-{number}", rng), number))
-    write_labels(out / "numbers", rows)
+    write_fonts(out / "fonts", out / "numbers", [(f, None) for f in font_files], per_font, rng)
 
     if data_dir is not None:
         from mnist_bp.data.datadir import load_dataset
@@ -159,7 +218,47 @@ def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, 
             originals.append((f"h{i:04d}.png", int(label)))
         write_labels(out / "handwriting", rows)
         write_labels(out / "handwriting-originals", originals)
-    print(f"wrote {out} ({len(font_files)} fonts)")
+        (out / "drawn").mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, (im, label) in enumerate(zip(images, labels, strict=True)):
+            Image.fromarray(render_drawn(np.asarray(im), rng)).save(out / "drawn" / f"d{i:04d}.png")
+            rows.append((f"d{i:04d}.png", int(label)))
+        write_labels(out / "drawn", rows)
+    counts = [f"{len(font_files)} handwriting fonts"]
+    rng = np.random.default_rng(seed + 1)  # the font sets do not depend on the data dir
+    for style, names in STYLE_FONTS.items():
+        drawn = [(f, None) for f in find_fonts(names[fonts])]
+        drawn += [(f, style) for f in find_fonts(PEN_FONTS.get(style, {}).get(fonts, []))]
+        if drawn:
+            write_fonts(out / style, out / f"{style}-numbers", drawn, per_font, rng)
+        counts.append(f"{len(drawn)} {style}")
+    print(f"wrote {out} ({', '.join(counts)})")
+
+
+def write_fonts(digits: Path, numbers: Path, drawn, per_font: int, rng):
+    """Single digits (`per_font` of each per font) and numbers of 2-4 digits (3 x `per_font`
+    per font) for (font file, style) pairs."""
+    for folder in (digits, numbers):
+        folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for fi, (font_file, style) in enumerate(drawn):
+        for digit in range(10):
+            for k in range(per_font):
+                pil = finish(render_text(str(digit), font_file, rng, style), rng)
+                rows.append((save(pil, digits, f"f{fi:02d}-{digit}-{k}", rng), digit))
+    write_labels(digits, rows)
+    rows = []
+    for fi, (font_file, style) in enumerate(drawn):
+        for k in range(per_font * 3):
+            number = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(2, 5))))
+            pil = finish(render_text(number, font_file, rng, style), rng)
+            rows.append((save(pil, numbers, f"n{fi:02d}-{k}-{number}", rng), number))
+    write_labels(numbers, rows)
+
+
+SETS = ("fonts", "numbers", *(f"{style}{kind}" for style in STYLE_FONTS
+                               for kind in ("", "-numbers")),
+        "handwriting", "handwriting-originals", "drawn")
 
 
 def read_labels(folder: Path) -> list[tuple[str, str]]:
@@ -173,12 +272,12 @@ def score(sets: Path, checkpoints: list[str], invert: str, names=None) -> dict:
     results = {}
     for ckpt in checkpoints:
         predictor = load(ckpt)
-        for name in names or ("fonts", "numbers", "handwriting", "handwriting-originals"):
+        for name in names or SETS:
             folder = sets / name
             if not (folder / "labels.csv").is_file():
                 continue
             rows = read_labels(folder)
-            number = name == "numbers"
+            number = name.endswith("numbers")
             outcome = predictor.predict_paths([folder / f for f, _ in rows], invert=invert,
                                               number=number)
             right = 0
