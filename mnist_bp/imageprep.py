@@ -68,15 +68,16 @@ SOLID = 0.7  # ...or less solid than this...
 SPAN, CONVEX = 0.8, 0.9  # ...or spanning this share of the digit and less solid than this...
 CONTOUR, NARROW = 0.4, 2.5  # ...or this much wider than the ink around it and this elongated
 PINHOLE = 3  # holes at most this wide (WORK_BOX pixels) are filled: hatching, rough strokes
+MAX_HOLES = 12  # the shapes of at most this many holes (the widest) are measured
 # strokes heavier than this share of the target are redrawn at it: about 1 in 50 MNIST digits
 # is that bold (at 1.6, half of them were, and read worse)
 HEAVY = 2.5
 SATURATE = 0.5  # ink above this level counts as solid
 THIN = 0.75  # strokes thinner than this share of the target are dilated
 MAX_DILATE = 5  # at most this many WORK_BOX pixels of dilation
+MAX_DIGITS = limits.NUMBER_DIGITS  # a number has at most this many digits
 TOUCHING = 1.0  # a piece of a number wider than this share of its height is touching digits
-DIGIT_WIDTH = 0.7  # ...each about this share of the height wide...
-CUT_WINDOW = 0.35  # ...cut within this share of a digit's width of even spacing
+PART = (0.3, 1.0)  # ...each of them this narrow to this wide (shares of the height)
 MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
 
 
@@ -454,34 +455,36 @@ def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
         return mask, False
     index = np.arange(1, count + 1)
     width = 2 * ndimage.maximum(ndimage.distance_transform_edt(holes), labels, index)
-    height_of, width_of = mask.shape  # the ink is cropped
-    contour = stroke_width(mask.astype(np.float32))
-    # the ink pieces that touch the paper around the digit: an outline's outer contour
-    pieces, _ = ndimage.label(mask, structure=np.ones((3, 3)))
-    around = ~ndimage.binary_fill_holes(mask)
-    outer = np.unique(pieces[ndimage.binary_dilation(around) & mask])
+    pinholes = width <= PINHOLE
+    # Shapes are measured for the larger holes only, the `MAX_HOLES` widest: a digit has a
+    # few, and a crafted image must not buy a measurement per pixel.
+    measured = [k for k in np.argsort(-width, kind="stable")[:MAX_HOLES] if not pinholes[k]]
     inside = np.zeros(count, bool)
-    for k, p in enumerate(regionprops(labels)):
-        rows, cols = p.bbox[2] - p.bbox[0], p.bbox[3] - p.bbox[1]
-        ratio = p.axis_major_length / max(p.axis_minor_length, 1e-6)
-        inside[k] = (p.area_filled - p.area >= RING * p.area or p.solidity < SOLID
-                     or (rows >= SPAN * height_of and cols >= SPAN * width_of
-                         and p.solidity < CONVEX)
-                     or (contour <= CONTOUR * width[k] and ratio >= NARROW and p.solidity < CONVEX
-                         and touches_outer(labels == p.label, pieces, outer)))
-    inside &= width > PINHOLE
-    fill = inside | (width <= PINHOLE)
+    if measured:
+        height_of, width_of = mask.shape  # the ink is cropped
+        contour = stroke_width(mask.astype(np.float32))
+        # the holes next to an ink piece that touches the paper around the digit (an
+        # outline's outer contour, not the inner one around a hollow digit's loop)
+        pieces, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+        outer = np.unique(pieces[ndimage.binary_dilation(~ndimage.binary_fill_holes(mask))
+                                 & mask])
+        outer_ink = np.isin(pieces, outer[outer > 0])
+        beside = ndimage.maximum(ndimage.binary_dilation(outer_ink, np.ones((3, 3))), labels,
+                                 index).astype(bool)
+        shapes = regionprops(np.where(np.isin(labels, index[measured]), labels, 0))
+        for p in shapes:
+            k = p.label - 1
+            rows, cols = p.bbox[2] - p.bbox[0], p.bbox[3] - p.bbox[1]
+            ratio = p.axis_major_length / max(p.axis_minor_length, 1e-6)
+            inside[k] = (p.area_filled - p.area >= RING * p.area or p.solidity < SOLID
+                         or (rows >= SPAN * height_of and cols >= SPAN * width_of
+                             and p.solidity < CONVEX)
+                         or (contour <= CONTOUR * width[k] and ratio >= NARROW
+                             and p.solidity < CONVEX and beside[k]))
+    fill = inside | pinholes
     if not fill.any():
         return mask, False
     return mask | np.isin(labels, index[fill]), bool(inside.any())
-
-
-def touches_outer(hole: np.ndarray, pieces: np.ndarray, outer: np.ndarray) -> bool:
-    """Whether `hole` borders an ink piece in `outer`."""
-    from scipy import ndimage
-
-    return bool(np.isin(pieces[ndimage.binary_dilation(hole, np.ones((3, 3)))], outer[outer > 0])
-                .any())
 
 
 def redraw(mask: np.ndarray, pen: float) -> np.ndarray:
@@ -625,41 +628,85 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     digits = [only(ink, members) for members in digit_groups(ink)]
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
     height = max(r[-1] - r[0] + 1 for r in rows)
-    out = []
-    for d in digits:
-        for part in split_touching(d, height):
-            out.append(polarity(place(part), ink.light_background, invert))
-    return out
+    parts = [part for d in digits for part in split_touching(d, height)]
+    if len(parts) > MAX_DIGITS:
+        raise ImageError(f"{len(parts)} digits in a row, more than the {MAX_DIGITS} "
+                         f"a number is read with; crop the image to the number")
+    return [polarity(place(part), ink.light_background, invert) for part in parts]
 
 
 def split_touching(a: np.ndarray, height: int) -> list[np.ndarray]:
     """The digits of one piece of ink `a` (full image coordinates) in a row of digits
     `height` pixels high. A piece wider than `TOUCHING` times the height holds digits that
-    touch: as many as digits of `DIGIT_WIDTH` times the height fit in it, each cut where the
-    least ink crosses a column near where the even spacing puts it."""
+    touch. It is cut into the parts, each `PART` (a share of the height) wide, whose cuts
+    cost least on average: where two digits touch, a cut crosses a point of ink and the
+    ink's outline narrows; through a digit, it crosses its strokes and its whole height."""
     cols = np.flatnonzero(a.max(axis=0) > 0.05)
     start, stop = int(cols[0]), int(cols[-1]) + 1
     width = stop - start
     if width <= TOUCHING * height:
         return [a]
-    count = max(2, round(width / (DIGIT_WIDTH * height)))
-    profile = a[:, start:stop].sum(axis=0)
-    window = max(1, round(CUT_WINDOW * width / count))
-    cuts = [start]
-    for i in range(1, count):
-        centre = round(i * width / count)
-        lo, hi = max(cuts[-1] - start + 1, centre - window), min(width - 1, centre + window)
-        if lo >= hi:
-            continue
-        cuts.append(start + lo + int(np.argmin(profile[lo:hi])))
-    cuts.append(stop)
+    piece = a[:, start:stop] > 0.05
+    rows = np.arange(piece.shape[0])[:, None]
+    top = np.where(piece, rows, piece.shape[0]).min(axis=0)
+    bottom = np.where(piece, rows, -1).max(axis=0)
+    # a cut's cost: the ink it crosses, and the height of the ink's outline there (two digits
+    # touch where their outlines narrow; inside a digit the outline spans its height)
+    profile = a[:, start:stop].sum(axis=0) + np.maximum(bottom - top + 1, 0)
+    profile = profile.astype(np.float64)
+    narrow, wide = max(1, round(PART[0] * height)), max(2, round(PART[1] * height))
+    if -(-width // wide) > MAX_DIGITS:
+        raise ImageError(f"{-(-width // wide)} digits or more in a row, more than the "
+                         f"{MAX_DIGITS} a number is read with; crop the image to the number")
+    best = None
+    for count in range(max(2, -(-width // wide)), min(width // narrow, MAX_DIGITS) + 1):
+        cuts = cheapest_cuts(profile, count, narrow, wide)
+        if cuts is not None:
+            cost = float(profile[cuts].mean())
+            if best is None or cost < best[0]:
+                best = (cost, cuts)
+    if best is None:
+        return [a]
+    edges = [start, *(start + int(c) for c in best[1]), stop]
     parts = []
-    for left, right in zip(cuts[:-1], cuts[1:], strict=True):
+    for left, right in zip(edges[:-1], edges[1:], strict=True):
         part = np.zeros_like(a)
         part[:, left:right] = a[:, left:right]
         if part.max() > 0.05:
             parts.append(part)
     return parts
+
+
+def cheapest_cuts(profile: np.ndarray, count: int, narrow: int, wide: int):
+    """The `count - 1` columns cutting `profile` into `count` parts each `narrow` to `wide`
+    columns wide with the least ink crossed in all, or None when no such cuts exist
+    (dynamic programming over the columns)."""
+    n = len(profile)
+    inf = np.inf
+    cost = np.full(n + 1, inf)  # cost[j]: the cheapest cuts of profile[:j] into parts so far
+    cost[0] = 0.0
+    back = []
+    for part in range(count):
+        last = part == count - 1
+        new = np.full(n + 1, inf)
+        came = np.zeros(n + 1, np.intp)
+        for j in range(narrow, n + 1):
+            lo, hi = max(0, j - wide), j - narrow
+            if hi < lo:
+                continue
+            i = lo + int(np.argmin(cost[lo:hi + 1]))
+            if cost[i] < inf:
+                new[j] = cost[i] + (0.0 if last or j >= n else profile[j])
+                came[j] = i
+        back.append(came)
+        cost = new
+    if cost[n] == inf:
+        return None
+    cuts, j = [], n
+    for came in reversed(back[1:]):
+        j = int(came[j])
+        cuts.append(j)
+    return np.array(cuts[::-1], np.intp)
 
 
 def inputs_of(source, invert: str = "auto", number: bool = False,

@@ -45,6 +45,7 @@ RUN_FILE_BYTES = 64 * MB
 IMAGE_BYTES = 200 * MB
 IMAGE_MAX_PIXELS = 50_000_000
 IMAGE_MAX_SIDE = 20_000
+NUMBER_DIGITS = 20
 DECODE_SECONDS = 10.0
 FAST_DECODE_PIXELS = 1_000_000
 DECODE_MEMORY = 3 << 30
@@ -103,6 +104,9 @@ TABLE = {
                      "a 50-megapixel camera's photo; decompression bombs declare more"),
     "IMAGE_MAX_SIDE": ("pixels along an image's longer side",
                    "decoders pay per line: 1 x 16,000,000 is costly and no photo"),
+    "NUMBER_DIGITS": ("digits read in one image with --number",
+                      "a number, not a page of text: each digit costs a few milliseconds of "
+                      "stroke normalisation"),
     "DECODE_SECONDS": ("seconds to decode and prepare one image (predict, explain, API)",
                        "a 50-megapixel photo takes about 1 s; a file made to be slow is "
                        "killed with its worker process"),

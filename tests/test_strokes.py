@@ -146,3 +146,42 @@ def test_a_pen_trained_network_reads_every_style(pen_model, inputs):
         images = np.stack([inputs[(d, style)] for d in digits])
         got = [r["digit"] for r in pen_model.predict(images)]
         assert got == digits, style
+
+
+def test_pinholes_and_specks_do_not_make_an_outline():
+    ring = np.zeros((80, 60), bool)
+    ring[5:75, 5:55] = True
+    ring[20:60, 20:40] = False  # a 0's loop: convex, stays open
+    ring[40, 10] = False  # a pinhole in the stroke: filled, not an outline
+    ring[30, 30] = True  # a speck of noise inside the loop: not ink of the loop's own
+    filled, hollow = P.close_hollow(ring)
+    assert not hollow
+    assert filled[40, 10] and not filled[25, 25]
+
+
+def test_a_heavy_line_drawn_on_white_is_dark_ink_on_paper():
+    # serve's page: black strokes 40 pixels wide on a white 280x280 canvas; their width fills
+    # the paper estimate's blocks, which once made the white paper the "ink" (a blank image)
+    canvas = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(canvas).ellipse((60, 30, 220, 250), outline=0, width=40)
+    out = P.prepare(np.asarray(canvas, np.float32) / 255)
+    assert out.light_background
+    ring = out.image > 0.5
+    assert ring[14, 14] == 0 and ring.sum() > 60  # a 0: ink around an open loop
+
+
+def test_touching_digits_in_a_number_are_cut():
+    canvas = Image.new("L", (360, 160), 235)
+    for left in (40, 132, 224):  # three 0s, 96 pixels wide, each touching the next
+        ImageDraw.Draw(canvas).ellipse((left, 30, left + 96, 130), outline=25, width=14)
+    parts = P.prepare_number(np.asarray(canvas, np.float32) / 255)
+    assert len(parts) == 3
+    for p in parts:  # each part is one 0: ink around an open loop
+        assert p.image[14, 14] < 0.1 and p.image.sum() > 60
+
+
+def test_a_row_of_too_many_digits_is_one_error():
+    page = np.full((100, 4000), 235, np.uint8)
+    page[40:60, 10:3990] = 25
+    with pytest.raises(P.ImageError, match="in a row, more than the 20 a number is read with"):
+        P.prepare_number(page.astype(np.float32) / 255)
