@@ -54,8 +54,10 @@ MAX_SIDE = limits.IMAGE_MAX_SIDE  # and images with a longer side
 MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger than this
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
-BORDER_CLEAR = 0.3  # a border this far (share of the gray range) from the middle is the paper
-HEAVY_INK = 0.05  # ...when both sides of the middle hold this share of the pixels
+# a drawing: this share of the gray range from one of its two levels counts as at it, the
+# levels this far apart, and this share of the pixels at them...
+TWO_LEVELS = (0.1, 0.5, 0.95)
+BORDER_CLEAR = 0.3  # ...has its paper on the border's side, this far from the middle level
 GROW = 0.5  # the first pass's ink is widened by this many blocks
 SPECK = 0.05  # pieces of ink smaller than this share of the largest piece are dropped
 LOW = 0.5  # share of the ink threshold down to which pieces are traced
@@ -332,13 +334,17 @@ def block_field(a: np.ndarray, percentile: float, exclude: np.ndarray | None = N
 def is_light_background(g: np.ndarray) -> bool:
     """Whether the ink is darker than the paper. Around the local median (the paper, shadows
     included), the ink is the heavier of the two tails. Strokes wide enough to fill the
-    median's blocks fool that: when more than `HEAVY_INK` of the pixels are on each side of
-    the middle gray level, and the image's border (mostly paper) is clearly on one side, the
-    paper is that side."""
+    median's blocks fool that (a line 40 pixels wide drawn on serve's page). So a drawing,
+    where nearly every pixel is at one of two levels far apart (`TWO_LEVELS`) and the border
+    is flat, has the paper on its border's side. (Not a photo: its border can be a table.)"""
     lo, hi = np.percentile(g, [1, 99])
-    mid, edge = (lo + hi) / 2, float(np.median(border(g)))
-    heavy = min(np.mean(g < mid), np.mean(g > mid)) > HEAVY_INK  # both sides hold plenty
-    if heavy and abs(edge - mid) > BORDER_CLEAR * (hi - lo):
+    mid, ring = (lo + hi) / 2, border(g)
+    edge, (low_edge, high_edge) = float(np.median(ring)), np.percentile(ring, [10, 90])
+    near = TWO_LEVELS[0] * (hi - lo)
+    drawing = (hi - lo > TWO_LEVELS[1]  # a drawing: two levels far apart, and little else
+               and np.mean((np.abs(g - lo) < near) | (np.abs(g - hi) < near)) > TWO_LEVELS[2]
+               and high_edge - low_edge < near)  # with a flat border
+    if drawing and abs(edge - mid) > BORDER_CLEAR * (hi - lo):
         return edge > mid
     r = g - block_field(g, 50)
     spread = 3 * float(np.median(np.abs(r))) + 0.02

@@ -185,3 +185,16 @@ def test_a_row_of_too_many_digits_is_one_error():
     page[40:60, 10:3990] = 25
     with pytest.raises(P.ImageError, match="in a row, more than the 20 a number is read with"):
         P.prepare_number(page.astype(np.float32) / 255)
+
+
+def test_a_sheet_on_a_dark_table_keeps_dark_ink_on_paper():
+    # a photo, not a drawing: the border is a dark table, the sheet is lit unevenly, the
+    # camera adds noise; the ink is still the dark strokes on the sheet
+    rng = np.random.default_rng(0)
+    photo = np.full((300, 260), 0.2, np.float32)
+    photo[30:270, 40:220] = np.linspace(0.8, 0.95, 180)[None, :]
+    sheet = Image.fromarray(np.zeros((300, 260), np.uint8))
+    ImageDraw.Draw(sheet).line([(80, 80), (180, 80), (110, 230)], fill=255, width=12)
+    photo = np.where(np.asarray(sheet) > 0, 0.1, photo) + rng.normal(0, 0.03, photo.shape)
+    out = P.prepare(np.clip(photo, 0, 1).astype(np.float32))
+    assert out.light_background
