@@ -29,7 +29,7 @@ import numpy as np
 
 from mnist_bp import limits
 from mnist_bp.data.registry import IMAGE_SIDE
-from mnist_bp.imageprep import ImageError, Prepared, inputs_of
+from mnist_bp.imageprep import ImageError, Prepared, TooManyPixels, inputs_of
 
 MEMORY = limits.DECODE_MEMORY  # address space of one worker (limits.py says why)
 _HEADER = 4  # bytes of the JSON header's length, big-endian, before the header
@@ -68,7 +68,7 @@ def _worker(conn, memory: int) -> None:
         try:
             inputs = inputs_of(source, request["invert"], request["number"],
                                max_pixels=request["max_pixels"])
-            header = {"inputs": [[p.inverted, p.light_background] for p in inputs]}
+            header = {"inputs": [[bool(p.inverted), bool(p.light_background)] for p in inputs]}
             arrays = b"".join(np.ascontiguousarray(p.image, "<f4").tobytes() for p in inputs)
             conn.send_bytes(_message(header, arrays))
         except ImageError as exc:
@@ -87,16 +87,19 @@ LINEAR_FORMATS = {b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF
 
 
 def linear_and_small(source) -> bool:
-    """Whether `source` (bytes or a path) is a PNG, GIF or BMP of at most FAST_PIXELS, from
-    its header alone (a few dozen bytes; anything unusual: no)."""
+    """Whether `source` (bytes or a path) is a PNG, GIF or BMP of at most FAST_DECODE_PIXELS
+    and FAST_DECODE_BYTES, from its size and header alone (a few dozen bytes; anything
+    unusual: no). A file can still turn out larger once opened: `prepare_here`."""
     import struct
 
     try:
         if isinstance(source, (bytes, bytearray)):
+            if len(source) > limits.FAST_DECODE_BYTES:
+                return False
             head = bytes(source[:32])
         else:
             size = limits.regular_size(source)
-            if size is None or size > limits.UPLOAD_BYTES:
+            if size is None or size > limits.FAST_DECODE_BYTES:
                 return False
             with open(source, "rb") as f:
                 head = f.read(32)
@@ -112,6 +115,18 @@ def linear_and_small(source) -> bool:
         return 0 < width * height <= limits.FAST_DECODE_PIXELS
     except (OSError, struct.error, limits.UserError):
         return False
+
+
+def prepare_here(source, invert: str, number: bool, max_pixels: int | None = None):
+    """`inputs_of` in the calling process, for a source `linear_and_small` found small; None
+    when the opened image is larger than FAST_DECODE_PIXELS after all (a GIF's first frame
+    can grow its canvas past the header's size), for a worker to take."""
+    limit = limits.FAST_DECODE_PIXELS if max_pixels is None else min(
+        max_pixels, limits.FAST_DECODE_PIXELS)
+    try:
+        return inputs_of(source, invert, number, max_pixels=limit)
+    except TooManyPixels:
+        return None
 
 
 class _Process:
@@ -164,16 +179,19 @@ class Decoders:
                 max_pixels: int | None = None) -> list[Prepared]:
         """`imageprep.inputs_of(source, ...)` in a worker: a path or bytes (anything else,
         arrays and PIL images, is prepared here: nothing to decode)."""
+        here = None
         if isinstance(source, (bytes, bytearray, memoryview)):
             kind, payload = "bytes", bytes(source)
             if linear_and_small(payload):
-                return inputs_of(payload, invert, number, max_pixels=max_pixels)
+                here = prepare_here(payload, invert, number, max_pixels)
         elif isinstance(source, (str, os.PathLike)):  # absolute: workers have their own cwd
             kind, payload = "path", os.fsencode(os.path.abspath(Path(source)))
             if linear_and_small(source):
-                return inputs_of(source, invert, number, max_pixels=max_pixels)
+                here = prepare_here(source, invert, number, max_pixels)
         else:
             return inputs_of(source, invert, number, max_pixels=max_pixels)
+        if here is not None:
+            return here
         request = _message({"kind": kind, "invert": invert, "number": number,
                             "max_pixels": max_pixels}, payload)
         worker = self._get()

@@ -55,8 +55,8 @@ MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger tha
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
 # a drawing: this share of the gray range from one of its two levels counts as at it, the
-# levels this far apart, and this share of the pixels at them...
-TWO_LEVELS = (0.1, 0.5, 0.95)
+# levels this far apart, this share of the pixels at them and this share at its border's...
+TWO_LEVELS = (0.1, 0.5, 0.95, 0.6)
 BORDER_CLEAR = 0.3  # ...has its paper on the border's side, this far from the middle level
 GROW = 0.5  # the first pass's ink is widened by this many blocks
 SPECK = 0.05  # pieces of ink smaller than this share of the largest piece are dropped
@@ -85,6 +85,10 @@ MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
 
 class ImageError(UserError):
     """This image cannot be read, or holds no digit."""
+
+
+class TooManyPixels(ImageError):
+    """This image has more pixels than allowed (its header or its first frame says so)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
         with Image.open(source, formats=FORMATS) as im:
             width, height = im.size
             if width * height > limit:
-                raise ImageError(f"{width}x{height} pixels is more than the {limit:,} allowed "
+                raise TooManyPixels(f"{width}x{height} pixels is more than the {limit:,} allowed "
                                  f"(a decompression bomb?); scale it down")
             if width < 1 or height < 1:
                 raise ImageError(f"{width}x{height} pixels: an empty image")
@@ -162,7 +166,7 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageError(f"not a {FORMAT_NAMES} image") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"more than the {limit:,} pixels allowed (a decompression "
+        raise TooManyPixels(f"more than the {limit:,} pixels allowed (a decompression "
                          "bomb?); scale it down") from None
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         raise ImageError(f"cannot read the file ({exc.strerror})") from None
@@ -197,10 +201,13 @@ def reduced(im, factor: int):
 
 def as_gray(source) -> np.ndarray:
     """Grayscale `(H, W)` float32 in [0, 1] of a path, bytes, a file object, a PIL image or a
-    2-D array (clipped to [0, 1])."""
+    2-D array (integers scaled by their type's maximum, floats clipped to [0, 1])."""
     if isinstance(source, np.ndarray):
         if source.ndim != 2:
             raise ImageError(f"an array image must be 2-D (H, W), not {source.shape}")
+        if source.dtype.kind in "ui":  # integer levels: 0 to the type's maximum (uint8: 255)
+            return np.clip(source / np.float32(np.iinfo(source.dtype).max), 0, 1).astype(
+                np.float32)
         if not np.isfinite(source).all():
             raise ImageError("the array holds NaN or infinite values")
         return np.clip(source.astype(np.float32), 0, 1)
@@ -336,16 +343,19 @@ def is_light_background(g: np.ndarray) -> bool:
     included), the ink is the heavier of the two tails. Strokes wide enough to fill the
     median's blocks fool that (a line 40 pixels wide drawn on serve's page). So a drawing,
     where nearly every pixel is at one of two levels far apart (`TWO_LEVELS`) and the border
-    is flat, has the paper on its border's side. (Not a photo: its border can be a table.)"""
+    is flat and at the level of most of the image, has the paper on its border's side. (Not
+    a photo: its border can be a table; nor a sheet filling most of a dark desk.)"""
     lo, hi = np.percentile(g, [1, 99])
     mid, ring = (lo + hi) / 2, border(g)
     edge, (low_edge, high_edge) = float(np.median(ring)), np.percentile(ring, [10, 90])
     near = TWO_LEVELS[0] * (hi - lo)
+    paper = np.abs(g - edge) < near  # the pixels at the border's level
     drawing = (hi - lo > TWO_LEVELS[1]  # a drawing: two levels far apart, and little else
                and np.mean((np.abs(g - lo) < near) | (np.abs(g - hi) < near)) > TWO_LEVELS[2]
-               and high_edge - low_edge < near)  # with a flat border
+               and high_edge - low_edge < near  # with a flat border
+               and paper.mean() > TWO_LEVELS[3])  # whose level is most of the image
     if drawing and abs(edge - mid) > BORDER_CLEAR * (hi - lo):
-        return edge > mid
+        return bool(edge > mid)
     r = g - block_field(g, 50)
     spread = 3 * float(np.median(np.abs(r))) + 0.02
     darker = float(np.clip(-r - spread, 0, None).sum())
@@ -368,7 +378,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     from scipy import ndimage
 
     g = shrink(gray)
-    lo, hi = np.percentile(g, [1, 99])
+    lo, hi = np.percentile(g, [0.1, 99.9])  # a thin digit on a large page is 1 % of it or less
     if hi - lo < MIN_CONTRAST:
         raise ImageError("blank image: no ink found (the page is one flat colour)")
     light = is_light_background(g)
@@ -721,6 +731,8 @@ def inputs_of(source, invert: str = "auto", number: bool = False,
     array in [0, 1]): one, or one per digit with `number`. Whatever goes wrong, in reading
     or in any step of the preprocessing, is one ImageError: an image no rule foresaw is that
     image's error (for `predict`), a 400 (for `serve`), never a crash."""
+    if invert not in ("auto", "yes", "no"):
+        raise UserError(f"invert must be 'auto', 'yes' or 'no', not {invert!r}")
     try:
         gray = read_image(source, max_pixels) if max_pixels is not None else as_gray(source)
         return prepare_number(gray, invert) if number else [prepare(gray, invert)]

@@ -48,6 +48,7 @@ IMAGE_MAX_SIDE = 20_000
 NUMBER_DIGITS = 20
 DECODE_SECONDS = 10.0
 FAST_DECODE_PIXELS = 1_000_000
+FAST_DECODE_BYTES = 512 * 1024
 DECODE_MEMORY = 3 << 30
 # --- the server ------------------------------------------------------------------------------
 UPLOAD_BYTES = 4 * MB
@@ -114,6 +115,10 @@ TABLE = {
                            "process, not a worker", "their decoding is linear in bytes and "
                            "pixels: a megapixel takes under 20 ms; a worker would add 2 ms "
                            "to each drawn digit"),
+    "FAST_DECODE_BYTES": ("bytes up to which such a PNG, GIF or BMP is decoded in the calling "
+                          "process", "a drawn digit is a few kB; a file of millions of tiny "
+                          "chunks or comment blocks costs time and memory per byte, and gets "
+                          "a worker's limits"),
     "DECODE_MEMORY": ("bytes of address space of one decoding worker process",
                       "four decoded 50-megapixel images; a decoder that allocates without end "
                       "fails alone"),

@@ -277,14 +277,16 @@ class Model:
         def prepared_or_error(source, here: bool = False):
             try:
                 if here:  # already found small and linear to decode: no second look
-                    return inputs_of(source, invert, number)
+                    inputs = prepare_here(source, invert, number)
+                    if inputs is not None:
+                        return inputs
                 return self.prepare(source, invert, number)
             except ImageError as exc:
                 return str(exc)
 
         # small PNG/GIF/BMP files are prepared here, one after the other (threads would only
         # contend for the GIL); the others wait for a decoding worker, two at a time
-        from mnist_bp.decoding import linear_and_small
+        from mnist_bp.decoding import linear_and_small, prepare_here
 
         local = [isinstance(s, (str, Path)) and linear_and_small(s) for s in sources]
         prepared = [prepared_or_error(s, here=True) if here else None

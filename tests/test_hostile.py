@@ -841,6 +841,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path, checkpoint_path):
 
 def test_only_small_pngs_gifs_and_bmps_skip_the_workers():
     from mnist_bp.decoding import linear_and_small
+    from mnist_bp.limits import FAST_DECODE_BYTES
 
     def encoded(fmt, side):
         buf = io.BytesIO()
@@ -851,3 +852,29 @@ def test_only_small_pngs_gifs_and_bmps_skip_the_workers():
     assert not any(linear_and_small(encoded(f, 280)) for f in ("JPEG", "TIFF", "WEBP"))
     assert not linear_and_small(encoded("PNG", 1001))  # over a megapixel: a worker
     assert not linear_and_small(b"\x89PNG\r\n\x1a\n" + b"\0" * 24)  # no IHDR where it belongs
+    # a file of many tiny chunks (or comment blocks) costs per byte: past 512 kB, a worker
+    chunky = encoded("PNG", 28)
+    chunky = chunky[:33] + (struct.pack(">I", 0) + b"abCd" + b"\0" * 4) * 50_000 + chunky[33:]
+    assert len(chunky) > FAST_DECODE_BYTES and not linear_and_small(chunky)
+
+
+def test_a_gif_whose_frame_grows_the_canvas_goes_to_a_worker():
+    # the header says 1x1; the first frame, placed at (1999, 1999), makes Pillow open it
+    # as 2000x2000: 4 megapixels, too many to decode without a worker's limits
+    from mnist_bp.decoding import Decoders, linear_and_small, prepare_here
+
+    buf = io.BytesIO()
+    Image.new("P", (1, 1), 0).save(buf, "GIF")
+    gif = bytearray(buf.getvalue())
+    at = gif.index(b",")  # the image descriptor
+    gif[at + 1:at + 5] = struct.pack("<HH", 1999, 1999)
+    gif = bytes(gif)
+    assert linear_and_small(gif)  # from its header
+    assert prepare_here(gif, "auto", False) is None  # refused here once opened
+    decoders = Decoders(workers=1, seconds=5.0)
+    try:  # a worker reads it: one colour, so blank
+        with pytest.raises(imageprep.ImageError, match="blank image"):
+            decoders.prepare(gif)
+        assert decoders.started == 1
+    finally:
+        decoders.close()

@@ -165,7 +165,7 @@ def test_a_heavy_line_drawn_on_white_is_dark_ink_on_paper():
     canvas = Image.new("L", (280, 280), 255)
     ImageDraw.Draw(canvas).ellipse((60, 30, 220, 250), outline=0, width=40)
     out = P.prepare(np.asarray(canvas, np.float32) / 255)
-    assert out.light_background
+    assert out.light_background is True  # a plain bool: it travels as JSON from a worker
     ring = out.image > 0.5
     assert ring[14, 14] == 0 and ring.sum() > 60  # a 0: ink around an open loop
 
@@ -198,3 +198,35 @@ def test_a_sheet_on_a_dark_table_keeps_dark_ink_on_paper():
     photo = np.where(np.asarray(sheet) > 0, 0.1, photo) + rng.normal(0, 0.03, photo.shape)
     out = P.prepare(np.clip(photo, 0, 1).astype(np.float32))
     assert out.light_background
+
+
+def test_a_sheet_filling_most_of_a_dark_desk_is_the_paper():
+    # clean enough to pass for a drawing (two levels, a flat border), but the border's level,
+    # the desk, is not most of the image: the sheet is the paper, the dark strokes the ink
+    rng = np.random.default_rng(1)
+    photo = np.full((1000, 1000), 0.08, np.float32)
+    photo[150:850, 150:850] = 0.9
+    sheet = Image.fromarray(np.zeros((1000, 1000), np.uint8))
+    ImageDraw.Draw(sheet).line([(350, 300), (650, 300), (450, 700)], fill=255, width=30)
+    photo = np.where(np.asarray(sheet) > 0, 0.1, photo) + rng.normal(0, 0.02, photo.shape)
+    assert P.is_light_background(P.shrink(np.clip(photo, 0, 1).astype(np.float32)))
+
+
+def test_a_thin_digit_on_a_large_page_is_not_blank():
+    page = np.ones((1000, 1000), np.float32)
+    page[100:900, 496:504] = 0  # a 1, 0.6 % of the page
+    out = P.prepare(page)
+    assert out.light_background and out.image.max() == 1.0
+
+
+def test_integer_arrays_are_scaled_by_their_type():
+    page_u8 = (page(7, "pen") * 255).astype(np.uint8)
+    expected = P.prepare(page_u8.astype(np.float32) / 255).image
+    np.testing.assert_allclose(P.inputs_of(page_u8)[0].image, expected, atol=1e-6)
+    wide = page_u8.astype(np.uint16) * 257  # 16-bit levels
+    np.testing.assert_allclose(P.inputs_of(wide)[0].image, expected, atol=1e-5)
+
+
+def test_invert_must_be_one_of_three():
+    with pytest.raises(P.UserError, match="invert must be 'auto', 'yes' or 'no', not 'No'"):
+        P.inputs_of(page(7, "pen"), invert="No")
