@@ -75,6 +75,7 @@ MAX_HOLES = 12  # the shapes of at most this many holes (the widest) are measure
 # are that bold (at 1.6, half of the handwriting photographed was, and read worse)
 HEAVY = 2.5
 SATURATE = 0.5  # ink above this level counts as solid
+OUTLINE_LEVEL = 0.5  # saturated ink above this level is traced for outlines
 THIN = 0.75  # strokes thinner than this share of the target are dilated
 MAX_DILATE = 5  # at most this many WORK_BOX pixels of dilation
 MAX_DIGITS = limits.NUMBER_DIGITS  # a number has at most this many digits
@@ -436,7 +437,7 @@ def normalise_stroke(a: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     a = np.clip(a / SATURATE, 0, 1)  # a stroke's core is solid ink, as in MNIST
-    filled, hollow = close_hollow(a > 0.5)
+    filled, hollow = close_hollow(a > OUTLINE_LEVEL)
     target = STROKE * WORK_BOX
     width = stroke_width(filled.astype(np.float32)) if hollow else stroke_width(a)
     if hollow or width > HEAVY * target:
@@ -641,7 +642,7 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     ink = find_ink(gray)
     # Outlined strokes are closed on the whole number: cut into digits first, their outlines
     # would be open.
-    filled, hollow = close_hollow(np.clip(ink.image / SATURATE, 0, 1) > 0.5)
+    filled, hollow = close_hollow(np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL)
     if hollow:
         ink.image = np.where(filled, 1, ink.image).astype(np.float32)
     digits = [only(ink, members) for members in digit_groups(ink)]
