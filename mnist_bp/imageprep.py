@@ -68,7 +68,7 @@ WORK_BOX = 80  # strokes are normalised with the digit's longest side at this ma
 RING = 0.1
 SOLID = 0.7  # ...or less solid than this...
 SPAN, CONVEX = 0.8, 0.9  # ...or spanning this share of the digit and less solid than this...
-CONTOUR, NARROW = 0.4, 2.5  # ...or this much wider than the ink around it and this elongated
+CONTOUR, NARROW = 0.4, 2.5  # ...or 1 / CONTOUR times as wide as the ink and NARROW elongated
 PINHOLE = 3  # holes at most this wide (WORK_BOX pixels) are filled: hatching, rough strokes
 MAX_HOLES = 12  # the shapes of at most this many holes (the widest) are measured
 # strokes heavier than this share of the target are redrawn at it: 4 % of MNIST training digits
@@ -510,7 +510,7 @@ def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
 def redraw(mask: np.ndarray, pen: float) -> np.ndarray:
     """Strokes in `mask` redrawn `pen` pixels wide: thinned layer by layer without breaking a
     stroke (skimage's `thin`), stopped once their mean width is down to the pen's (so that
-    ends keep their length), over the centre lines (the full thinning, the skeleton) drawn
+    ends shorten only by what the sides lose), over the centre lines (the full thinning, the skeleton) drawn
     with a round pen, which keeps the thin parts of a varying stroke at the pen's width."""
     from scipy import ndimage
     from skimage.morphology import thin
@@ -698,9 +698,9 @@ def split_touching(a: np.ndarray, height: int) -> list[np.ndarray]:
 
 
 def cheapest_cuts(profile: np.ndarray, count: int, narrow: int, wide: int):
-    """The `count - 1` columns cutting `profile` into `count` parts each `narrow` to `wide`
-    columns wide with the least ink crossed in all, or None when no such cuts exist
-    (dynamic programming over the columns)."""
+    """The `count - 1` columns cutting `profile` (each column's cost) into `count` parts each
+    `narrow` to `wide` columns wide at the least cost in all, or None when no such cuts
+    exist (dynamic programming over the columns)."""
     n = len(profile)
     inf = np.inf
     cost = np.full(n + 1, inf)  # cost[j]: the cheapest cuts of profile[:j] into parts so far
