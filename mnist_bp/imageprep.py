@@ -510,8 +510,9 @@ def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
 def redraw(mask: np.ndarray, pen: float) -> np.ndarray:
     """Strokes in `mask` redrawn `pen` pixels wide: thinned layer by layer without breaking a
     stroke (skimage's `thin`), stopped once their mean width is down to the pen's (so that
-    ends shorten only by what the sides lose), over the centre lines (the full thinning, the skeleton) drawn
-    with a round pen, which keeps the thin parts of a varying stroke at the pen's width."""
+    ends shorten only by what the sides lose), over the centre lines (the full thinning,
+    the skeleton) drawn with a round pen, which keeps the thin parts of a varying stroke at
+    the pen's width."""
     from scipy import ndimage
     from skimage.morphology import thin
 
