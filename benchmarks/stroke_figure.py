@@ -3,9 +3,9 @@
     python benchmarks/stroke_figure.py --before-tree DIR --out docs/stroke-styles.png
 
 One row per stroke style (benchmarks/user_images.py's hollow, hairline and heavy fonts, and
-an ordinary handwriting font): the photo, the 28x28 input of the preprocessing in
-`--before-tree` (a checkout of an earlier commit, e.g. `git worktree add DIR b0d73ba`) and of
-this tree, each with `--checkpoint`'s reading.
+an ordinary handwriting font), three digits each: the photo, the 28x28 input of the
+preprocessing in `--before-tree` (a checkout of an earlier commit, e.g.
+`git worktree add DIR b0d73ba`) and of this tree, each with `--checkpoint`'s reading.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ def load_imageprep(tree: Path):
     return module
 
 
-ROWS = [("ordinary pen", "ComicNeue-Regular", None, "4"),
-        ("hollow (outline font)", "TrainOne", None, "2"),
-        ("hollow (outlined)", "Inter-Black.", "hollow", "5"),
-        ("hairline", "Lato-Hairline.", None, "7"),
-        ("heavy", "ReggaeOne", None, "3")]
+# one row per stroke style: its name, a font and how it is drawn, three digits
+ROWS = [("ordinary pen", "ComicNeue-Regular", None, "472"),
+        ("hollow\n(outline font)", "TrainOne", None, "253"),
+        ("hollow\n(outlined font)", "Inter-Black.", "hollow", "548"),
+        ("hairline", "Lato-Hairline.", None, "769"),
+        ("heavy", "ReggaeOne", None, "306")]
 
 
 def main():
@@ -54,20 +55,26 @@ def main():
     before = load_imageprep(args.before_tree)
     model = mnist_bp.load(args.checkpoint)
     rng = np.random.default_rng(args.seed)
-    fig, axes = plt.subplots(len(ROWS), 3, figsize=(6.6, 2.2 * len(ROWS)), squeeze=False)
-    for (title, font, style, digit), ax in zip(ROWS, axes, strict=True):
-        photo = finish(render_text(digit, find_fonts([font])[0], rng, style), rng)
-        gray = imageprep.as_gray(photo)
-        shown = [(f"{title}", np.asarray(photo.convert("RGB")))]
-        for name, module in (("before", before), ("after", imageprep)):
-            image = module.prepare(gray).image
-            read = model.predict(image[None])[0]
-            shown.append((f"{name}: read {read['digit']} ({read['confidence']:.2f})", image))
-        for (label, image), a in zip(shown, ax, strict=True):
+    fig, axes = plt.subplots(len(ROWS), 9, figsize=(12.6, 1.75 * len(ROWS)), squeeze=False)
+    for (title, font, style, digits), ax in zip(ROWS, axes, strict=True):
+        shown = []
+        for digit in digits:
+            photo = finish(render_text(digit, find_fonts([font])[0], rng, style), rng)
+            gray = imageprep.as_gray(photo)
+            shown.append(("", np.asarray(photo.convert("RGB"))))
+            for name, module in (("before", before), ("after", imageprep)):
+                image = module.prepare(gray).image
+                read = model.predict(image[None])[0]
+                shown.append((f"{name}: {read['digit']} ({read['confidence']:.2f})", image))
+        for k, ((label, image), a) in enumerate(zip(shown, ax, strict=True)):
             a.imshow(image, cmap=None if image.ndim == 3 else "gray")
-            a.set_title(label, fontsize=9)
+            a.set_title(label, fontsize=8)
             a.set_xticks([])
             a.set_yticks([])
+            if k == 0:
+                a.set_ylabel(title, fontsize=9)
+    fig.suptitle(f"read by {Path(args.checkpoint).parent.parent.name}: before and after "
+                 "stroke normalisation", fontsize=10)
     fig.tight_layout()
     fig.savefig(args.out, dpi=80)
     print(args.out)

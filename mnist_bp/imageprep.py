@@ -70,6 +70,8 @@ SOLID = 0.7  # ...or less solid than this...
 SPAN, CONVEX = 0.8, 0.9  # ...or spanning this share of the digit and less solid than this...
 CONTOUR, NARROW = 0.4, 2.5  # ...or 1 / CONTOUR times as wide as the ink and NARROW elongated
 PINHOLE = 3  # holes at most this wide (WORK_BOX pixels) are filled: hatching, rough strokes
+CLOSE_RADIUS = 4  # outlines that enclose no hole are closed over this radius (WORK_BOX pixels)
+HOLLOW = 1.3  # ...when that adds this much ink
 MAX_HOLES = 12  # the shapes of at most this many holes (the widest) are measured
 # strokes heavier than this share of the target are redrawn at it: 4 % of MNIST training digits
 # are that bold (at 1.6, half of the handwriting photographed was, and read worse)
@@ -438,6 +440,11 @@ def normalise_stroke(a: np.ndarray) -> np.ndarray:
 
     a = np.clip(a / SATURATE, 0, 1)  # a stroke's core is solid ink, as in MNIST
     filled, hollow = close_hollow(a > OUTLINE_LEVEL)
+    if not hollow and CLOSE_RADIUS:  # outlines too thin or too blurred to enclose a hole:
+        closed = ndimage.grey_closing(np.pad(a, CLOSE_RADIUS), footprint=_disk(CLOSE_RADIUS))
+        if closed.sum() > HOLLOW * a.sum():  # a closing that adds this much ink fills them
+            a = closed[CLOSE_RADIUS:-CLOSE_RADIUS, CLOSE_RADIUS:-CLOSE_RADIUS]
+            filled = a > OUTLINE_LEVEL
     target = STROKE * WORK_BOX
     width = stroke_width(filled.astype(np.float32)) if hollow else stroke_width(a)
     if hollow or width > HEAVY * target:
