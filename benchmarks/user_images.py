@@ -3,7 +3,7 @@
     python benchmarks/user_images.py make --out /tmp/sets --data-dir D [--fonts dev|holdout]
     python benchmarks/user_images.py score /tmp/sets CKPT... [--invert auto|no]
 
-`make` writes three sets, each a folder of images and a `labels.csv` (file, label):
+`make` writes these sets, each a folder of images and a `labels.csv` (file, label):
 - `fonts/`: single digits in handwriting-style fonts that Debian ships (apt-get install
   fonts-comic-neue fonts-humor-sans fonts-dkg-handwriting fonts-breip fonts-bwht
   fonts-dancingscript fonts-femkeklaver fonts-kristi fonts-kaushanscript fonts-ecolier-court),
@@ -12,14 +12,15 @@
 - `hollow/`, `hairline/`, `heavy/` and their `-numbers/`: the same for fonts of other stroke
   styles (`STYLE_FONTS`, apt-get install the `STYLE_PACKAGES`), and handwriting fonts drawn
   as outlines or emboldened (`PEN_FONTS`);
-- `drawn/`: the same digits traced as `serve`'s page draws them (a mouse line 8-40 px wide on
-  a 280x280 canvas);
 - `handwriting/`: real MNIST digits (the last 1,000 training images of the data dir, the
   validation split used for tuning; `--split test` for the test set) upscaled and printed as
   dark ink on tinted paper, off-centre, with a shadow across the page, noise and JPEG; their
-  28x28 originals go to `handwriting-originals/` as PNG, to score the gap.
+  28x28 originals go to `handwriting-originals/` as PNG, to score the gap;
+- `drawn/`: the same digits traced as `serve`'s page draws them (a mouse line 8-40 px wide on
+  a 280x280 canvas);
 `score` prints the accuracy of each checkpoint on each set (numbers: whole number exactly
-right). Everything is drawn from one seeded generator.
+right). Everything is drawn from generators seeded by `--seed` (the font sets the same with
+or without a data dir).
 """
 
 from __future__ import annotations

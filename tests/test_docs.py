@@ -200,6 +200,8 @@ def kind(line: str) -> str:
         return "viewer"
     if words[0] == "sudo":
         return "system package"
+    if words[0] == "git":
+        return "version control"
     if re.search(r"benchmarks/\S+\.py", line):
         return "benchmark"
     raise AssertionError(f"a documented command of no known kind: {line}")
