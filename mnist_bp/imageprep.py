@@ -683,11 +683,12 @@ def split_touching(a: np.ndarray, height: int) -> list[np.ndarray]:
     profile = a[:, start:stop].sum(axis=0) + np.maximum(bottom - top + 1, 0)
     profile = profile.astype(np.float64)
     narrow, wide = max(1, round(PART[0] * height)), max(2, round(PART[1] * height))
-    if -(-width // wide) > MAX_DIGITS:
-        raise ImageError(f"{-(-width // wide)} digits or more in a row, more than the "
-                         f"{MAX_DIGITS} a number is read with; crop the image to the number")
+    fewest = -(-width // wide)
+    if fewest > MAX_DIGITS:
+        raise ImageError(f"{fewest} digits or more in a row, more than the {MAX_DIGITS} a "
+                         f"number is read with; crop the image to the number")
     best = None
-    for count in range(max(2, -(-width // wide)), min(width // narrow, MAX_DIGITS) + 1):
+    for count in range(max(2, fewest), min(width // narrow, MAX_DIGITS) + 1):
         cuts = cheapest_cuts(profile, count, narrow, wide)
         if cuts is not None:
             cost = float(profile[cuts].mean())

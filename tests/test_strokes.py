@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from conftest import write_dataset
+from conftest import train_small, write_dataset
 from mnist_bp import imageprep as P
 
 # Each digit as strokes (polylines) in a unit box, x right and y down.
@@ -121,9 +121,7 @@ def pen_digits(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def pen_model(tmp_path_factory):
     """A network trained on pen-drawn digits (no other stroke style in its data)."""
-    from mnist_bp.config import from_dict
     from mnist_bp.model import load
-    from mnist_bp.training import run
 
     folder = tmp_path_factory.mktemp("pen")
     rng = np.random.default_rng(0)
@@ -131,11 +129,9 @@ def pen_model(tmp_path_factory):
     test, test_labels = pen_digits(300, rng)
     write_dataset(folder / "data" / "mnist", {"train_images": train, "train_labels": train_labels,
                                               "test_images": test, "test_labels": test_labels})
-    cfg = from_dict({"seed": 0, "data": {"validation": 200}, "model": {"hidden": [64]},
-                     "training": {"epochs": 8, "batch_size": 32},
-                     "optimizer": {"learning_rate": 0.003}})
-    run(cfg, folder / "run", folder / "data", config_name="pen")
-    return load(folder / "run" / "checkpoints" / "best.npz")
+    run = train_small(folder, {"data": {"validation": 200}, "model": {"hidden": [64]},
+                               "training": {"epochs": 8, "batch_size": 32}})
+    return load(run / "checkpoints" / "best.npz")
 
 
 def test_a_pen_trained_network_reads_every_style(pen_model, inputs):
