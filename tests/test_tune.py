@@ -4,6 +4,7 @@ a heartbeat, foreign files, another space, quiet output, and bad inputs."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -381,6 +382,23 @@ def one_line(result, start):
     return lines[0]
 
 
+def pause_outside_a_write(proc, db) -> None:
+    """SIGSTOP `proc` at a moment it holds no write lock on the SQLite study `db`: a process
+    frozen in the middle of a write keeps every other one out of the file until it resumes
+    (docs/tune.md), which is not what the test is about."""
+    for _ in range(100):
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            with contextlib.closing(sqlite3.connect(db, timeout=0.2)) as con:
+                con.execute("BEGIN IMMEDIATE")
+                con.rollback()
+            return
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+    raise AssertionError("the worker held the study's write lock every time")
+
+
 def test_a_paused_worker_whose_trial_was_failed_drops_its_result(setup):
     """A worker stopped (SIGSTOP) past the grace period has its trial failed by another;
     when it comes back it finishes, says its result is dropped, and exits 0."""
@@ -388,7 +406,7 @@ def test_a_paused_worker_whose_trial_was_failed_drops_its_result(setup):
     out = tmp / "out"
     paused = start_worker(out, data_dir, space, 1, "--set", "training.epochs=12", env=FAST)
     wait_until(lambda: (out / "trials" / "0" / "metrics.jsonl").is_file(), "an epoch", paused)
-    paused.send_signal(signal.SIGSTOP)
+    pause_outside_a_write(paused, out / "study.db")
     try:
         other = start_worker(out, data_dir, space, 1, env=FAST)
         _, err = other.communicate(timeout=120)
