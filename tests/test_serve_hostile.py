@@ -4,6 +4,7 @@ never 500, and goes on."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import sys
@@ -182,27 +183,31 @@ def raw_upload(server, stop: threading.Event, declared: int, first: int = 0,
         pass
 
 
-def slow_upload(server, stop: threading.Event) -> None:
-    """A client that declares a large body and sends a few bytes now and then."""
-    raw_upload(server, stop, 4_000_000)
+@contextlib.contextmanager
+def uploading(server, count: int, declared: int, **how):
+    """`count` raw_upload clients running until the block ends, then stopped and joined."""
+    stop = threading.Event()
+    clients = [threading.Thread(target=raw_upload, args=(server, stop, declared), kwargs=how)
+               for _ in range(count)]
+    for t in clients:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in clients:
+            t.join()
 
 
 def test_slow_uploads_hold_no_slot_a_normal_prediction_needs(server):
-    stop = threading.Event()
-    slow = [threading.Thread(target=slow_upload, args=(server, stop)) for _ in range(24)]
-    for t in slow:
-        t.start()
-    try:
+    # clients that declare a large body and send a few bytes now and then
+    with uploading(server, 24, 4_000_000):
         time.sleep(1.0)  # all 24 are sending
         for seed in range(3):
             start = time.monotonic()
             r = requests.post(f"{server.url}/api/predict", data=small_png(seed), timeout=30)
             assert r.status_code == 200
             assert time.monotonic() - start < 2.0
-    finally:
-        stop.set()
-        for t in slow:
-            t.join()
 
 
 def test_a_client_hanging_up_mid_upload_is_one_log_line(checkpoint):
@@ -284,22 +289,10 @@ def test_images_made_to_be_slow_are_cut_off_and_others_answered(server):
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
 
 
-def stalled_upload(server, stop: threading.Event) -> None:
-    """A client that sends a 4 MB body but its last byte, then waits."""
-    raw_upload(server, stop, 4 * 1024 * 1024, first=4 * 1024 * 1024 - 1, trickle=False)
-
-
 def test_stalled_large_uploads_never_hold_up_a_drawn_digit(server):
-    stop = threading.Event()
-    stalled = [threading.Thread(target=stalled_upload, args=(server, stop)) for _ in range(20)]
-    for t in stalled:
-        t.start()
-    try:
+    # clients that send a 4 MB body but its last byte, then wait
+    with uploading(server, 20, 4 * 1024 * 1024, first=4 * 1024 * 1024 - 1, trickle=False):
         time.sleep(2.0)  # all 20 hold their 4 MB, over the 64 MB budget
         start = time.monotonic()
         r = requests.post(f"{server.url}/api/predict", data=small_png(), timeout=30)
         assert r.status_code == 200 and time.monotonic() - start < 2.0
-    finally:
-        stop.set()
-        for t in stalled:
-            t.join()
