@@ -558,6 +558,16 @@ def duplicate_of(study, number: int, params: dict):
     return None
 
 
+def trial_counts(study) -> tuple[int, int]:
+    """(finished, running) trials of the study, from one read: counted in two reads, a trial
+    that ends between them is in neither count, and one trial too many is drawn."""
+    from optuna.trial import TrialState
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    done = sum(state in (TrialState.COMPLETE, TrialState.PRUNED) for state in states)
+    return done, states.count(TrialState.RUNNING)
+
+
 def run_one(optuna, study, lock: AskLock, cfg_raw: dict, config_name: str, space: dict,
             out: Path, data_dir, log, warned: set) -> tuple:
     """Run one trial through `study.optimize` (Optuna draws it, keeps its heartbeat and
@@ -671,7 +681,6 @@ def _tune(optuna, cfg_raw, config_name, space, space_path, trials, timeout, stud
     warned: set[str] = set()
     log(f"study {study.study_name} in {where}; trials in {out / 'trials'}")
     started = time.monotonic()
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
     repeats = 0  # draws in a row that repeated earlier parameters
     while True:
         if timeout is not None and time.monotonic() - started > timeout:
@@ -679,8 +688,7 @@ def _tune(optuna, cfg_raw, config_name, space, space_path, trials, timeout, stud
             break
         with AskLock(out) as lock:
             fail_dead_trials(optuna, study, log)
-            done = len(study.get_trials(deepcopy=False, states=finished))
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            done, running = trial_counts(study)
             if done + running >= trials:
                 lock.release()
                 if not running:

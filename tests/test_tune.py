@@ -142,6 +142,28 @@ def test_two_workers_share_one_study(setup):
                     if line.startswith(("[W ", "[I ")) or "Warning" in line], err
 
 
+def test_a_trial_that_ends_while_the_study_is_counted_is_counted_once():
+    """Another worker's trial ends between two reads of the study: counted from one read,
+    it is running or finished, never neither (which drew one trial too many)."""
+    from types import SimpleNamespace
+
+    from optuna.trial import TrialState
+
+    from mnist_bp.tune import trial_counts
+
+    class Study:  # each read sees the other worker's trial one step further on
+        reads = iter([TrialState.RUNNING, TrialState.COMPLETE, TrialState.COMPLETE])
+
+        def get_trials(self, deepcopy=False, states=None):
+            trials = [SimpleNamespace(state=TrialState.COMPLETE),
+                      SimpleNamespace(state=TrialState.PRUNED),
+                      SimpleNamespace(state=TrialState.FAIL),
+                      SimpleNamespace(state=next(self.reads))]
+            return [t for t in trials if states is None or t.state in states]
+
+    assert trial_counts(Study()) == (2, 1)
+
+
 def wait_until(check, what, proc=None, timeout=120):
     deadline = time.time() + timeout
     while not check():
