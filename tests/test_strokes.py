@@ -226,3 +226,31 @@ def test_integer_arrays_are_scaled_by_their_type():
 def test_invert_must_be_one_of_three():
     with pytest.raises(P.UserError, match="invert must be 'auto', 'yes' or 'no', not 'No'"):
         P.inputs_of(page(7, "pen"), invert="No")
+
+
+def count_holes(mask: np.ndarray) -> int:
+    return ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)[1]
+
+
+def test_a_pinched_hook_is_opened_and_a_loop_is_not():
+    # A heavy ring (a loop walled by its whole 14-pixel stroke) and the same ring with a
+    # wedge cut out and closed again by a 3-pixel bridge on its outside, as a heavy 6's hook
+    # closes on its body: the bridge is cut, the loop is left whole.
+    yy, xx = np.mgrid[-40:40, -40:40]
+    r, angle = np.hypot(yy, xx), np.arctan2(yy, xx)
+    ring = (r >= 20) & (r <= 34)
+    wedge = np.abs(angle) < 0.35
+    bridge = wedge & (r >= 31.5) & (r <= 34)
+    pinched = (ring & ~wedge) | bridge
+    assert count_holes(ring) == count_holes(pinched) == 1
+
+    assert (P.open_pinches(ring) == ring).all()
+    opened = P.open_pinches(pinched)
+    assert count_holes(opened) == 0
+    cut = pinched & ~opened
+    assert not (opened & ~pinched).any()
+    near_bridge = ndimage.binary_dilation(bridge, iterations=3)
+    assert cut.any() and not (cut & ~near_bridge).any()  # the bridge is cut, nothing else
+    # a 7-pixel bridge, more than PINCH (0.4) of the 11-pixel stroke, is a wall: it stays
+    wall = (ring & ~wedge) | (wedge & (r >= 27) & (r <= 34))
+    assert (P.open_pinches(wall) == wall).all()
