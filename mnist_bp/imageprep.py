@@ -49,6 +49,9 @@ CENTRE = 14.0  # mean centre of mass of MNIST digits, in pixel indices (rows and
 # target stroke width / the digit's longest side: MNIST's median is 0.11, 0.09 read fonts best
 STROKE = 0.09
 WORK_SIDE = 240  # images are analysed at most this large (longest side)
+# ...and the ink's surroundings (this share of its size around it) again from the full image
+# when that shows it at least ZOOM_GAIN times larger
+ZOOM_MARGIN, ZOOM_GAIN = 0.5, 1.5
 MAX_PIXELS = limits.IMAGE_MAX_PIXELS  # larger images are refused (decompression bombs)
 MAX_SIDE = limits.IMAGE_MAX_SIDE  # and images with a longer side
 MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger than this
@@ -380,19 +383,56 @@ class Ink:
 
 
 def find_ink(gray: np.ndarray) -> Ink:
-    """Polarity, background, contrast and pieces of a grayscale image (any size)."""
+    """Polarity, background, contrast and pieces of a grayscale image (any size).
+
+    The image is analysed at `WORK_SIDE`; when the ink found fills little of it and the
+    image has more pixels, the ink's surroundings (`ZOOM_MARGIN` of its size around it) are
+    analysed again from the full image, at up to `WORK_SIDE` (a number across a wide photo,
+    a small digit on a page: their strokes, an outline's contours above all, keep their
+    shape). The polarity is the whole image's.
+    """
+    g = shrink(gray)
+    ink = ink_of(g)
     from scipy import ndimage
 
-    g = shrink(gray)
+    rows, cols = ndimage.find_objects(np.isin(ink.labels, ink.keep).astype(np.int8))[0]
+    side = max(rows.stop - rows.start, cols.stop - cols.start)
+    pad = ZOOM_MARGIN * side
+    scale = gray.shape[0] / g.shape[0]  # shrink keeps the aspect ratio
+    gain = min(WORK_SIDE / ((1 + 2 * ZOOM_MARGIN) * side), scale)
+    if gain < ZOOM_GAIN:
+        return ink
+    top, bottom = (max(0, round((rows.start - pad) * scale)),
+                   min(gray.shape[0], round((rows.stop + pad) * scale)))
+    left, right = (max(0, round((cols.start - pad) * scale)),
+                   min(gray.shape[1], round((cols.stop + pad) * scale)))
+    zoomed = shrink(gray[top:bottom, left:right])
+    # the first analysis's ink, where the paper is not measured: in a crop that a heavy
+    # digit fills, the paper's estimate alone would take a stroke's middle for paper
+    found = resize((ink.labels[round(top / scale):round(bottom / scale),
+                               round(left / scale):round(right / scale)] > 0)
+                   .astype(np.float32), zoomed.shape) > 0
+    try:
+        return ink_of(zoomed, ink.light_background, found)
+    except ImageError:  # the surroundings alone are too flat to tell ink from paper
+        return ink
+
+
+def ink_of(g: np.ndarray, light: bool | None = None, found: np.ndarray | None = None) -> Ink:
+    """find_ink's analysis of `g` (at most `WORK_SIDE`), with paper that is `light` and
+    ink where `found` is (None: found from `g`)."""
+    from scipy import ndimage
+
     lo, hi = np.percentile(g, [0.1, 99.9])  # a thin digit on a large page is 1 % of it or less
     if hi - lo < MIN_CONTRAST:
         raise ImageError("blank image: no ink found (the page is one flat colour)")
-    light = is_light_background(g)
+    light = is_light_background(g) if light is None else light
     ink = (1 - g) if light else g.copy()
     # Two passes: the second estimates the paper without the ink the first one found, so
     # bold strokes that fill whole blocks keep their insides.
-    first = ink - block_field(ink, BG_PERCENTILE)
-    found = first > max(otsu(np.clip(first, 0, 1)), MIN_CONTRAST)
+    if found is None:
+        first = ink - block_field(ink, BG_PERCENTILE)
+        found = first > max(otsu(np.clip(first, 0, 1)), MIN_CONTRAST)
     # Inside a bold stroke the first pass sees paper: close the found ink over a block's width.
     grow = max(1, round(GROW * max(ink.shape) / BG_BLOCKS))
     found = ndimage.binary_fill_holes(ndimage.maximum_filter(found, size=2 * grow + 1))

@@ -254,3 +254,22 @@ def test_a_pinched_hook_is_opened_and_a_loop_is_not():
     # a 7-pixel bridge, more than PINCH (0.4) of the 11-pixel stroke, is a wall: it stays
     wall = (ring & ~wedge) | (wedge & (r >= 27) & (r <= 34))
     assert (P.open_pinches(wall) == wall).all()
+
+
+@pytest.mark.parametrize("style", ["hollow", "hairline", "heavy"])
+def test_a_small_digit_on_a_large_page_is_read_from_the_full_image(style):
+    # The page of the tests above, in the middle of one 4 times wider and 3 times higher: at
+    # the 240-pixel working size the digit is 40 pixels high (an outline's contours 1.6
+    # pixels wide). Its surroundings are analysed again from the full image, the digit 120
+    # pixels high there, and each digit is read nearest its own pen drawing.
+    pen = {d: P.prepare(page(d, "pen")).image for d in DIGITS}
+    for d in DIGITS:
+        small = page(d, style)
+        large = np.full((3 * PAGE[0], 4 * PAGE[1]), small[0, 0], np.float32)
+        large[PAGE[0]:2 * PAGE[0], 2 * PAGE[1]:3 * PAGE[1]] = small
+        ink = P.find_ink(large)
+        rows = np.flatnonzero(np.isin(ink.labels, ink.keep).any(axis=1))
+        assert rows[-1] - rows[0] + 1 >= 115, d
+        seen = P.prepare(large).image
+        gaps = {other: mean_abs(seen, pen[other]) for other in DIGITS}
+        assert min(gaps, key=gaps.get) == d, (d, gaps)
