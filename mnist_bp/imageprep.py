@@ -398,20 +398,23 @@ def find_ink(gray: np.ndarray) -> Ink:
     rows, cols = ndimage.find_objects(np.isin(ink.labels, ink.keep).astype(np.int8))[0]
     side = max(rows.stop - rows.start, cols.stop - cols.start)
     pad = ZOOM_MARGIN * side
-    scale = gray.shape[0] / g.shape[0]  # shrink keeps the aspect ratio
-    gain = min(WORK_SIDE / ((1 + 2 * ZOOM_MARGIN) * side), scale)
+    # each axis has its own scale: shrink rounds the sides apart (a 300 x 7000 image is
+    # 10 x 240 at the working size: rows 30 times as many, columns 29.2)
+    scale_rows, scale_cols = (gray.shape[0] / g.shape[0], gray.shape[1] / g.shape[1])
+    gain = min(WORK_SIDE / ((1 + 2 * ZOOM_MARGIN) * side), scale_rows, scale_cols)
     if gain < ZOOM_GAIN:
         return ink
-    top, bottom = (max(0, round((rows.start - pad) * scale)),
-                   min(gray.shape[0], round((rows.stop + pad) * scale)))
-    left, right = (max(0, round((cols.start - pad) * scale)),
-                   min(gray.shape[1], round((cols.stop + pad) * scale)))
-    zoomed = shrink(gray[top:bottom, left:right])
+    top, bottom = max(0, int(rows.start - pad)), min(g.shape[0], int(np.ceil(rows.stop + pad)))
+    left, right = max(0, int(cols.start - pad)), min(g.shape[1], int(np.ceil(cols.stop + pad)))
+    crop = gray[round(top * scale_rows):round(bottom * scale_rows),
+                round(left * scale_cols):round(right * scale_cols)]
+    if min(crop.shape) < 2:
+        return ink
+    zoomed = shrink(crop)
     # the first analysis's ink, where the paper is not measured: in a crop that a heavy
     # digit fills, the paper's estimate alone would take a stroke's middle for paper
-    found = resize((ink.labels[round(top / scale):round(bottom / scale),
-                               round(left / scale):round(right / scale)] > 0)
-                   .astype(np.float32), zoomed.shape) > 0
+    found = resize((ink.labels[top:bottom, left:right] > 0).astype(np.float32),
+                   zoomed.shape) > 0
     try:
         return ink_of(zoomed, ink.light_background, found)
     except ImageError:  # the surroundings alone are too flat to tell ink from paper
@@ -560,16 +563,16 @@ def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
 def open_pinches(filled: np.ndarray) -> np.ndarray:
     """`filled` (strokes' insides filled) with the holes that a pinch closes opened: a 3's
     or 6's hook whose end touches the body, a heavy 3's slits, a 5's or 2's curl. Such a
-    hole nears the paper outside at the pinch: a path through the ink from one to the other
-    is at most `PINCH` of the stroke width long, and it is cut. A digit's own loop is walled
-    by the whole stroke."""
+    hole nears the paper outside at the pinch, through a wall thinner than `PINCH` of the
+    stroke width, and the shortest path across it is cut. A digit's own loop is walled by
+    the whole stroke."""
     from scipy import ndimage
 
     filled = np.pad(filled, 1)
     solid = ndimage.binary_fill_holes(filled)
     labels, count = ndimage.label(solid & ~filled)
     steps = int(PINCH * stroke_width(filled.astype(np.float32)))
-    if count == 0 or steps < 1:
+    if count == 0 or steps < 2:  # a path of 1 step crosses no wall
         return filled[1:-1, 1:-1]
     from_outside = path_lengths(~solid, filled, steps)
     index = np.arange(1, count + 1)

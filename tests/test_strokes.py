@@ -273,3 +273,19 @@ def test_a_small_digit_on_a_large_page_is_read_from_the_full_image(style):
         seen = P.prepare(large).image
         gaps = {other: mean_abs(seen, pen[other]) for other in DIGITS}
         assert min(gaps, key=gaps.get) == d, (d, gaps)
+
+
+@pytest.mark.parametrize("shape, left", [((300, 7000), 6900 - 45), ((200, 5000), 4500)])
+def test_a_digit_at_the_end_of_a_wide_image_is_read_whole(shape, left):
+    # At the working size a wide image's rows and columns are scaled apart (300 x 7000 is
+    # 10 x 240: 30 and 29.2 times); the surroundings taken from the full image must be the
+    # digit's, on either axis. The image and its transpose give the same input.
+    rows, cols = shape
+    a = np.ones(shape, np.float32)
+    yy, xx = np.mgrid[0:rows // 2, 0:90]
+    ring = np.hypot((yy - rows / 4) / (rows / 4 - 8), (xx - 45) / 37)
+    a[rows // 4:rows // 4 + rows // 2, left:left + 90][np.abs(ring - 1) < 0.15] = 0
+    wide = P.prepare(a).image
+    tall = P.prepare(np.ascontiguousarray(a.T)).image.T
+    assert mean_abs(wide, tall) < 0.01
+    assert (wide > 0.5).sum() > 60  # the whole ring, not a piece of it
