@@ -87,8 +87,8 @@ MAX_DIGITS = limits.NUMBER_DIGITS  # a number has at most this many digits
 TOUCHING = 1.0  # a piece of a number wider than this share of its height is touching digits
 PART = (0.3, 1.0)  # ...each of them this narrow to this wide (shares of the height)
 MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
-# before a redraw, a hole whose wall to the paper outside is this share of the stroke width or
-# thinner is opened (at 0.5, an outlined 8 whose stroke thins at its start opened too)
+# before a redraw, a hole whose wall to the paper outside is thinner than this share of the
+# stroke width is opened (at 0.5, an outlined 8 whose stroke thins at its start opened too)
 PINCH = 0.4
 
 
@@ -391,10 +391,10 @@ def find_ink(gray: np.ndarray) -> Ink:
     a small digit on a page: their strokes, an outline's contours above all, keep their
     shape). The polarity is the whole image's.
     """
-    g = shrink(gray)
-    ink = ink_of(g)
     from scipy import ndimage
 
+    g = shrink(gray)
+    ink = ink_of(g)
     rows, cols = ndimage.find_objects(np.isin(ink.labels, ink.keep).astype(np.int8))[0]
     side = max(rows.stop - rows.start, cols.stop - cols.start)
     pad = ZOOM_MARGIN * side
@@ -576,7 +576,7 @@ def open_pinches(filled: np.ndarray) -> np.ndarray:
         return filled[1:-1, 1:-1]
     from_outside = path_lengths(~solid, filled, steps)
     index = np.arange(1, count + 1)
-    sizes = ndimage.sum(np.ones_like(labels), labels, index)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     for k in index[np.argsort(-sizes, kind="stable")[:MAX_HOLES]]:
         across = from_outside + path_lengths(labels == k, filled, steps)
         shortest = across[filled].min()
