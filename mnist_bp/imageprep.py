@@ -52,6 +52,7 @@ WORK_SIDE = 240  # images are analysed at most this large (longest side)
 # ...and the ink's surroundings (this share of its size around it) again from the full image
 # when that shows it at least ZOOM_GAIN times larger
 ZOOM_MARGIN, ZOOM_GAIN = 0.5, 1.5
+ZOOM_AGREE = 0.1  # ...unless more than this share of the ink found there is new
 MAX_PIXELS = limits.IMAGE_MAX_PIXELS  # larger images are refused (decompression bombs)
 MAX_SIDE = limits.IMAGE_MAX_SIDE  # and images with a longer side
 MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger than this
@@ -416,9 +417,20 @@ def find_ink(gray: np.ndarray) -> Ink:
     found = resize((ink.labels[top:bottom, left:right] > 0).astype(np.float32),
                    zoomed.shape) > 0
     try:
-        return ink_of(zoomed, ink.light_background, found)
+        closer = ink_of(zoomed, ink.light_background, found)
     except ImageError:  # the surroundings alone are too flat to tell ink from paper
         return ink
+    # The closer look refines the first one's ink, it does not add to it: noise and shading,
+    # averaged away at the working size, stand out at full resolution. Ink found away from
+    # the first look's (more than 2 working pixels) is a sign of that, and the first is kept.
+    kept = resize(np.isin(ink.labels[top:bottom, left:right], ink.keep).astype(np.float32),
+                  zoomed.shape) > 0
+    reach = max(1, round(2 * zoomed.shape[0] / (bottom - top)))
+    near = ndimage.binary_dilation(kept, np.ones((3, 3), bool), iterations=reach)
+    seen = np.where(np.isin(closer.labels, closer.keep), closer.image, 0)
+    if seen[~near].sum() > ZOOM_AGREE * seen.sum():
+        return ink
+    return closer
 
 
 def ink_of(g: np.ndarray, light: bool | None = None, found: np.ndarray | None = None) -> Ink:

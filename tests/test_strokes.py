@@ -289,3 +289,23 @@ def test_a_digit_at_the_end_of_a_wide_image_is_read_whole(shape, left):
     tall = P.prepare(np.ascontiguousarray(a.T)).image.T
     assert mean_abs(wide, tall) < 0.01
     assert (wide > 0.5).sum() > 60  # the whole ring, not a piece of it
+
+
+def test_the_closer_look_is_not_taken_when_it_sees_what_the_first_did_not():
+    # Beside a small digit on a large page, a patch of fine texture (2-pixel checks) that the
+    # 240-pixel working size averages to grey, as it does sensor noise: at full resolution
+    # it stands out as ink. The closer look would find it, away from the first look's ink,
+    # so the first look is kept: one piece, the digit, read nearest its pen drawing.
+    small = page(2, "pen")
+    large = np.full((3 * PAGE[0], 4 * PAGE[1]), small[0, 0], np.float32)
+    large[PAGE[0]:2 * PAGE[0], 2 * PAGE[1]:3 * PAGE[1]] = small
+    yy, xx = np.mgrid[:large.shape[0], :large.shape[1]]
+    patch = ((yy >= PAGE[0] + 20) & (yy < 2 * PAGE[0] - 20)
+             & (xx >= 2 * PAGE[1] - 90) & (xx < 2 * PAGE[1] + 20))
+    large[patch] = np.where((yy // 2 + xx // 2)[patch] % 2 == 0, 0.3, 1.0)
+    ink = P.find_ink(large)
+    assert ink.image.shape == P.shrink(large).shape and len(ink.keep) == 1
+    pen = {d: P.prepare(page(d, "pen")).image for d in DIGITS}
+    seen = P.prepare(large).image
+    gaps = {other: mean_abs(seen, pen[other]) for other in DIGITS}
+    assert min(gaps, key=gaps.get) == 2, gaps
