@@ -267,7 +267,14 @@ def read_labels(folder: Path) -> list[tuple[str, str]]:
         return [tuple(r) for r in list(csv.reader(f))[1:]]
 
 
-def score(sets: Path, checkpoints: list[str], invert: str, names=None) -> dict:
+def score(sets: Path, checkpoints: list[str], invert: str, names=None,
+          confusions: bool = False, in_process: bool = False) -> dict:
+    """Each checkpoint's share of each set read right; with `confusions`, a single-digit
+    set's commonest misreadings too (digit -> read as, and how many). `in_process` prepares
+    the images with `imageprep` in this process (no decoding workers), so that another
+    checkout's preprocessing can be scored by putting it first on PYTHONPATH."""
+    from collections import Counter
+
     from mnist_bp.model import load
 
     results = {}
@@ -279,17 +286,42 @@ def score(sets: Path, checkpoints: list[str], invert: str, names=None) -> dict:
                 continue
             rows = read_labels(folder)
             number = name.endswith("numbers")
-            outcome = predictor.predict_paths([folder / f for f, _ in rows], invert=invert,
-                                              number=number)
-            right = 0
+            paths = [folder / f for f, _ in rows]
+            outcome = (prepared_here(predictor, paths, invert, number) if in_process else
+                       predictor.predict_paths(paths, invert=invert, number=number))
+            right, misread = 0, Counter()
             for (_, label), result in zip(rows, outcome, strict=True):
                 if "error" in result:
                     continue
                 got = result["number"] if number else str(result["digit"])
                 right += got == label
+                misread[(label, got)] += got != label
             results[(ckpt, name)] = right / len(rows)
             print(f"{ckpt}  {name:<22} invert={invert:<4} {right / len(rows):.4f} "
                   f"({right}/{len(rows)})", flush=True)
+            if confusions and not number and +misread:
+                common = ", ".join(f"{a} as {b}: {n}" for (a, b), n in
+                                   (+misread).most_common(5))
+                print(f"    {len(rows) - right} misses; commonest: {common}", flush=True)
+    return results
+
+
+def prepared_here(predictor, paths, invert: str, number: bool) -> list[dict]:
+    """`predict_paths`'s results (digit, or number), prepared in this process."""
+    from mnist_bp import imageprep
+
+    results = []
+    for path in paths:
+        try:
+            gray = imageprep.read_image(path)
+            inputs = (imageprep.prepare_number(gray, invert) if number
+                      else [imageprep.prepare(gray, invert)])
+        except imageprep.ImageError as exc:
+            results.append({"error": str(exc)})
+            continue
+        read = predictor.predict(np.stack([p.image for p in inputs]))
+        results.append({"digit": read[0]["digit"],
+                        "number": "".join(str(r["digit"]) for r in read)})
     return results
 
 
@@ -309,12 +341,18 @@ def main():
     s.add_argument("checkpoints", nargs="+")
     s.add_argument("--invert", default="auto", choices=["auto", "no", "yes"])
     s.add_argument("--only", nargs="*")
+    s.add_argument("--confusions", action="store_true",
+                   help="also print each digit set's commonest misreadings")
+    s.add_argument("--in-process", action="store_true",
+                   help="prepare the images in this process (to score another checkout's "
+                        "preprocessing, put it first on PYTHONPATH)")
     args = parser.parse_args()
     if args.cmd == "make":
         make(args.out, args.data_dir, args.fonts, args.per_font, args.seed, args.split,
              args.count)
     else:
-        score(args.sets, args.checkpoints, args.invert, args.only)
+        score(args.sets, args.checkpoints, args.invert, args.only, args.confusions,
+              args.in_process)
 
 
 if __name__ == "__main__":
