@@ -256,6 +256,14 @@ def test_a_pinched_hook_is_opened_and_a_loop_is_not():
     assert (P.open_pinches(wall) == wall).all()
 
 
+def on_large_page(small: np.ndarray) -> np.ndarray:
+    """A page of `page`'s size in the middle of one 4 times wider and 3 times higher, of
+    the same paper."""
+    large = np.full((3 * PAGE[0], 4 * PAGE[1]), small[0, 0], np.float32)
+    large[PAGE[0]:2 * PAGE[0], 2 * PAGE[1]:3 * PAGE[1]] = small
+    return large
+
+
 @pytest.mark.parametrize("style", ["hollow", "hairline", "heavy"])
 def test_a_small_digit_on_a_large_page_is_read_from_the_full_image(style):
     # The page of the tests above, in the middle of one 4 times wider and 3 times higher: at
@@ -264,9 +272,7 @@ def test_a_small_digit_on_a_large_page_is_read_from_the_full_image(style):
     # pixels high there, and each digit is read nearest its own pen drawing.
     pen = {d: P.prepare(page(d, "pen")).image for d in DIGITS}
     for d in DIGITS:
-        small = page(d, style)
-        large = np.full((3 * PAGE[0], 4 * PAGE[1]), small[0, 0], np.float32)
-        large[PAGE[0]:2 * PAGE[0], 2 * PAGE[1]:3 * PAGE[1]] = small
+        large = on_large_page(page(d, style))
         ink = P.find_ink(large)
         rows = np.flatnonzero(np.isin(ink.labels, ink.keep).any(axis=1))
         assert rows[-1] - rows[0] + 1 >= 115, d
@@ -296,9 +302,7 @@ def test_the_closer_look_is_not_taken_when_it_sees_what_the_first_did_not():
     # 240-pixel working size averages to grey, as it does sensor noise: at full resolution
     # it stands out as ink. The closer look would find it, away from the first look's ink,
     # so the first look is kept: one piece, the digit, read nearest its pen drawing.
-    small = page(2, "pen")
-    large = np.full((3 * PAGE[0], 4 * PAGE[1]), small[0, 0], np.float32)
-    large[PAGE[0]:2 * PAGE[0], 2 * PAGE[1]:3 * PAGE[1]] = small
+    large = on_large_page(page(2, "pen"))
     yy, xx = np.mgrid[:large.shape[0], :large.shape[1]]
     patch = ((yy >= PAGE[0] + 20) & (yy < 2 * PAGE[0] - 20)
              & (xx >= 2 * PAGE[1] - 90) & (xx < 2 * PAGE[1] + 20))
