@@ -58,6 +58,7 @@ MAX_SIDE = limits.IMAGE_MAX_SIDE  # and images with a longer side
 MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger than this
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
+POLARITY_BLOCKS = (BG_BLOCKS, BG_BLOCKS // 2, BG_BLOCKS // 4)  # the ink's side: a vote of 3
 # a drawing: this share of the gray range from one of its two levels counts as at it, the
 # levels this far apart, this share of the pixels at them and this share at its border's...
 TWO_LEVELS = (0.1, 0.5, 0.95, 0.6)
@@ -304,15 +305,17 @@ def otsu(a: np.ndarray, bins: int = 128) -> float:
     return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
-def block_field(a: np.ndarray, percentile: float, exclude: np.ndarray | None = None) -> np.ndarray:
+def block_field(a: np.ndarray, percentile: float, exclude: np.ndarray | None = None,
+                blocks: int = BG_BLOCKS) -> np.ndarray:
     """A smooth field following the slow changes of `a` `(H, W)` (paper tint, shadows): a
-    percentile of each block, leaving out the `exclude` pixels (ink found by a first pass);
-    blocks with too few pixels left take their neighbours' level; the median of each 3x3
-    neighbourhood of blocks; interpolated back to full size."""
+    percentile of each block (`blocks` of them along the longest side), leaving out the
+    `exclude` pixels (ink found by a first pass); blocks with too few pixels left take their
+    neighbours' level; the median of each 3x3 neighbourhood of blocks; interpolated back to
+    full size."""
     from scipy import ndimage
 
     h, w = a.shape
-    bs = max(4, -(-max(h, w) // BG_BLOCKS))
+    bs = max(4, -(-max(h, w) // blocks))
     gh, gw = -(-h // bs), -(-w // bs)
     padding = ((0, gh * bs - h), (0, gw * bs - w))
 
@@ -350,11 +353,16 @@ def block_field(a: np.ndarray, percentile: float, exclude: np.ndarray | None = N
 
 def is_light_background(g: np.ndarray) -> bool:
     """Whether the ink is darker than the paper. Around the local median (the paper, shadows
-    included), the ink is the heavier of the two tails. Strokes wide enough to fill the
-    median's blocks fool that (a line 40 pixels wide drawn on serve's page). So a drawing,
-    where nearly every pixel is at one of two levels far apart (`TWO_LEVELS`) and the border
-    is flat and at the level of most of the image, has the paper on its border's side. (Not
-    a photo: its border can be a table; nor a sheet filling most of a dark desk.)"""
+    included), the ink is the heavier of the two tails. A stroke wide enough to fill the
+    median's blocks fools that: inside it the median is the ink, and a heavy digit's
+    counters stand out as the lighter tail. So the tails are weighed with blocks of three
+    sizes (`POLARITY_BLOCKS` along the longest side), and two of the three decide: a stroke
+    fills at most the smallest, shading is slow enough for all three.
+
+    A drawing, where nearly every pixel is at one of two levels far apart (`TWO_LEVELS`) and
+    the border is flat and at the level of most of the image, has the paper on its border's
+    side (a line 40 pixels wide drawn on serve's page fills blocks of every size). Not a
+    photo: its border can be a table; nor a sheet filling most of a dark desk."""
     lo, hi = np.percentile(g, [1, 99])
     mid, ring = (lo + hi) / 2, border(g)
     edge, (low_edge, high_edge) = float(np.median(ring)), np.percentile(ring, [10, 90])
@@ -366,11 +374,14 @@ def is_light_background(g: np.ndarray) -> bool:
                and paper.mean() > TWO_LEVELS[3])  # whose level is most of the image
     if drawing and abs(edge - mid) > BORDER_CLEAR * (hi - lo):
         return bool(edge > mid)
-    r = g - block_field(g, 50)
-    spread = 3 * float(np.median(np.abs(r))) + 0.02
-    darker = float(np.clip(-r - spread, 0, None).sum())
-    lighter = float(np.clip(r - spread, 0, None).sum())
-    return darker > lighter
+    votes = 0
+    for blocks in POLARITY_BLOCKS:
+        r = g - block_field(g, 50, blocks=blocks)
+        spread = 3 * float(np.median(np.abs(r))) + 0.02
+        darker = float(np.clip(-r - spread, 0, None).sum())
+        lighter = float(np.clip(r - spread, 0, None).sum())
+        votes += darker > lighter
+    return votes > len(POLARITY_BLOCKS) // 2
 
 
 @dataclass

@@ -166,6 +166,23 @@ def test_a_heavy_line_drawn_on_white_is_dark_ink_on_paper():
     assert ring[14, 14] == 0 and ring.sum() > 60  # a 0: ink around an open loop
 
 
+@pytest.mark.parametrize("radius", [0.08, 0.1, 0.12, 0.14])
+def test_a_heavy_digit_filling_a_photo_is_dark_ink_on_paper(radius):
+    # A photo (shading and noise: not a drawing, so the border does not decide) of a digit
+    # whose strokes are 26-45 pixels wide on a 240x200 page. Weighed with the 15-pixel
+    # blocks alone, a stroke filled them and the lighter tail was a heavy 0's, 3's or 4's
+    # counters: 4 of these 24 photos were read as light ink on dark paper.
+    rng = np.random.default_rng(0)
+    shade = 1 - 0.3 / (1 + np.exp(-(np.arange(PAGE[1]) - PAGE[1] / 2) / 20))
+    for d in DIGITS:
+        ink = np.clip(radius * HEIGHT + 0.5
+                      - ndimage.distance_transform_edt(~centre_lines(d, PAGE, HEIGHT)), 0, 1)
+        photo = ((0.92 - 0.82 * ink) * shade + rng.normal(0, 0.02, PAGE)).astype(np.float32)
+        assert P.is_light_background(P.shrink(photo)), d
+        assert not P.is_light_background(P.shrink(1 - photo)), d
+        assert P.prepare(photo).light_background is True
+
+
 def test_touching_digits_in_a_number_are_cut():
     canvas = Image.new("L", (360, 160), 235)
     for left in (40, 132, 224):  # three 0s, 96 pixels wide, each touching the next
