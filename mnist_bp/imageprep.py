@@ -66,6 +66,7 @@ BORDER_CLEAR = 0.3  # ...has its paper on the border's side, this far from the m
 GROW = 0.5  # the first pass's ink is widened by this many blocks
 SPECK = 0.05  # pieces of ink smaller than this share of the largest piece are dropped
 LOW = 0.5  # share of the ink threshold down to which pieces are traced
+NOISE_FLOOR, FLOOR_CAP = 8, 0.7  # the ink threshold: above the paper's noise, at most
 KEEP_MARGIN = 0.01  # ink within this share of the image's side around a kept piece is kept
 WORK_BOX = 80  # strokes are normalised with the digit's longest side at this many pixels
 # holes that are the insides of outlined strokes (close_hollow): surrounding this share of
@@ -469,6 +470,15 @@ def ink_of(g: np.ndarray, light: bool | None = None, found: np.ndarray | None = 
         raise ImageError("blank image: no ink found (nothing stands out from the paper)")
     ink /= top
     cut = max(otsu(ink), 0.2)
+    # When the ink is a sliver of the image (a hairline) on mottled paper or under sensor
+    # noise, Otsu's cut splits the paper's own spread. The ink must stand out of it: above the
+    # median of what Otsu calls paper by `NOISE_FLOOR` robust standard deviations (1.4826
+    # times the median absolute deviation), up to `FLOOR_CAP`.
+    paper = ink[ink <= cut]
+    if paper.size:
+        middle = float(np.median(paper))
+        spread = 1.4826 * float(np.median(np.abs(paper - middle)))
+        cut = max(cut, min(middle + NOISE_FLOOR * spread, FLOOR_CAP))
     mask = ink > cut
     level = float(np.percentile(ink[mask], 90)) if mask.any() else 1.0
     ink = np.clip(ink / max(level, 1e-6), 0, 1)
