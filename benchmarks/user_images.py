@@ -7,7 +7,8 @@
 - `fonts/`: single digits in handwriting-style fonts that Debian ships (apt-get install
   fonts-comic-neue fonts-humor-sans fonts-dkg-handwriting fonts-breip fonts-bwht
   fonts-dancingscript fonts-femkeklaver fonts-kristi fonts-kaushanscript fonts-ecolier-court),
-  dark ink on tinted paper, rotated, blurred, noisy, JPEG or PNG;
+  dark ink on tinted paper, rotated, blurred, noisy, JPEG or PNG (`--paper mottled`:
+  coloured, blotchy paper with dark specks, and blue, black, red or grey ink);
 - `numbers/`: numbers of 2-4 digits in the same fonts, on the same kind of paper;
 - `hollow/`, `hairline/`, `heavy/` and their `-numbers/`: the same for fonts of other stroke
   styles (`STYLE_FONTS`, apt-get install the `STYLE_PACKAGES`), and handwriting fonts drawn
@@ -79,12 +80,26 @@ def paper_and_ink(rng):
     return np.clip(paper, 0, 255), np.clip(ink, 0, 255)
 
 
-def finish(ink_alpha: np.ndarray, rng, shadow=True):
-    """Turn an ink coverage map (H, W) in [0, 1] into a photo-like RGB PIL image."""
+# --paper mottled: yellow, blue, pink, green-grey, grey and cream papers; blue, black, red
+# and grey inks (RGB 0..255)
+PAPERS = ((250, 240, 170), (200, 220, 245), (245, 205, 215), (200, 215, 195), (185, 185, 178),
+          (235, 225, 205))
+INKS = ((30, 40, 150), (20, 20, 25), (190, 30, 35), (60, 60, 70))
+
+
+def finish(ink_alpha: np.ndarray, rng, shadow=True, paper_kind: str = "plain"):
+    """Turn an ink coverage map (H, W) in [0, 1] into a photo-like RGB PIL image. `paper_kind`
+    "mottled": one of `PAPERS` with smooth blotches (2-6 % of its brightness, 4-12 pixels
+    across) and dark specks, under one of `INKS`."""
     from PIL import Image, ImageFilter
 
     h, w = ink_alpha.shape
-    paper, ink = paper_and_ink(rng)
+    if paper_kind == "mottled":
+        paper = np.array(PAPERS[int(rng.integers(len(PAPERS)))], float) + rng.uniform(-8, 8, 3)
+        ink = np.array(INKS[int(rng.integers(len(INKS)))], float) + rng.uniform(-10, 10, 3)
+        paper, ink = np.clip(paper, 0, 255), np.clip(ink, 0, 255)
+    else:
+        paper, ink = paper_and_ink(rng)
     alpha = ink_alpha[..., None]
     img = paper[None, None, :] * (1 - alpha) + ink[None, None, :] * alpha
     if shadow:  # a soft shadow across part of the page
@@ -98,6 +113,15 @@ def finish(ink_alpha: np.ndarray, rng, shadow=True):
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < 0.5:
         pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5)))
+    if paper_kind == "mottled":
+        from scipy import ndimage
+
+        img = np.asarray(pil, np.float32)
+        blot = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), rng.uniform(4, 12))
+        img = img * (1 + rng.uniform(0.02, 0.06) * blot / (blot.std() + 1e-6))[..., None]
+        specks = rng.random((h, w)) < rng.uniform(0.0005, 0.003)
+        img[specks] *= rng.uniform(0.6, 0.85)
+        pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
     return pil
 
 
@@ -193,7 +217,8 @@ def write_labels(folder: Path, rows):
         csv.writer(f).writerows([("file", "label"), *rows])
 
 
-def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, count: int):
+def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, count: int,
+         paper: str = "plain"):
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -203,7 +228,8 @@ def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, 
                  "script's docstring")
     for name in ("handwriting", "handwriting-originals"):
         (out / name).mkdir(parents=True, exist_ok=True)
-    write_fonts(out / "fonts", out / "numbers", [(f, None) for f in font_files], per_font, rng)
+    write_fonts(out / "fonts", out / "numbers", [(f, None) for f in font_files], per_font, rng,
+                paper)
 
     if data_dir is not None:
         from mnist_bp.data.datadir import load_dataset
@@ -213,7 +239,7 @@ def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, 
                           else (ds.test.images[:count], ds.test.labels[:count]))
         rows, originals = [], []
         for i, (im, label) in enumerate(zip(images, labels, strict=True)):
-            pil = finish(render_handwriting(np.asarray(im), rng), rng)
+            pil = finish(render_handwriting(np.asarray(im), rng), rng, paper_kind=paper)
             rows.append((save(pil, out / "handwriting", f"h{i:04d}", rng), int(label)))
             Image.fromarray(np.asarray(im)).save(out / "handwriting-originals" / f"h{i:04d}.png")
             originals.append((f"h{i:04d}.png", int(label)))
@@ -231,12 +257,12 @@ def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, 
         drawn = [(f, None) for f in find_fonts(names[fonts])]
         drawn += [(f, style) for f in find_fonts(PEN_FONTS.get(style, {}).get(fonts, []))]
         if drawn:
-            write_fonts(out / style, out / f"{style}-numbers", drawn, per_font, rng)
+            write_fonts(out / style, out / f"{style}-numbers", drawn, per_font, rng, paper)
         counts.append(f"{len(drawn)} {style}")
     print(f"wrote {out} ({', '.join(counts)})")
 
 
-def write_fonts(digits: Path, numbers: Path, drawn, per_font: int, rng):
+def write_fonts(digits: Path, numbers: Path, drawn, per_font: int, rng, paper: str = "plain"):
     """Single digits (`per_font` of each per font) and numbers of 2-4 digits (3 x `per_font`
     per font) for (font file, style) pairs."""
     for folder in (digits, numbers):
@@ -245,14 +271,15 @@ def write_fonts(digits: Path, numbers: Path, drawn, per_font: int, rng):
     for fi, (font_file, style) in enumerate(drawn):
         for digit in range(10):
             for k in range(per_font):
-                pil = finish(render_text(str(digit), font_file, rng, style), rng)
+                pil = finish(render_text(str(digit), font_file, rng, style), rng,
+                             paper_kind=paper)
                 rows.append((save(pil, digits, f"f{fi:02d}-{digit}-{k}", rng), digit))
     write_labels(digits, rows)
     rows = []
     for fi, (font_file, style) in enumerate(drawn):
         for k in range(per_font * 3):
             number = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(2, 5))))
-            pil = finish(render_text(number, font_file, rng, style), rng)
+            pil = finish(render_text(number, font_file, rng, style), rng, paper_kind=paper)
             rows.append((save(pil, numbers, f"n{fi:02d}-{k}-{number}", rng), number))
     write_labels(numbers, rows)
 
@@ -336,6 +363,9 @@ def main():
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--split", choices=["val", "test"], default="val")
     m.add_argument("--count", type=int, default=1000)
+    m.add_argument("--paper", choices=["plain", "mottled"], default="plain",
+                   help="mottled: coloured, blotchy paper with specks, and blue, black, red "
+                        "or grey ink")
     s = sub.add_parser("score")
     s.add_argument("sets", type=Path)
     s.add_argument("checkpoints", nargs="+")
@@ -349,7 +379,7 @@ def main():
     args = parser.parse_args()
     if args.cmd == "make":
         make(args.out, args.data_dir, args.fonts, args.per_font, args.seed, args.split,
-             args.count)
+             args.count, args.paper)
     else:
         score(args.sets, args.checkpoints, args.invert, args.only, args.confusions,
               args.in_process)
