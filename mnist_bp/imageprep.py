@@ -357,12 +357,13 @@ def is_light_background(g: np.ndarray) -> bool:
     included), the ink is the heavier of the two tails. A stroke wide enough to fill the
     median's blocks fools that: inside it the median is the ink, and a heavy digit's
     counters stand out as the lighter tail. So the tails are weighed with blocks of three
-    sizes (`POLARITY_BLOCKS` along the longest side), and two of the three decide: a stroke
-    fills at most the smallest, shading is slow enough for all three.
+    sizes (`POLARITY_BLOCKS` along the longest side), and two of the three decide: a heavy
+    stroke fills the smallest blocks, rarely the larger ones unless the image is cropped to
+    the digit; shading is slow enough for all three.
 
     A drawing, where nearly every pixel is at one of two levels far apart (`TWO_LEVELS`) and
     the border is flat and at the level of most of the image, has the paper on its border's
-    side (a line 40 pixels wide drawn on serve's page fills blocks of every size). Not a
+    side (a line 40 pixels wide drawn on serve's page fills the two smaller blocks). Not a
     photo: its border can be a table; nor a sheet filling most of a dark desk."""
     lo, hi = np.percentile(g, [1, 99])
     mid, ring = (lo + hi) / 2, border(g)
