@@ -89,6 +89,7 @@ MAX_DILATE = 5  # at most this many WORK_BOX pixels of dilation
 MAX_DIGITS = limits.NUMBER_DIGITS  # a number has at most this many digits
 TOUCHING = 1.0  # a piece of a number wider than this share of its height is touching digits
 PART = (0.3, 1.0)  # ...each of them this narrow to this wide (shares of the height)
+CORE, CORE_SHARE = 0.5, 0.2  # a number's piece is cut at faint joins between cores this solid
 MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
 # before a redraw, a hole whose wall to the paper outside is thinner than this share of the
 # stroke width is opened (at 0.5, an outlined 8 whose stroke thins at its start opened too)
@@ -758,17 +759,51 @@ def digit_groups(ink: Ink) -> list[list[int]]:
     for start, stop, k in spans:
         if groups:
             g0, g1, members = groups[-1]
-            overlap = min(stop, g1) - max(start, g0)
-            if overlap >= 0.5 * min(stop - start, g1 - g0):
+            if one_digit((g0, g1), (start, stop)):
                 groups[-1] = (min(g0, start), max(g1, stop), members + [k])
                 continue
         groups.append((start, stop, [k]))
     return [members for _, _, members in groups]
 
 
+def one_digit(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two column spans (start, stop) belong to one digit: they overlap by at least
+    half the narrower one's width."""
+    overlap = min(a[1], b[1]) - max(a[0], b[0])
+    return overlap >= 0.5 * min(a[1] - a[0], b[1] - b[0])
+
+
+def split_faint_joins(ink: Ink) -> Ink:
+    """`ink` with each piece that joins digits only through faint ink cut apart. Pieces are
+    traced down to a low threshold, so that hairlines stay whole; under blur, two digits side
+    by side meet there. A piece whose solid cores (above `CORE`; those at least `CORE_SHARE`
+    of the largest core) lie in columns of their own, as separate digits do, is cut into
+    them, each faint pixel going to the nearest core."""
+    from scipy import ndimage
+
+    labels, keep = ink.labels.copy(), []
+    for k in ink.keep:
+        piece = ink.labels == k
+        cores, count = ndimage.label(piece & (ink.image > CORE), structure=np.ones((3, 3)))
+        sizes = np.bincount(cores.ravel(), minlength=count + 1)[1:]
+        big = [c + 1 for c in range(count) if sizes[c] >= CORE_SHARE * sizes.max()]
+        spans = sorted((s[1].start, s[1].stop) for i, s in enumerate(ndimage.find_objects(cores))
+                       if i + 1 in big)
+        if len(big) < 2 or any(one_digit(a, b) for a, b in zip(spans, spans[1:], strict=False)):
+            keep.append(k)
+            continue
+        seeds = np.where(np.isin(cores, big), cores, 0)
+        nearest = seeds[tuple(ndimage.distance_transform_edt(seeds == 0, return_indices=True)[1])]
+        for c in big:
+            new = int(labels.max()) + 1
+            labels[piece & (nearest == c)] = new
+            keep.append(new)
+    return Ink(ink.image, labels, keep, ink.light_background)
+
+
 def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     """One network input per digit of a number written left to right."""
-    ink = find_ink(gray)
+    ink = split_faint_joins(find_ink(gray))
     # Outlined strokes are closed on the whole number: cut into digits first, their outlines
     # would be open.
     filled, hollow = close_hollow(np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL)

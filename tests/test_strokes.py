@@ -210,6 +210,22 @@ def test_touching_digits_in_a_number_are_cut():
         assert p.image[14, 14] < 0.1 and p.image.sum() > 60
 
 
+@pytest.mark.parametrize("gap, blur", [(6, 2), (8, 3)])
+def test_digits_joined_only_by_blur_are_read_apart(gap, blur):
+    # two narrow 0s a few pixels apart, blurred: their faint halos meet, so the pieces traced
+    # down to the low threshold were one, narrower than the row is high (not cut as
+    # touching digits): the number read as one digit. Their solid cores stay apart.
+    canvas = Image.new("L", (300, 200), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.ellipse((100, 40, 145, 160), outline=255, width=7)
+    draw.ellipse((145 + gap, 40, 190 + gap, 160), outline=255, width=7)
+    ink = ndimage.gaussian_filter(np.asarray(canvas, np.float32) / 255, blur)
+    parts = P.prepare_number((0.9 - 0.8 * ink / ink.max()).astype(np.float32))
+    assert len(parts) == 2
+    for p in parts:  # each part is one 0: ink around an open loop
+        assert p.image[14, 14] < 0.1 and p.image.sum() > 60
+
+
 def test_a_row_of_too_many_digits_is_one_error():
     page = np.full((100, 4000), 235, np.uint8)
     page[40:60, 10:3990] = 25
