@@ -782,9 +782,12 @@ def split_faint_joins(ink: Ink) -> Ink:
     from scipy import ndimage
 
     labels, keep = ink.labels.copy(), []
+    new = int(labels.max())
+    boxes = ndimage.find_objects(ink.labels)
     for k in ink.keep:
-        piece = ink.labels == k
-        cores, count = ndimage.label(piece & (ink.image > CORE), structure=np.ones((3, 3)))
+        box = boxes[k - 1]  # the work is done in the piece's box, not the whole image
+        piece = ink.labels[box] == k
+        cores, count = ndimage.label(piece & (ink.image[box] > CORE), structure=np.ones((3, 3)))
         sizes = np.bincount(cores.ravel(), minlength=count + 1)[1:]
         big = [c + 1 for c in range(count) if sizes[c] >= CORE_SHARE * sizes.max()]
         spans = sorted((s[1].start, s[1].stop) for i, s in enumerate(ndimage.find_objects(cores))
@@ -794,9 +797,10 @@ def split_faint_joins(ink: Ink) -> Ink:
             continue
         seeds = np.where(np.isin(cores, big), cores, 0)
         nearest = seeds[tuple(ndimage.distance_transform_edt(seeds == 0, return_indices=True)[1])]
+        region = labels[box]
         for c in big:
-            new = int(labels.max()) + 1
-            labels[piece & (nearest == c)] = new
+            new += 1
+            region[piece & (nearest == c)] = new
             keep.append(new)
     return Ink(ink.image, labels, keep, ink.light_background)
 
