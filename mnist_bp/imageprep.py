@@ -789,9 +789,10 @@ def split_faint_joins(ink: Ink) -> Ink:
         piece = ink.labels[box] == k
         cores, count = ndimage.label(piece & (ink.image[box] > CORE), structure=np.ones((3, 3)))
         sizes = np.bincount(cores.ravel(), minlength=count + 1)[1:]
-        big = [c + 1 for c in range(count) if sizes[c] >= CORE_SHARE * sizes.max()]
-        spans = sorted((s[1].start, s[1].stop) for i, s in enumerate(ndimage.find_objects(cores))
-                       if i + 1 in big)
+        is_big = sizes >= CORE_SHARE * sizes.max() if count else sizes.astype(bool)
+        big = list(np.flatnonzero(is_big) + 1)
+        spans = sorted((s[1].start, s[1].stop) for s, b in
+                       zip(ndimage.find_objects(cores), is_big, strict=True) if b)
         if len(big) < 2 or any(one_digit(a, b) for a, b in zip(spans, spans[1:], strict=False)):
             keep.append(k)
             continue
