@@ -410,7 +410,8 @@ def find_ink(gray: np.ndarray) -> Ink:
 
     g = shrink(gray)
     ink = ink_of(g)
-    rows, cols = ndimage.find_objects(np.isin(ink.labels, ink.keep).astype(np.int8))[0]
+    kept = np.isin(ink.labels, ink.keep)
+    rows, cols = ndimage.find_objects(kept.astype(np.int8))[0]
     side = max(rows.stop - rows.start, cols.stop - cols.start)
     pad = ZOOM_MARGIN * side
     # each axis has its own scale: shrink rounds the sides apart (a 300 x 7000 image is
@@ -437,8 +438,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     # The closer look refines the first one's ink, it does not add to it: noise and shading,
     # averaged away at the working size, stand out at full resolution. Ink found away from
     # the first look's (more than 2 working pixels) is a sign of that, and the first is kept.
-    kept = resize(np.isin(ink.labels[top:bottom, left:right], ink.keep).astype(np.float32),
-                  zoomed.shape) > 0
+    kept = resize(kept[top:bottom, left:right].astype(np.float32), zoomed.shape) > 0
     reach = max(1, round(2 * zoomed.shape[0] / (bottom - top)))
     near = ndimage.binary_dilation(kept, np.ones((3, 3), bool), iterations=reach)
     seen = np.where(np.isin(closer.labels, closer.keep), closer.image, 0)
@@ -788,11 +788,13 @@ def split_faint_joins(ink: Ink) -> Ink:
         box = boxes[k - 1]  # the work is done in the piece's box, not the whole image
         piece = ink.labels[box] == k
         cores, count = ndimage.label(piece & (ink.image[box] > CORE), structure=np.ones((3, 3)))
-        sizes = np.bincount(cores.ravel(), minlength=count + 1)[1:]
-        is_big = sizes >= CORE_SHARE * sizes.max() if count else sizes.astype(bool)
-        big = list(np.flatnonzero(is_big) + 1)
-        spans = sorted((s[1].start, s[1].stop) for s, b in
-                       zip(ndimage.find_objects(cores), is_big, strict=True) if b)
+        if count < 2:
+            keep.append(k)
+            continue
+        sizes = np.bincount(cores.ravel())[1:]
+        big = np.flatnonzero(sizes >= CORE_SHARE * sizes.max()) + 1
+        core_boxes = ndimage.find_objects(cores)
+        spans = sorted((core_boxes[c - 1][1].start, core_boxes[c - 1][1].stop) for c in big)
         if len(big) < 2 or any(one_digit(a, b) for a, b in zip(spans, spans[1:], strict=False)):
             keep.append(k)
             continue
