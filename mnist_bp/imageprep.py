@@ -528,7 +528,8 @@ def normalise_stroke(a: np.ndarray) -> np.ndarray:
             filled = a > OUTLINE_LEVEL
     target = STROKE * WORK_BOX
     width = stroke_width(filled.astype(np.float32)) if hollow else stroke_width(a)
-    if hollow or width > HEAVY * target:
+    # faint ink alone (no solid core: a faint tail cut off in a number) has no strokes to redraw
+    if (hollow or width > HEAVY * target) and filled.any():
         return redraw(open_pinches(filled), target)
     radius = min(MAX_DILATE, round((target - width) / 2))
     if width < THIN * target and radius >= 1:
@@ -652,6 +653,8 @@ def redraw(mask: np.ndarray, pen: float) -> np.ndarray:
             break
         slimmed = thin(slimmed, max_num_iter=1)
     lines = thin(slimmed)
+    if not lines.any():  # no strokes: nothing to draw (the distance to none is not defined)
+        return slimmed.astype(np.float32)
     drawn = np.clip(pen / 2 + 0.5 - ndimage.distance_transform_edt(~lines), 0, 1)
     return np.maximum(drawn, slimmed).astype(np.float32)
 

@@ -363,3 +363,14 @@ def test_the_closer_look_is_not_taken_when_it_sees_what_the_first_did_not():
     seen = P.prepare(large).image
     gaps = {other: mean_abs(seen, pen[other]) for other in DIGITS}
     assert min(gaps, key=gaps.get) == 2, gaps
+
+
+def test_faint_ink_alone_is_not_redrawn_into_a_blob():
+    # A part of a number holding only faint ink (a thick faint tail cut off a digit): nothing
+    # is solid, so there are no strokes to redraw. Redrawing an empty mask drew a blob in
+    # the corner (the distance to no stroke is undefined), and the blob was read as a digit.
+    a = np.zeros((24, 80), np.float32)
+    a[6:18, :] = 0.18
+    out = P.normalise_stroke(a)
+    assert out.shape == a.shape and out[:6].max() == 0 and out[18:].max() == 0
+    assert not P.redraw(np.zeros((10, 10), bool), 7.2).any()
