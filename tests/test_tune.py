@@ -405,14 +405,16 @@ def one_line(result, start):
 
 
 def pause_outside_a_write(proc, db) -> None:
-    """SIGSTOP `proc` at a moment it holds no write lock on the SQLite study `db`: a process
-    frozen in the middle of a write keeps every other one out of the file until it resumes
-    (docs/tune.md), which is not what the test is about."""
+    """SIGSTOP `proc` at a moment it holds no lock on the SQLite study `db`: a process frozen
+    in the middle of a write keeps every other one out of the file until it resumes
+    (docs/tune.md), which is not what the test is about. So is one frozen in a read: a
+    writer's commit waits for every reader. BEGIN EXCLUSIVE succeeds only when neither is
+    held (BEGIN IMMEDIATE, used before, saw writers only)."""
     for _ in range(100):
         proc.send_signal(signal.SIGSTOP)
         try:
             with contextlib.closing(sqlite3.connect(db, timeout=0.2)) as con:
-                con.execute("BEGIN IMMEDIATE")
+                con.execute("BEGIN EXCLUSIVE")
                 con.rollback()
             return
         except sqlite3.OperationalError:
