@@ -75,6 +75,7 @@ RING = 0.1
 SOLID = 0.7  # ...or less solid than this...
 SPAN, CONVEX = 0.8, 0.9  # ...or spanning this share of the digit and less solid than this...
 CONTOUR, NARROW = 0.4, 2.5  # ...or 1 / CONTOUR times as wide as the ink and NARROW elongated
+DOT = 0.2  # solid ink alone inside a loop, below this share of the largest piece, is a dot
 PINHOLE = 3  # holes at most this wide (WORK_BOX pixels) are filled: hatching, rough strokes
 CLOSE_RADIUS = 4  # outlines that enclose no hole are closed over this radius (WORK_BOX pixels)
 HOLLOW = 1.3  # ...when that adds this much ink
@@ -519,7 +520,7 @@ def normalise_stroke(a: np.ndarray) -> np.ndarray:
     """
     from scipy import ndimage
 
-    a = np.clip(a / SATURATE, 0, 1)  # a stroke's core is solid ink, as in MNIST
+    a = drop_dots(np.clip(a / SATURATE, 0, 1))  # a stroke's core is solid ink, as in MNIST
     filled, hollow = close_hollow(a > OUTLINE_LEVEL)
     if not hollow and CLOSE_RADIUS:  # outlines too thin or too blurred to enclose a hole:
         closed = ndimage.grey_closing(np.pad(a, CLOSE_RADIUS), footprint=_disk(CLOSE_RADIUS))
@@ -535,6 +536,58 @@ def normalise_stroke(a: np.ndarray) -> np.ndarray:
     if width < THIN * target and radius >= 1:
         return ndimage.grey_dilation(np.pad(a, radius), footprint=_disk(radius))
     return a
+
+
+def drop_dots(a: np.ndarray, level: float = OUTLINE_LEVEL) -> np.ndarray:
+    """Ink `a` without the dots in its loops: a piece of solid ink (above `level`) that a loop
+    encloses, with no hole of its own and smaller than `DOT` of the largest piece (a dotted
+    0's dot, a speck in a 6's loop), in a convex loop. MNIST's loops are empty; the
+    enclosing hole would otherwise pass for an outlined stroke's inside (`close_hollow`),
+    and the 0 be filled. An outline's inner contour encloses a hole of its own, or lies in
+    the bent inside of a stroke, and stays."""
+    from scipy import ndimage
+
+    mask = a > level
+    pieces, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count < 2:
+        return a
+    outside = ndimage.binary_dilation(~ndimage.binary_fill_holes(mask), np.ones((3, 3)))
+    index = np.arange(1, count + 1)
+    touches = ndimage.maximum(outside, pieces, index).astype(bool)
+    area = ndimage.sum(mask, pieces, index)
+    small = ~touches & (area < DOT * area.max())
+    if not small.any():
+        return a
+    from skimage.morphology import convex_hull_image
+
+    holes, _ = ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)
+    dots = np.zeros(count + 1, bool)
+    boxes = ndimage.find_objects(pieces)
+    # at most the `MAX_HOLES` largest: a digit has a few loops, a crafted image thousands
+    for k in np.argsort(-np.where(small, area, 0), kind="stable")[:MAX_HOLES]:
+        if not small[k]:
+            continue
+        piece = pieces[boxes[k]] == k + 1
+        if (ndimage.binary_fill_holes(piece) & ~piece).any():
+            continue  # a contour around a hole of its own
+        grown = np.zeros_like(mask)
+        grown[boxes[k]] = piece
+        around = np.unique(holes[ndimage.binary_dilation(grown, np.ones((3, 3)))])
+        around = around[around > 0]
+        if around.size != 1:
+            continue
+        # the loop it sits in is a counter, convex with the dot in it; an outlined stroke's
+        # inside is not (an outlined 4 around the solid triangle its counter closed to)
+        loop = ndimage.binary_fill_holes(holes == around[0])
+        rows, cols = ndimage.find_objects(loop.astype(np.int8))[0]
+        box = loop[rows, cols]
+        dots[k + 1] = box.sum() >= CONVEX * convex_hull_image(box).sum()
+    if not dots.any():
+        return a
+    # the dot with its faint edge: the ink around it down to the paper
+    edge = ndimage.binary_dilation(dots[pieces], np.ones((3, 3)), iterations=2)
+    return np.where(edge & ~ndimage.binary_dilation(~dots[pieces] & mask), 0, a).astype(
+        a.dtype, copy=False)
 
 
 def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -814,6 +867,7 @@ def split_faint_joins(ink: Ink) -> Ink:
 def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     """One network input per digit of a number written left to right."""
     ink = split_faint_joins(find_ink(gray))
+    ink.image = drop_dots(ink.image, SATURATE * OUTLINE_LEVEL)
     # Outlined strokes are closed on the whole number: cut into digits first, their outlines
     # would be open.
     filled, hollow = close_hollow(np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL)
