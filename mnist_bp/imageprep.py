@@ -561,27 +561,29 @@ def drop_dots(a: np.ndarray, level: float = OUTLINE_LEVEL) -> np.ndarray:
     from skimage.morphology import convex_hull_image
 
     holes, _ = ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)
+    hole_boxes = ndimage.find_objects(holes)
     dots = np.zeros(count + 1, bool)
     boxes = ndimage.find_objects(pieces)
-    # at most the `MAX_HOLES` largest: a digit has a few loops, a crafted image thousands
+    # at most the `MAX_HOLES` largest: a digit has a few loops, a crafted image thousands;
+    # each is measured in its own box and its loop's
     for k in np.argsort(-np.where(small, area, 0), kind="stable")[:MAX_HOLES]:
-        if not small[k]:
+        if not small[k] or any(b.start == 0 or b.stop == n
+                               for b, n in zip(boxes[k], mask.shape, strict=True)):
             continue
         piece = pieces[boxes[k]] == k + 1
         if (ndimage.binary_fill_holes(piece) & ~piece).any():
             continue  # a contour around a hole of its own
-        grown = np.zeros_like(mask)
-        grown[boxes[k]] = piece
-        around = np.unique(holes[ndimage.binary_dilation(grown, np.ones((3, 3)))])
+        # enclosed, it lies at least one pixel inside the image: its box grown by one fits
+        grown = tuple(slice(b.start - 1, b.stop + 1) for b in boxes[k])
+        ring = ndimage.binary_dilation(np.pad(piece, 1), np.ones((3, 3)))
+        around = np.unique(holes[grown][ring])
         around = around[around > 0]
         if around.size != 1:
             continue
         # the loop it sits in is a counter, convex with the dot in it; an outlined stroke's
         # inside is not (an outlined 4 around the solid triangle its counter closed to)
-        loop = ndimage.binary_fill_holes(holes == around[0])
-        rows, cols = ndimage.find_objects(loop.astype(np.int8))[0]
-        box = loop[rows, cols]
-        dots[k + 1] = box.sum() >= CONVEX * convex_hull_image(box).sum()
+        loop = ndimage.binary_fill_holes(holes[hole_boxes[around[0] - 1]] == around[0])
+        dots[k + 1] = loop.sum() >= CONVEX * convex_hull_image(loop).sum()
     if not dots.any():
         return a
     # the dot with its faint edge: the ink around it down to the paper
@@ -867,13 +869,19 @@ def split_faint_joins(ink: Ink) -> Ink:
 def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     """One network input per digit of a number written left to right."""
     ink = split_faint_joins(find_ink(gray))
-    ink.image = drop_dots(ink.image, SATURATE * OUTLINE_LEVEL)
+    # dots in the kept pieces' loops (ink that was not kept encloses nothing)
+    kept = np.where(np.isin(ink.labels, ink.keep), ink.image, 0)
+    ink.image = np.where((kept > 0) & (drop_dots(kept, SATURATE * OUTLINE_LEVEL) == 0), 0,
+                         ink.image).astype(np.float32, copy=False)
     # Outlined strokes are closed on the whole number: cut into digits first, their outlines
     # would be open.
     filled, hollow = close_hollow(np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL)
     if hollow:
         ink.image = np.where(filled, 1, ink.image).astype(np.float32)
     digits = [only(ink, members) for members in digit_groups(ink)]
+    digits = [d for d in digits if (d > 0.05).any()]  # a group of dots alone is no digit
+    if not digits:
+        raise ImageError("could not find a digit in it")
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
     height = max(r[-1] - r[0] + 1 for r in rows)
     parts = [part for d in digits for part in split_touching(d, height)]
