@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from mnist_bp import limits
+from mnist_bp.data.printed import DATASETS as PRINTED_DATASETS
 from mnist_bp.data.registry import DATASETS, IMAGE_PIXELS, NUM_CLASSES
 from mnist_bp.errors import UserError
 
@@ -52,6 +53,9 @@ class DataConfig:
                          doc="scale: pixel/255; center: 2 pixel/255 - 1 (inverting the colours "
                              "negates the input); standardize: (pixel/255 - mean) / std; "
                              "image: each image to mean 0, std 1 (any colours -> +/- one input)")
+    printed: bool = opt(False, doc="also train on the printed digits shipped with mnist-bp "
+                                   "(digits of about 300 fonts as predict prepares them); "
+                                   "digit datasets only")
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,9 @@ def _check_combinations(cfg: Config) -> None:
     if cfg.training.early_stopping_patience and cfg.data.validation == 0:
         raise ConfigError("training.early_stopping_patience: needs a validation split; set "
                           "data.validation above 0 or the patience to 0")
+    if cfg.data.printed and cfg.data.dataset not in PRINTED_DATASETS:
+        raise ConfigError(f"data.printed: the printed digits are digits and "
+                          f"{cfg.data.dataset} holds other classes; set data.printed to false")
     erase = cfg.augment.erase
     if erase.min_area > erase.max_area:
         raise ConfigError(f"augment.erase.min_area: {erase.min_area} is above max_area "

@@ -366,11 +366,14 @@ def _locked_run(cfg, run: rundir.RunDir, data_dir, config_name, progress, state,
 def _train(cfg: Config, run: rundir.RunDir, data_dir, progress: RunState, state, reporter,
            score_test: bool, log, products: precision.Products) -> dict:
     from mnist_bp.data.datadir import load_dataset, split_validation
+    from mnist_bp.data.printed import with_printed
 
     reporter.info(f"run directory: {run.path}")
 
     dataset = load_dataset(cfg.data.dataset, data_dir, log=reporter.info)
     train_split, val_split = split_validation(dataset.train, cfg.data.validation)
+    if cfg.data.printed:  # after the split: validation stays the dataset's own images
+        train_split = with_printed(train_split)
     normalizer = (Normalizer(**state[2]["normalization"]) if state
                   else Normalizer.fit(cfg.data.normalize, train_split.images))
     trainer = Trainer(cfg, train_split, val_split, normalizer, products)

@@ -74,7 +74,7 @@ def test_wrong_types_and_paths_are_user_errors(model, tmp_path, call, message):
 def test_numpy_values_are_config_values(tmp_path, data_dir):
     run = mnist_bp.train("default", data_dir=data_dir, run_dir=tmp_path / "r",
                          training__epochs=np.int64(1), model__hidden=np.array([8]),
-                         data__validation=0)
+                         data__validation=0, data__printed=False)
     assert run.summary["epochs_run"] == 1
     with open(run.dir / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "train_lo')  # a line torn by a crash

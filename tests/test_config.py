@@ -44,6 +44,9 @@ def write(tmp_path, text):
     ("training:\n  early_stopping_patience: 3\n", "training.early_stopping_patience: needs a "
                                                    "validation split"),
     ("seed: 1\nmodel: {hidden: [1\n", "not valid YAML at line 3; fix the file's syntax"),
+    ("data:\n  dataset: fashion-mnist\n  printed: true\n", "data.printed: the printed digits "
+     "are digits and fashion-mnist holds other classes; set data.printed to false"),
+    ("data:\n  printed: 1\n", "data.printed: 1 is not allowed"),
 ])
 def test_bad_configs(tmp_path, text, message):
     path = write(tmp_path, text)

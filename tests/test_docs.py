@@ -280,10 +280,11 @@ def shortened(args: list[str]) -> list[str]:
     """Training to one epoch of a small network; tuning to two trials of one epoch."""
     args = list(args)
     if args[0] == "train" and "--resume" not in args:
-        args += ["--set", "training.epochs=1", "--set", "model.hidden=[16]"]
+        args += ["--set", "training.epochs=1", "--set", "model.hidden=[16]",
+                 "--set", "data.printed=false"]
     if args[0] == "tune":
         args[args.index("--trials") + 1] = "2"
-        args += ["--set", "training.epochs=1"]
+        args += ["--set", "training.epochs=1", "--set", "data.printed=false"]
     return args
 
 

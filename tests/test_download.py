@@ -202,7 +202,8 @@ def test_cli_unknown_dataset(tmp_path):
 def test_cli_train_fetches_missing_dataset(tmp_path, server, local_mnist, blobs, monkeypatch):
     monkeypatch.setenv("MNIST_BP_MIRROR", server.url("good"))
     monkeypatch.setenv("MNIST_BP_DATA_DIR", str(tmp_path / "data"))
-    result = CliRunner().invoke(main, ["train", "--run-dir", str(tmp_path / "run"), "--quiet",
+    result = CliRunner().invoke(main, ["train", "--set", "data.printed=false",
+                                       "--run-dir", str(tmp_path / "run"), "--quiet",
                                        "--set", "training.epochs=1", "--set", "model.hidden=[8]"])
     assert result.exit_code == 0, result.output
     assert_complete(tmp_path / "data" / "mnist", blobs)

@@ -203,7 +203,8 @@ def test_tensorboard_events_equal_metrics_jsonl(tmp_path, data_dir):
     event_accumulator = pytest.importorskip(
         "tensorboard.backend.event_processing.event_accumulator")
     run = tmp_path / "run"
-    result = invoke("train", "--data-dir", data_dir, "--run-dir", run, "--tensorboard",
+    result = invoke("train", "--set", "data.printed=false",
+                    "--data-dir", data_dir, "--run-dir", run, "--tensorboard",
                     "--set", "model.hidden=[16]", "--set", "training.epochs=3",
                     "--set", "data.validation=100", "--no-report", "--quiet")
     assert result.exit_code == 0, result.output
@@ -222,7 +223,8 @@ def test_tensorboard_events_equal_metrics_jsonl(tmp_path, data_dir):
 
 def test_tensorboard_missing_is_one_line(tmp_path, data_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
-    result = invoke("train", "--data-dir", data_dir, "--run-dir", tmp_path / "r",
+    result = invoke("train", "--set", "data.printed=false",
+                    "--data-dir", data_dir, "--run-dir", tmp_path / "r",
                     "--tensorboard", "--set", "training.epochs=1", "--quiet")
     assert result.exit_code == 1
     assert result.output.strip() == ("Error: --tensorboard needs tensorboardX; install the "
@@ -252,7 +254,8 @@ def test_tune_trials_log_to_tensorboard_like_runs(tmp_path, data_dir):
         "tensorboard.backend.event_processing.event_accumulator")
     space = tmp_path / "space.yaml"
     space.write_text("optimizer.learning_rate: {low: 0.0005, high: 0.005, log: true}\n")
-    result = invoke("tune", "default", "--space", space, "--trials", 1, "--data-dir", data_dir,
+    result = invoke("tune", "default", "--set", "data.printed=false",
+                    "--space", space, "--trials", 1, "--data-dir", data_dir,
                     "--out", tmp_path / "out", "--set", "data.validation=100", "--set",
                     "training.epochs=2", "--set", "model.hidden=[16]", "--set",
                     "training.tensorboard=true")

@@ -249,7 +249,8 @@ def test_hostile_configs_are_one_line_in_bounded_time(name, tmp_path):
 def test_hostile_set_values_are_one_line(tmp_path):
     for value, fragment in [("[&a [1,2], *a]", "YAML aliases"), ("[" * 5000, "nested more"),
                             (".inf", "a finite number")]:
-        result = invoke("train", "--set", f"optimizer.learning_rate={value}", "--data-dir",
+        result = invoke("train", "--set", "data.printed=false",
+                        "--set", f"optimizer.learning_rate={value}", "--data-dir",
                         tmp_path, "--run-dir", tmp_path / "r")
         one_line_error(result, fragment)
 
@@ -268,7 +269,8 @@ def test_hostile_search_spaces_are_one_line(space, fragment, tmp_path, data_dir)
     pytest.importorskip("optuna")
     path = tmp_path / "space.yaml"
     path.write_text(space)
-    result = invoke("tune", "default", "--space", path, "--trials", 1, "--data-dir", data_dir,
+    result = invoke("tune", "default", "--set", "data.printed=false",
+                    "--space", path, "--trials", 1, "--data-dir", data_dir,
                     "--out", tmp_path / "out", "--set", "data.validation=100", "--set",
                     "training.epochs=1", "--set", "model.hidden=[8]")
     if fragment is None:  # YAML 1.1 reads 1e-4 as a string: still a number here
@@ -448,7 +450,8 @@ def start_train(run_dir: Path, data_dir: Path, epochs: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_bp", "train", "--data-dir", str(data_dir), "--run-dir",
          str(run_dir), "--set", "model.hidden=[256,256]", "--set", f"training.epochs={epochs}",
-         "--quiet", "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--quiet", "--no-report", "--set", "data.printed=false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def test_one_train_per_run_directory_and_a_killed_one_blocks_nothing(tmp_path, data_dir):
@@ -459,7 +462,8 @@ def test_one_train_per_run_directory_and_a_killed_one_blocks_nothing(tmp_path, d
         assert time.time() < deadline and first.poll() is None
         time.sleep(0.05)
     config = (run / "config.yaml").read_text()
-    result = invoke("train", "--data-dir", data_dir, "--run-dir", run, "--set",
+    result = invoke("train", "--set", "data.printed=false",
+                    "--data-dir", data_dir, "--run-dir", run, "--set",
                     "training.epochs=1")
     one_line_error(result, f"{run}: another mnist-bp train (process {first.pid}) is writing "
                            f"this run")
@@ -497,7 +501,8 @@ def test_a_damaged_study_file_is_one_line_and_left_as_it_is(tmp_path, data_dir):
     space = tmp_path / "space.yaml"
     space.write_text("optimizer.learning_rate: {low: 0.0005, high: 0.005, log: true}\n")
     out = tmp_path / "out"
-    args = ["tune", "default", "--space", space, "--data-dir", data_dir, "--out", out,
+    args = ["tune", "default", "--set", "data.printed=false",
+            "--space", space, "--data-dir", data_dir, "--out", out,
             "--set", "data.validation=100", "--set", "training.epochs=1", "--set",
             "model.hidden=[16]"]
     assert invoke(*args, "--trials", 1).exit_code == 0
@@ -591,7 +596,8 @@ def test_an_import_never_silently_replaces_other_data(tmp_path):
 def test_file_system_surprises_are_one_line(tmp_path, checkpoint_path, trained_run, data_dir):
     blocker = tmp_path / "a-file"
     blocker.write_text("mine")
-    one_line_error(invoke("train", "--data-dir", data_dir, "--run-dir", blocker / "run",
+    one_line_error(invoke("train", "--set", "data.printed=false",
+                          "--data-dir", data_dir, "--run-dir", blocker / "run",
                           "--set", "training.epochs=1"), str(blocker))
     digit = np.zeros((28, 28), np.uint8)
     digit[6:22, 12:16] = 255
@@ -745,7 +751,8 @@ def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, dat
             (run / ".train.lock").symlink_to(notes)
         else:
             os.link(notes, run / ".train.lock")
-        result = invoke("train", "--data-dir", data_dir, "--run-dir", run, "--set",
+        result = invoke("train", "--set", "data.printed=false",
+                        "--data-dir", data_dir, "--run-dir", run, "--set",
                         "training.epochs=1", "--set", "model.hidden=[8]", "--no-report")
         assert result.exit_code == 1
         assert ".train.lock" in result.output and "Traceback" not in result.output
@@ -757,7 +764,8 @@ def test_a_failed_train_in_a_report_folder_keeps_the_report(tmp_path, checkpoint
     out = tmp_path / "rep"
     assert invoke("report", run, "--out", out, "--data-dir", run.parent / "data").exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    result = invoke("train", "--data-dir", tmp_path / "nodata", "--run-dir", out, "--set",
+    result = invoke("train", "--set", "data.printed=false",
+                    "--data-dir", tmp_path / "nodata", "--run-dir", out, "--set",
                     "data.dataset=kmnist", env={"MNIST_BP_MIRROR": "http://127.0.0.1:9/"})
     assert result.exit_code == 1
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

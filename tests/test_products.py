@@ -224,7 +224,8 @@ def small_data(tmp_path_factory):
 
 
 def train(data_dir, run_dir, env, *sets):
-    args = [x for s in ("model.hidden=[64]", "training.epochs=2", *sets) for x in ("--set", s)]
+    args = [x for s in ("model.hidden=[64]", "training.epochs=2",
+                                        "data.printed=false", *sets) for x in ("--set", s)]
     return subprocess.run([sys.executable, "-m", "mnist_bp", "train", "--data-dir",
                            str(data_dir), "--run-dir", str(run_dir), "--no-report", "-q", *args],
                           capture_output=True, text=True, env=env, timeout=120)

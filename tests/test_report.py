@@ -216,7 +216,8 @@ def test_unfinished_run_shows_what_exists(trained_run, tmp_path):
 
 
 def test_train_writes_its_report_unless_told_not_to(tmp_path, data_dir):
-    common = ["train", "--data-dir", data_dir, "--set", "model.hidden=[16]", "--set",
+    common = ["train", "--set", "data.printed=false",
+              "--data-dir", data_dir, "--set", "model.hidden=[16]", "--set",
               "training.epochs=1"]
     result = invoke(*common, "--run-dir", tmp_path / "a")
     assert result.exit_code == 0, result.output
@@ -237,7 +238,8 @@ def test_without_matplotlib_one_line_and_train_skips(tmp_path, data_dir, trained
     assert result.exit_code == 1
     assert result.output == ("Error: report needs matplotlib; install the plot extra: pip "
                              "install 'mnist-bp[plot]' (or matplotlib)\n")
-    result = invoke("train", "--data-dir", data_dir, "--run-dir", tmp_path / "t", "--set",
+    result = invoke("train", "--set", "data.printed=false",
+                    "--data-dir", data_dir, "--run-dir", tmp_path / "t", "--set",
                     "model.hidden=[8]", "--set", "training.epochs=1")
     assert result.exit_code == 0
     assert "report skipped: matplotlib is not installed" in result.output

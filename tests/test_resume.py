@@ -35,6 +35,7 @@ def resume_data(tmp_path_factory):
 def command(data_dir, *args):
     sets = [x for k, v in SETTINGS.items() for x in ("--set", f"{k}={v}")]
     return [sys.executable, "-m", "mnist_bp", "train", "--data-dir", str(data_dir), *sets,
+            "--set", "data.printed=false",
             "--no-report", *args]
 
 

@@ -23,7 +23,8 @@ SMALL = ["--set", "model.hidden=[32]", "--set", "augment.shift.p=0", "--set", "m
 
 
 def train(tmp_path, data_dir, *extra, run="run"):
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+    result = CliRunner().invoke(main, ["train", "--set", "data.printed=false",
+                                       "--data-dir", str(data_dir), "--run-dir",
                                        str(tmp_path / run), *SMALL, *extra])
     assert result.exit_code == 0, result.output
     return tmp_path / run, result
@@ -136,7 +137,8 @@ def test_early_stopping(tmp_path, data_dir):
 
 
 def test_divergence_stops_without_touching_best(tmp_path, data_dir):
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+    result = CliRunner().invoke(main, ["train", "--set", "data.printed=false",
+                                       "--data-dir", str(data_dir), "--run-dir",
                                        str(tmp_path / "nan"), *SMALL, "--set",
                                        "optimizer.name=sgd", "--set",
                                        "optimizer.learning_rate=1e30"])
@@ -165,7 +167,8 @@ def test_config_written_before_data_is_loaded_and_removed_after_a_failed_start(t
         return real(*args, **kwargs)
 
     monkeypatch.setattr(datadir, "download_dataset", download)
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(tmp_path / "empty"),
+    result = CliRunner().invoke(main, ["train", "--set", "data.printed=false",
+                                       "--data-dir", str(tmp_path / "empty"),
                                        "--run-dir", str(run), "--set", "data.dataset=kmnist",
                                        "--set", "training.epochs=1"],
                                 env={"MNIST_BP_MIRROR": "http://127.0.0.1:9/"})
@@ -178,7 +181,8 @@ def test_a_failed_start_keeps_what_was_in_the_folder(tmp_path, monkeypatch, data
     run = tmp_path / "mine"
     run.mkdir()
     (run / "notes.txt").write_text("my notes")
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+    result = CliRunner().invoke(main, ["train", "--set", "data.printed=false",
+                                       "--data-dir", str(data_dir), "--run-dir",
                                        str(run), *SMALL, "--set", "data.dataset=kmnist"],
                                 env={"MNIST_BP_MIRROR": "http://127.0.0.1:9/"})
     assert result.exit_code == 1
@@ -189,7 +193,8 @@ def test_a_user_s_own_config_yaml_is_refused_untouched(tmp_path, data_dir):
     run = tmp_path / "mine"
     run.mkdir()
     (run / "config.yaml").write_text("# my notes\nseed: 3\n")
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+    result = CliRunner().invoke(main, ["train", "--set", "data.printed=false",
+                                       "--data-dir", str(data_dir), "--run-dir",
                                        str(run), *SMALL])
     assert result.exit_code == 1
     assert result.stderr.strip() == (
@@ -205,7 +210,8 @@ def test_a_file_changed_under_a_run_is_never_replaced(tmp_path, data_dir):
     from mnist_bp import rundir
 
     run = tmp_path / "r"
-    assert CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+    assert CliRunner().invoke(main, ["train", "--set", "data.printed=false",
+                                     "--data-dir", str(data_dir), "--run-dir",
                                      str(run), *SMALL]).exit_code == 0
     folder = rundir.RunDir(run)
     assert all(folder.ours(name) for name in rundir.WRITTEN)
@@ -352,7 +358,8 @@ def test_a_failed_epoch_write_is_one_clear_error(tmp_path, data_dir, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(train_module.checkpoint, "write", full_disk)
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(data_dir), "--run-dir",
+    result = CliRunner().invoke(main, ["train", "--set", "data.printed=false",
+                                       "--data-dir", str(data_dir), "--run-dir",
                                        str(tmp_path / "full"), *SMALL])
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]

@@ -22,7 +22,8 @@ from mnist_bp.cli import main
 optuna = pytest.importorskip("optuna")
 
 BASE = ["--set", "data.validation=100", "--set", "training.epochs=3", "--set",
-        "augment.shift.p=0", "--set", "model.dropout=0", "--set", "training.batch_size=32"]
+        "augment.shift.p=0", "--set", "model.dropout=0", "--set", "training.batch_size=32",
+        "--set", "data.printed=false"]
 SPACE = """\
 optimizer.learning_rate: {low: 0.0005, high: 0.01, log: true}
 model.hidden: {choices: [[16], [32], [48]]}

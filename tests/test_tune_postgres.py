@@ -73,7 +73,8 @@ def worker(out: Path, url: str, data_dir: Path, space: Path, trials: int, study:
         [sys.executable, "-m", "mnist_bp", "tune", "default", "--space", str(space),
          "--trials", str(trials), "--storage", url, "--study", study, "--out", str(out),
          "--data-dir", str(data_dir), "--set", "data.validation=100", "--set",
-         f"training.epochs={epochs}", "--set", "model.hidden=[16]"],
+         f"training.epochs={epochs}", "--set", "model.hidden=[16]", "--set",
+         "data.printed=false"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **(env or {})})
 

@@ -8,4 +8,5 @@
 - `datadir.py`: where the data dir is, loading a dataset (fetching it first), validation splits
 - `batches.py`: uint8 images -> normalised float32 batches
 - `augment.py`: batch-vectorised augmentation (shifts, affine, elastic, colours, noise)
+- `printed.py`: the printed digits shipped in `printed/` (`data.printed`)
 """
