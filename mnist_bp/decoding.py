@@ -164,7 +164,7 @@ class Decoders:
             import multiprocessing
 
             self.ctx = multiprocessing.get_context("forkserver")
-            self.ctx.set_forkserver_preload(["mnist_bp.decoding"])
+            self.ctx.set_forkserver_preload(list(PRELOAD))
             _start_forkserver()
         return self.ctx
 
@@ -247,6 +247,13 @@ def _without_main_file():
     finally:
         if hidden:
             main.__file__ = saved
+
+
+# Imported once in the forkserver, so that every worker forked from it has them: imageprep
+# imports its libraries when first used, and a worker must not spend its time limit (2 s in
+# serve) importing them (skimage.morphology alone takes 0.1 s warm, more from a cold disk).
+PRELOAD = ("mnist_bp.decoding", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin",
+           "scipy.ndimage", "skimage.measure", "skimage.morphology")
 
 
 def _start_forkserver() -> None:
