@@ -14,14 +14,16 @@ user_images.py use (`HOLDOUT_FAMILIES`) and fonts whose digits are not ordinary 
   them, on plain or (three in ten) mottled paper, rotated, shaded, blurred and noisy;
 - each through `imageprep.prepare` / `prepare_number`: the 28x28 inputs the network sees.
 It writes MNIST's IDX format (`printed-images-idx3-ubyte.gz`, `printed-labels-idx1-ubyte.gz`)
-and `fonts.txt`, the fonts drawn. The same fonts, library versions and seed give the same
-files.
+and `fonts.txt`, the fonts drawn, and prints the files' SHA-256, which `SHA256` in
+mnist_bp/data/printed.py must hold for a run to load them. The same fonts, library
+versions, preprocessing and seed give the same files.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import sys
 from pathlib import Path
 
@@ -137,6 +139,8 @@ def make(out: Path, per_font: int, seed: int, workers: int) -> None:
     (out / "fonts.txt").write_text("".join(f"{Path(f).name}\n" for f in fonts))
     print(f"{len(images):,} digits of {len(fonts)} fonts -> {out} "
           f"(per digit: {np.bincount(labels, minlength=10).tolist()})")
+    for name in (IMAGES, LABELS):  # for SHA256 in mnist_bp/data/printed.py
+        print(f"{name}: {hashlib.sha256((out / name).read_bytes()).hexdigest()}")
 
 
 def main():
