@@ -45,7 +45,9 @@ HOLDOUT_FAMILIES = ("ComicNeue", "dkg", "breip", "BecauseWe", "DancingScript", "
                     "Dosis")
 # digits in key caps, dingbats, seven- and fourteen-segment displays, a display face's own
 NOT_DIGITS = ("D050000L", "LinBiolinum_K", "DSEG", "le-murmure")
-PACKAGES = ("fonts-freefont-ttf fonts-urw-base35 fonts-open-sans fonts-cantarell fonts-hack "
+PACKAGES = ("fonts-humor-sans fonts-femkeklaver fonts-kristi fonts-kaushanscript "
+            "fonts-ecolier-court fonts-freefont-ttf fonts-urw-base35 fonts-open-sans "
+            "fonts-cantarell fonts-hack "
             "fonts-croscore fonts-texgyre fonts-linuxlibertine fonts-sil-andika "
             "fonts-anonymous-pro fonts-jetbrains-mono fonts-oflb-euterpe fonts-adf-accanthis "
             "fonts-ebgaramond fonts-kiloji fonts-havana fonts-joscelyn fonts-aoyagi-soseki "
