@@ -551,7 +551,8 @@ def drop_dots(a: np.ndarray, level: float = OUTLINE_LEVEL) -> np.ndarray:
     pieces, count = ndimage.label(mask, structure=np.ones((3, 3)))
     if count < 2:
         return a
-    outside = ndimage.binary_dilation(~ndimage.binary_fill_holes(mask), np.ones((3, 3)))
+    closed = ndimage.binary_fill_holes(mask)
+    outside = ndimage.binary_dilation(~closed, np.ones((3, 3)))
     index = np.arange(1, count + 1)
     touches = ndimage.maximum(outside, pieces, index).astype(bool)
     area = ndimage.sum(mask, pieces, index)
@@ -560,7 +561,7 @@ def drop_dots(a: np.ndarray, level: float = OUTLINE_LEVEL) -> np.ndarray:
         return a
     from skimage.morphology import convex_hull_image
 
-    holes, _ = ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)
+    holes, _ = ndimage.label(closed & ~mask)
     hole_boxes = ndimage.find_objects(holes)
     dots = np.zeros(count + 1, bool)
     boxes = ndimage.find_objects(pieces)
