@@ -29,7 +29,8 @@ MNIST image unchanged.
 `--number` (`prepare_number`) splits the ink into digits: outlined strokes closed on the whole
 number, connected pieces grouped by the columns they cover (a detached stroke joins the digit
 it lies over), pieces much wider than high cut where the least ink crosses (touching digits),
-read left to right.
+narrower ones cut at a waist between two full-height columns once stood upright (slanted
+touching digits), read left to right.
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ OUTLINE_LEVEL = 0.5  # saturated ink above this level is traced for outlines
 THIN = 0.75  # strokes thinner than this share of the target are dilated
 MAX_DILATE = 5  # at most this many WORK_BOX pixels of dilation
 MAX_DIGITS = limits.NUMBER_DIGITS  # a number has at most this many digits
+MAX_SLANT = 0.5  # numbers are stood upright from at most this slant (columns per row)
+SLANTS = 10  # ...tried in this many steps on each side
 TOUCHING = 1.0  # a piece of a number wider than this share of its height is touching digits
+WAIST, FULL = 0.5, 0.85  # a narrower piece narrows to this share of the height between two
+# columns spanning this share: two digits touch there
 PART = (0.3, 1.0)  # ...each of them this narrow to this wide (shares of the height)
 CORE, CORE_SHARE = 0.5, 0.2  # a number's piece is cut at faint joins between cores this solid
 MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
@@ -892,6 +897,40 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     return [polarity(place(part), ink.light_background, invert) for part in parts]
 
 
+def upright_shifts(mask: np.ndarray) -> np.ndarray:
+    """Whole-pixel shifts of each row of `mask` (True = ink) that stand its strokes upright:
+    of the shears up to `MAX_SLANT` columns per row, the one whose ink falls into the fewest,
+    fullest columns (the largest sum of squared column counts)."""
+    ys, xs = np.nonzero(mask)
+    rows = np.arange(mask.shape[0])
+    if len(ys) < 2:
+        return np.zeros(len(rows), np.intp)
+    middle = ys.mean()
+    best = (-1.0, np.zeros(len(rows), np.intp))
+    for slope in np.linspace(-MAX_SLANT, MAX_SLANT, 2 * SLANTS + 1):
+        shifts = np.rint(slope * (rows - middle)).astype(np.intp)
+        cols = xs + shifts[ys]
+        counts = np.bincount(cols - cols.min()).astype(np.float64)
+        score = float(counts @ counts)
+        if score > best[0] + 1e-9 * score or (score >= best[0] and slope == 0):
+            best = (score, shifts)
+    return best[1]
+
+
+def shear(a: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """`a` with row r shifted right by `shifts[r]` pixels, widened to hold every shift."""
+    low = min(int(shifts.min()), 0)
+    out = np.zeros((a.shape[0], a.shape[1] + max(int(shifts.max()), 0) - low), a.dtype)
+    out[np.arange(a.shape[0])[:, None], np.arange(a.shape[1]) + (shifts - low)[:, None]] = a
+    return out
+
+
+def unshear(a: np.ndarray, shifts: np.ndarray, width: int) -> np.ndarray:
+    """The `width` columns of the image that `shear(image, shifts)` made into `a`."""
+    low = min(int(shifts.min()), 0)
+    return a[np.arange(a.shape[0])[:, None], np.arange(width) + (shifts - low)[:, None]]
+
+
 def split_touching(a: np.ndarray, height: int) -> list[np.ndarray]:
     """The digits of one piece of ink `a` (full image coordinates) in a row of digits
     `height` pixels high. A piece wider than `TOUCHING` times the height holds digits that
@@ -902,7 +941,7 @@ def split_touching(a: np.ndarray, height: int) -> list[np.ndarray]:
     start, stop = int(cols[0]), int(cols[-1]) + 1
     width = stop - start
     if width <= TOUCHING * height:
-        return [a]
+        return waist_cut(a, height)
     piece = a[:, start:stop] > 0.05
     rows = np.arange(piece.shape[0])[:, None]
     top = np.where(piece, rows, piece.shape[0]).min(axis=0)
@@ -933,6 +972,45 @@ def split_touching(a: np.ndarray, height: int) -> list[np.ndarray]:
         if part.max() > 0.05:
             parts.append(part)
     return parts
+
+
+def waist_cut(a: np.ndarray, height: int) -> list[np.ndarray]:
+    """A piece narrower than `TOUCHING` times the row's height: two touching digits when,
+    stood upright, it narrows to a waist (a column whose ink spans at most `WAIST` of the
+    height) between two columns that span `FULL` of it, each side at least `PART[0]` of the
+    height wide. A single digit's columns span its height (0, 2, 3, 5, 6, 8, 9) or fall short
+    of it on one side (4, 7: a bar alone). The piece is cut along the slanted line through
+    the waist's thinnest column; otherwise it is one digit."""
+    cols = np.flatnonzero(a.max(axis=0) > 0.05)
+    start, stop = int(cols[0]), int(cols[-1]) + 1
+    if stop - start < 2 * PART[0] * height:
+        return [a]
+    shifts = upright_shifts(a > 0.05)
+    width = a.shape[1]
+    b = shear(a, shifts)
+    piece = b > 0.05
+    rows = np.arange(piece.shape[0])[:, None]
+    top = np.where(piece, rows, piece.shape[0]).min(axis=0)
+    bottom = np.where(piece, rows, -1).max(axis=0)
+    span = np.maximum(bottom - top + 1, 0)
+    used = np.flatnonzero(span > 0)
+    first, last = int(used[0]), int(used[-1]) + 1
+    narrow = max(1, round(PART[0] * height))
+    full = span >= FULL * height
+    best = None
+    for c in range(first + narrow, last - narrow + 1):
+        if span[c] > WAIST * height or not full[first:c].any() or not full[c:last].any():
+            continue
+        cost = (float(b[:, c].sum()), span[c])
+        if best is None or cost < best[0]:
+            best = (cost, c)
+    if best is None:
+        return [a]
+    c = best[1]
+    left, right = b.copy(), b.copy()
+    left[:, c:] = 0
+    right[:, :c] = 0
+    return [unshear(left, shifts, width), unshear(right, shifts, width)]
 
 
 def cheapest_cuts(profile: np.ndarray, count: int, narrow: int, wide: int):

@@ -426,3 +426,63 @@ def test_a_loop_that_was_not_kept_drops_no_dot_from_a_number():
     circled = P.prepare_number(0.92 - 0.82 * ink)
     assert len(circled) == len(plain) == 2
     assert max(mean_abs(a.image, b.image) for a, b in zip(circled, plain, strict=True)) < 0.06
+
+
+def slanted_zeros(gap: int) -> np.ndarray:
+    """Two narrow heavy 0s leaning right (0.3 columns per row), `gap` pixels apart: the pair
+    is narrower than it is high. Dark ink on light paper."""
+    canvas = Image.new("L", (200, 180), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.ellipse((40, 30, 82, 150), outline=255, width=12)
+    draw.ellipse((82 + gap, 30, 124 + gap, 150), outline=255, width=12)
+    ink = np.asarray(canvas, np.float32) / 255
+    shifts = np.rint(-0.3 * (np.arange(ink.shape[0]) - 90)).astype(np.intp)
+    ink = P.shear(ink, shifts)  # top rows shifted right
+    return 0.9 - 0.8 * ndimage.gaussian_filter(ink, 1)
+
+
+def test_shear_is_undone_exactly():
+    a = np.random.default_rng(0).random((9, 6)).astype(np.float32)
+    shifts = np.array([4, 3, 2, 1, 0, -1, -2, -3, -4])
+    sheared = P.shear(a, shifts)
+    assert sheared.shape == (9, 14)
+    assert sheared[0, 8] == a[0, 0] and sheared[8, 0] == a[8, 0]
+    assert np.array_equal(P.unshear(sheared, shifts, 6), a)
+
+
+def test_a_leaning_stroke_is_stood_upright():
+    mask = np.zeros((101, 120), bool)
+    rows = np.arange(101)
+    mask[rows, np.rint(80 - 0.4 * rows).astype(int)] = True  # leans right: 0.4 per row
+    shifts = P.upright_shifts(mask)
+    upright = P.shear(mask, shifts)
+    assert np.count_nonzero(upright.any(axis=0)) == 1  # one column holds it all
+    assert shifts[0] - shifts[-1] == -40
+
+
+def test_slanted_touching_digits_narrower_than_the_row_are_cut():
+    # heavy italic digits touch where one leans into the next: the pair is narrower than the
+    # row is high (not cut as touching digits by width) and their columns overlap (no
+    # vertical cut between them crosses little ink). Upright, they narrow to a waist.
+    page = slanted_zeros(gap=0)
+    cols = np.flatnonzero((page < 0.5).any(axis=0))
+    rows = np.flatnonzero((page < 0.5).any(axis=1))
+    assert cols[-1] - cols[0] < rows[-1] - rows[0]
+    parts = P.prepare_number(page)
+    assert len(parts) == 2
+    apart = P.prepare_number(slanted_zeros(gap=12))  # the same 0s not touching
+    for p, q in zip(parts, apart, strict=True):
+        assert p.image[14, 14] < 0.1  # an open loop
+        # each 0 as when they do not touch, up to a pixel of centring (the cut takes part of
+        # the stroke they share); the other digits drawn here are 0.11 or more from them
+        near = min(mean_abs(np.roll(p.image, (dy, dx), axis=(0, 1)), q.image)
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        assert near < 0.03
+
+
+@pytest.mark.parametrize("digit", DIGITS)
+@pytest.mark.parametrize("style", ["pen", "heavy", "hollow"])
+def test_one_digit_in_a_number_is_not_cut_at_a_waist(digit, style):
+    # a 4's or 7's bar alone spans little of the height, but on one side only; a 0's, 2's or
+    # 3's columns span all of it: no waist between two full-height columns
+    assert len(P.prepare_number(page(digit, style))) == 1
