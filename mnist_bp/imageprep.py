@@ -50,6 +50,7 @@ CENTRE = 14.0  # mean centre of mass of MNIST digits, in pixel indices (rows and
 # target stroke width / the digit's longest side: MNIST's median is 0.11, 0.09 read fonts best
 STROKE = 0.09
 WORK_SIDE = 240  # images are analysed at most this large (longest side)
+NUMBER_SIDE = 600  # ...and a number's surroundings, looked at again, at most this large
 # ...and the ink's surroundings (this share of its size around it) again from the full image
 # when that shows it at least ZOOM_GAIN times larger
 ZOOM_MARGIN, ZOOM_GAIN = 0.5, 1.5
@@ -403,12 +404,12 @@ class Ink:
     light_background: bool
 
 
-def find_ink(gray: np.ndarray) -> Ink:
+def find_ink(gray: np.ndarray, closer_side: int = WORK_SIDE) -> Ink:
     """Polarity, background, contrast and pieces of a grayscale image (any size).
 
     The image is analysed at `WORK_SIDE`; when the ink found fills little of it and the
     image has more pixels, the ink's surroundings (`ZOOM_MARGIN` of its size around it) are
-    analysed again from the full image, at up to `WORK_SIDE` (a number across a wide photo,
+    analysed again from the full image, at up to `closer_side` (a number across a wide photo,
     a small digit on a page: their strokes, an outline's contours above all, keep their
     shape). The polarity is the whole image's.
     """
@@ -423,7 +424,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     # each axis has its own scale: shrink rounds the sides apart (a 300 x 7000 image is
     # 10 x 240 at the working size: rows 30 times as many, columns 29.2)
     scale_rows, scale_cols = (gray.shape[0] / g.shape[0], gray.shape[1] / g.shape[1])
-    gain = min(WORK_SIDE / ((1 + 2 * ZOOM_MARGIN) * side), scale_rows, scale_cols)
+    gain = min(closer_side / ((1 + 2 * ZOOM_MARGIN) * side), scale_rows, scale_cols)
     if gain < ZOOM_GAIN:
         return ink
     top, bottom = max(0, int(rows.start - pad)), min(g.shape[0], int(np.ceil(rows.stop + pad)))
@@ -432,7 +433,7 @@ def find_ink(gray: np.ndarray) -> Ink:
                 round(left * scale_cols):round(right * scale_cols)]
     if min(crop.shape) < 2:
         return ink
-    zoomed = shrink(crop)
+    zoomed = shrink(crop, closer_side)
     # the first analysis's ink, where the paper is not measured: in a crop that a heavy
     # digit fills, the paper's estimate alone would take a stroke's middle for paper
     found = resize((ink.labels[top:bottom, left:right] > 0).astype(np.float32),
@@ -803,13 +804,15 @@ def prepare(gray: np.ndarray, invert: str = "auto") -> Prepared:
 
 
 def only(ink: Ink, pieces: list[int]) -> np.ndarray:
-    """The ink of some pieces, with their faint edges (a margin around each piece)."""
+    """The ink of some pieces, with their faint edges (a margin around each piece) but not
+    the other kept pieces' ink (a neighbouring digit in a number)."""
     from scipy import ndimage
 
     mask = np.isin(ink.labels, pieces)
     margin = max(1, round(KEEP_MARGIN * max(ink.labels.shape)))
     mask = ndimage.maximum_filter(mask, size=2 * margin + 1)
-    return np.where(mask, ink.image, 0).astype(np.float32)
+    others = np.isin(ink.labels, [k for k in ink.keep if k not in pieces])
+    return np.where(mask & ~others, ink.image, 0).astype(np.float32)
 
 
 def digit_groups(ink: Ink) -> list[list[int]]:
@@ -874,7 +877,9 @@ def split_faint_joins(ink: Ink) -> Ink:
 
 def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     """One network input per digit of a number written left to right."""
-    ink = split_faint_joins(find_ink(gray))
+    # a row of digits is looked at closer than one digit: each digit keeps about as many
+    # pixels as a digit alone (an outline's contours stay apart)
+    ink = split_faint_joins(find_ink(gray, NUMBER_SIDE))
     # dots in the kept pieces' loops (ink that was not kept encloses nothing)
     kept = np.where(np.isin(ink.labels, ink.keep), ink.image, 0)
     ink.image = np.where((kept > 0) & (drop_dots(kept, SATURATE * OUTLINE_LEVEL) == 0), 0,

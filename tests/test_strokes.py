@@ -486,3 +486,38 @@ def test_one_digit_in_a_number_is_not_cut_at_a_waist(digit, style):
     # a 4's or 7's bar alone spans little of the height, but on one side only; a 0's, 2's or
     # 3's columns span all of it: no waist between two full-height columns
     assert len(P.prepare_number(page(digit, style))) == 1
+
+
+def test_a_number_is_looked_at_closer_than_a_digit():
+    # four outlined digits across a wide photo: the number's surroundings are analysed again
+    # at up to 600 pixels across, where a digit's are at 240: the digits are 90 pixels high
+    # instead of 36, and the outline's lines 3.6 pixels thick instead of 1.4.
+    digits = (4, 7, 2, 3)
+    inner, outer = (r * 100 for r in STYLES["hollow"])
+    lines = np.zeros((300, 1600), bool)
+    for k, d in enumerate(digits):
+        lines[:, 300 + 110 * k:420 + 110 * k] |= centre_lines(d, (300, 120), 100)
+    dist = ndimage.distance_transform_edt(~lines)
+    ink = np.minimum(np.clip(outer + 0.5 - dist, 0, 1), np.clip(dist - inner + 0.5, 0, 1))
+    photo = (0.92 - 0.82 * ink).astype(np.float32)
+    assert max(P.find_ink(photo).image.shape) == 240
+    closer = P.find_ink(photo, P.NUMBER_SIDE)
+    assert P.NUMBER_SIDE == 600 and max(closer.image.shape) == 600
+    rows = np.flatnonzero(np.isin(closer.labels, closer.keep).any(axis=1))
+    assert rows[-1] - rows[0] + 1 == 90  # the digits' height, in the closer look's pixels
+    assert len(P.prepare_number(photo)) == 4
+
+
+def test_a_digit_in_a_number_keeps_none_of_its_neighbours_ink():
+    # two bars 1 pixel apart: each piece's margin for its faint edges (2 pixels here)
+    # reached 1 column into the other
+    page = np.full((200, 600), 0.9, np.float32)
+    page[40:160, 250:270] = 0.1
+    page[40:160, 271:291] = 0.1
+    ink = P.split_faint_joins(P.find_ink(page, P.NUMBER_SIDE))
+    assert len(ink.keep) == 2
+    for k, other in (ink.keep, ink.keep[::-1]):
+        got = P.only(ink, [k])
+        assert np.array_equal(got[ink.labels == k], ink.image[ink.labels == k])
+        assert not got[ink.labels == other].any()
+    assert len(P.prepare_number(page)) == 2
