@@ -90,6 +90,7 @@ OUTLINE_LEVEL = 0.5  # saturated ink above this level is traced for outlines
 THIN = 0.75  # strokes thinner than this share of the target are dilated
 MAX_DILATE = 5  # at most this many WORK_BOX pixels of dilation
 MAX_DIGITS = limits.NUMBER_DIGITS  # a number has at most this many digits
+MAX_MARKS = limits.NUMBER_MARKS  # ...and at most this many separate pieces of ink
 MAX_SLANT = 0.5  # numbers are stood upright from at most this slant (columns per row)
 SLANTS = 10  # ...tried in this many steps on each side
 TOUCHING = 1.0  # a piece of a number wider than this share of its height is touching digits
@@ -415,6 +416,7 @@ def find_ink(gray: np.ndarray, closer_side: int = WORK_SIDE) -> Ink:
     """
     from scipy import ndimage
 
+    gray = np.asarray(gray, np.float32)  # an array of integers or booleans passed directly
     g = shrink(gray)
     ink = ink_of(g)
     kept = np.isin(ink.labels, ink.keep)
@@ -811,8 +813,8 @@ def only(ink: Ink, pieces: list[int]) -> np.ndarray:
     mask = np.isin(ink.labels, pieces)
     margin = max(1, round(KEEP_MARGIN * max(ink.labels.shape)))
     mask = ndimage.maximum_filter(mask, size=2 * margin + 1)
-    others = np.isin(ink.labels, [k for k in ink.keep if k not in pieces])
-    return np.where(mask & ~others, ink.image, 0).astype(np.float32)
+    mask &= ~np.isin(ink.labels, ink.keep) | np.isin(ink.labels, pieces)
+    return np.where(mask, ink.image, 0).astype(np.float32)
 
 
 def digit_groups(ink: Ink) -> list[list[int]]:
@@ -877,9 +879,11 @@ def split_faint_joins(ink: Ink) -> Ink:
 
 def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     """One network input per digit of a number written left to right."""
+    from scipy import ndimage
+
     # a row of digits is looked at closer than one digit: each digit keeps about as many
     # pixels as a digit alone (an outline's contours stay apart)
-    ink = split_faint_joins(find_ink(gray, NUMBER_SIDE))
+    ink = few_marks(split_faint_joins(few_marks(find_ink(gray, NUMBER_SIDE))))
     # dots in the kept pieces' loops (ink that was not kept encloses nothing)
     kept = np.where(np.isin(ink.labels, ink.keep), ink.image, 0)
     ink.image = np.where((kept > 0) & (drop_dots(kept, SATURATE * OUTLINE_LEVEL) == 0), 0,
@@ -889,17 +893,38 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     filled, hollow = close_hollow(np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL)
     if hollow:
         ink.image = np.where(filled, 1, ink.image).astype(np.float32)
-    digits = [only(ink, members) for members in digit_groups(ink)]
-    digits = [d for d in digits if (d > 0.05).any()]  # a group of dots alone is no digit
+    groups = digit_groups(ink)
+    # a group of dots alone (dropped above) is no digit; the groups are counted before each
+    # is drawn at the image's size
+    inked = dict(zip(ink.keep, ndimage.maximum(ink.image, ink.labels, ink.keep), strict=True))
+    groups = [members for members in groups if max(inked[k] for k in members) > 0.05]
+    if len(groups) > MAX_DIGITS:
+        raise too_many_digits(len(groups), more=True)
+    digits = [d for d in (only(ink, members) for members in groups) if (d > 0.05).any()]
     if not digits:
         raise ImageError("could not find a digit in it")
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
     height = max(r[-1] - r[0] + 1 for r in rows)
-    parts = [part for d in digits for part in split_touching(d, height)]
-    if len(parts) > MAX_DIGITS:
-        raise ImageError(f"{len(parts)} digits in a row, more than the {MAX_DIGITS} "
-                         f"a number is read with; crop the image to the number")
+    parts: list[np.ndarray] = []
+    for d in digits:
+        parts += split_touching(d, height)
+        if len(parts) > MAX_DIGITS:
+            raise too_many_digits(len(parts), more=d is not digits[-1])
     return [polarity(place(part), ink.light_background, invert) for part in parts]
+
+
+def few_marks(ink: Ink) -> Ink:
+    """`ink`, when it has at most `MAX_MARKS` kept pieces (a row of digits, each of a few
+    strokes, broken or dotted); else an ImageError. Each piece costs a pass."""
+    if len(ink.keep) > MAX_MARKS:
+        raise ImageError(f"{len(ink.keep)} separate marks, more than the {MAX_MARKS} a number "
+                         f"is read with; crop the image to the number")
+    return ink
+
+
+def too_many_digits(count: int, more: bool = False) -> ImageError:
+    return ImageError(f"{count} digits{' or more' if more else ''} in a row, more than the "
+                      f"{MAX_DIGITS} a number is read with; crop the image to the number")
 
 
 def upright_shifts(mask: np.ndarray) -> np.ndarray:

@@ -46,6 +46,7 @@ IMAGE_BYTES = 200 * MB
 IMAGE_MAX_PIXELS = 50_000_000
 IMAGE_MAX_SIDE = 20_000
 NUMBER_DIGITS = 20
+NUMBER_MARKS = 500
 DECODE_SECONDS = 10.0
 FAST_DECODE_PIXELS = 1_000_000
 FAST_DECODE_BYTES = 512 * 1024
@@ -108,6 +109,9 @@ TABLE = {
     "NUMBER_DIGITS": ("digits read in one image with --number",
                       "a number, not a page of text: each digit costs a few milliseconds of "
                       "stroke normalisation"),
+    "NUMBER_MARKS": ("separate marks (pieces of ink) in one image with --number",
+                     "20 digits of a few strokes each, broken or dotted; each mark costs a "
+                     "pass, and a pattern of dots made to be slow has tens of thousands"),
     "DECODE_SECONDS": ("seconds to decode and prepare one image (predict, explain, API)",
                        "a 50-megapixel photo takes about 1 s; a file made to be slow is "
                        "killed with its worker process"),

@@ -521,3 +521,37 @@ def test_a_digit_in_a_number_keeps_none_of_its_neighbours_ink():
         assert np.array_equal(got[ink.labels == k], ink.image[ink.labels == k])
         assert not got[ink.labels == other].any()
     assert len(P.prepare_number(page)) == 2
+
+
+def test_a_pattern_of_dots_is_refused_before_it_is_cut():
+    # 22,500 dots: each separate mark costs a pass, the count is checked first
+    dots = np.full((600, 600), 0.9, np.float32)
+    for i, y in enumerate(range(75, 525, 3)):
+        for x in range(75 + i % 3, 525, 3):
+            dots[y:y + 2, x:x + 2] = 0.1
+    with pytest.raises(P.ImageError, match=r"^22500 separate marks, more than the 500 a number "
+                                           r"is read with; crop the image to the number$"):
+        P.prepare_number(dots)
+
+
+def test_too_many_digits_are_counted_before_each_is_drawn():
+    # 150 dots on a diagonal: 150 digit groups, refused before 150 image-sized copies
+    diagonal = np.full((1200, 1200), 0.9, np.float32)
+    for i in range(150):
+        diagonal[i * 8:i * 8 + 4, i * 8:i * 8 + 4] = 0.1
+    with pytest.raises(P.ImageError, match=r"^\d+ digits or more in a row, more than the 20 "):
+        P.prepare_number(diagonal)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, bool])
+def test_an_array_of_integers_or_booleans_reads_as_floats(dtype):
+    c, u = 250, 41
+    page = np.full((500, 500), 0.9, np.float32)
+    page[c - u:c + u, c - 82:c - 68] = 0.1
+    page[c - u:c + u, c:c + u] = 0.1
+    page[c - u:c - u + 13, c + 82:c + 123] = 0.1
+    want = [p.image for p in P.prepare_number(page)]
+    given = (page * 255).astype(dtype) if dtype is not bool else page > 0.5
+    got = [p.image for p in P.prepare_number(given)]
+    assert len(got) == len(want) == 3
+    assert max(mean_abs(a, b) for a, b in zip(got, want, strict=True)) < 0.01
