@@ -972,19 +972,14 @@ def split_touching(a: np.ndarray, height: int) -> list[np.ndarray]:
     width = stop - start
     if width <= TOUCHING * height:
         return waist_cut(a, height)
-    piece = a[:, start:stop] > 0.05
-    rows = np.arange(piece.shape[0])[:, None]
-    top = np.where(piece, rows, piece.shape[0]).min(axis=0)
-    bottom = np.where(piece, rows, -1).max(axis=0)
     # a cut's cost: the ink it crosses, and the height of the ink's outline there (two digits
     # touch where their outlines narrow; inside a digit the outline spans its height)
-    profile = a[:, start:stop].sum(axis=0) + np.maximum(bottom - top + 1, 0)
+    profile = a[:, start:stop].sum(axis=0) + column_spans(a[:, start:stop] > 0.05)
     profile = profile.astype(np.float64)
     narrow, wide = max(1, round(PART[0] * height)), max(2, round(PART[1] * height))
     fewest = -(-width // wide)
     if fewest > MAX_DIGITS:
-        raise ImageError(f"{fewest} digits or more in a row, more than the {MAX_DIGITS} a "
-                         f"number is read with; crop the image to the number")
+        raise too_many_digits(fewest, more=True)
     best = None
     for count in range(max(2, fewest), min(width // narrow, MAX_DIGITS) + 1):
         cuts = cheapest_cuts(profile, count, narrow, wide)
@@ -1018,11 +1013,7 @@ def waist_cut(a: np.ndarray, height: int) -> list[np.ndarray]:
     shifts = upright_shifts(a > 0.05)
     width = a.shape[1]
     b = shear(a, shifts)
-    piece = b > 0.05
-    rows = np.arange(piece.shape[0])[:, None]
-    top = np.where(piece, rows, piece.shape[0]).min(axis=0)
-    bottom = np.where(piece, rows, -1).max(axis=0)
-    span = np.maximum(bottom - top + 1, 0)
+    span = column_spans(b > 0.05)
     used = np.flatnonzero(span > 0)
     first, last = int(used[0]), int(used[-1]) + 1
     narrow = max(1, round(PART[0] * height))
@@ -1041,6 +1032,15 @@ def waist_cut(a: np.ndarray, height: int) -> list[np.ndarray]:
     left[:, c:] = 0
     right[:, :c] = 0
     return [unshear(left, shifts, width), unshear(right, shifts, width)]
+
+
+def column_spans(piece: np.ndarray) -> np.ndarray:
+    """For each column of `piece` (True = ink), the rows from its first ink to its last
+    (0 where it has none): the height of the ink's outline there."""
+    rows = np.arange(piece.shape[0])[:, None]
+    top = np.where(piece, rows, piece.shape[0]).min(axis=0)
+    bottom = np.where(piece, rows, -1).max(axis=0)
+    return np.maximum(bottom - top + 1, 0)
 
 
 def cheapest_cuts(profile: np.ndarray, count: int, narrow: int, wide: int):
