@@ -743,24 +743,35 @@ def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
 
 def place(digit: np.ndarray) -> np.ndarray:
     """Ink `(h, w)` (any size) -> `(28, 28)`: strokes normalised at `WORK_BOX` pixels, longest
-    side 20 (area-averaged), strokes' core at 1, centre of mass at (14, 14)."""
+    side 20 (area-averaged), strokes' core at 1, centre of mass at (14, 14).
+
+    The 28x28 frame is cut from the normalised digit at a fractional offset, so the centre of
+    mass lands on (14, 14) itself rather than within half a pixel of it (MNIST's own digits
+    spread by that half pixel around it), without the blur of shifting the small image."""
+    from PIL import Image
+
     digit = crop(digit)
     h, w = digit.shape
     s = WORK_BOX / max(h, w)
     digit = crop(normalise_stroke(resize(digit, (max(1, round(h * s)), max(1, round(w * s))))))
     h, w = digit.shape
-    s = BOX / max(h, w)
-    small = resize(digit, (max(1, round(h * s)), max(1, round(w * s))))
-    np.clip(small, 0, None, out=small)
-    small /= max(float(np.percentile(small, 99.5)), 1e-6)
-    np.clip(small, 0, 1, out=small)
-    out = np.zeros((SIZE, SIZE), np.float32)
-    sh, sw = small.shape
-    cy, cx = centre_of_mass(small)
-    top = int(np.clip(round(CENTRE - cy), 0, SIZE - sh))
-    left = int(np.clip(round(CENTRE - cx), 0, SIZE - sw))
-    out[top:top + sh, left:left + sw] = small
-    return out
+    q = max(h, w) / BOX  # the digit's pixels per output pixel
+    side = SIZE * q  # the frame, in the digit's pixels
+    cy, cx = centre_of_mass(digit)
+    # pixel i covers [i, i + 1): the frame's pixel CENTRE is on the centre of mass, and the
+    # digit stays inside the frame
+    top = min(max(cy + 0.5 - (CENTRE + 0.5) * q, h - side), 0.0)
+    left = min(max(cx + 0.5 - (CENTRE + 0.5) * q, w - side), 0.0)
+    pad = int(np.ceil(side))
+    frame = (left + pad, top + pad, left + pad + side, top + pad + side)
+    out = np.array(Image.fromarray(np.pad(digit.astype(np.float32), pad), "F").resize(
+        (SIZE, SIZE), Image.BOX, box=frame), np.float32)
+    np.clip(out, 0, None, out=out)
+    # the strokes' core at 1: the level that all but 0.5 % of the digit's box is below
+    rows = slice(int(-top / q), int(np.ceil((h - top) / q)))
+    box = out[rows, int(-left / q):int(np.ceil((w - left) / q))]
+    out /= max(float(np.percentile(box, 99.5)), 1e-6)
+    return np.clip(out, 0, 1, out=out)
 
 
 def mnist_like(gray: np.ndarray) -> tuple[np.ndarray, bool] | None:

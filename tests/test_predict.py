@@ -46,14 +46,16 @@ def digit_stroke_image(size=(300, 220), paper=(235, 225, 200), ink=(20, 20, 80))
 def test_blob_is_centred_with_longest_side_20():
     gray = blob_page().astype(np.float32) / 255  # blob 120 tall, 60 wide
     out = P.prepare(gray).image
-    rows = np.flatnonzero(out.max(axis=1) > 0.5)
+    rows = np.flatnonzero(out.max(axis=1) > 0.05)
     cols = np.flatnonzero(out.max(axis=0) > 0.5)
-    assert rows[-1] - rows[0] + 1 == 20
+    # 20 pixels tall, at a fractional offset: the end rows are partly covered
+    assert rows[-1] - rows[0] + 1 in (20, 21)
+    assert out.max(axis=1).sum() == pytest.approx(20, abs=0.5)
     # a solid blob half as wide as tall is a very heavy stroke: redrawn at MNIST's width
     # (9 % of the 20-pixel box, anti-aliased), no longer 10 pixels wide
     assert 3 <= cols[-1] - cols[0] + 1 <= 5
     cy, cx = P.centre_of_mass(out)
-    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    assert abs(cy - 14) <= 0.05 and abs(cx - 14) <= 0.05
     assert out.max() == pytest.approx(1.0)
     assert out[0].max() == 0 and out[:, 0].max() == 0  # background is 0
 
