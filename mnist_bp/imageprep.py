@@ -85,6 +85,11 @@ MAX_HOLES = 12  # the shapes of at most this many holes (the widest) are measure
 # strokes heavier than this share of the target are redrawn at it: 24 % of MNIST training
 # digits are that bold (at 1.6, 67 % are, and the handwriting photographed read worse)
 HEAVY = 2.0
+# ...their edge traced at this share of the ink's level: blur spreads a stroke's edge over
+# the paper around it, and in a small heavy digit over its counters (a 0's, 8's, 9's loop, a
+# 5's opening), which the faint level used for outlines closes. Half-way up the blur is the
+# edge itself; the counters open further up, and strokes start to break at 0.7.
+HEAVY_EDGE = 0.6
 SATURATE = 0.5  # ink above this level counts as solid
 OUTLINE_LEVEL = 0.5  # saturated ink above this level is traced for outlines
 THIN = 0.75  # strokes thinner than this share of the target are dilated
@@ -528,17 +533,24 @@ def normalise_stroke(a: np.ndarray) -> np.ndarray:
     """
     from scipy import ndimage
 
+    level = a
     a = drop_dots(np.clip(a / SATURATE, 0, 1))  # a stroke's core is solid ink, as in MNIST
     filled, hollow = close_hollow(a > OUTLINE_LEVEL)
+    outlined = hollow
     if not hollow and CLOSE_RADIUS:  # outlines too thin or too blurred to enclose a hole:
         closed = ndimage.grey_closing(np.pad(a, CLOSE_RADIUS), footprint=_disk(CLOSE_RADIUS))
         if closed.sum() > HOLLOW * a.sum():  # a closing that adds this much ink fills them
             a = closed[CLOSE_RADIUS:-CLOSE_RADIUS, CLOSE_RADIUS:-CLOSE_RADIUS]
             filled = a > OUTLINE_LEVEL
+            outlined = True
     target = STROKE * WORK_BOX
     width = stroke_width(filled.astype(np.float32)) if hollow else stroke_width(a)
     # faint ink alone (no solid core: a faint tail cut off in a number) has no strokes to redraw
     if (hollow or width > HEAVY * target) and filled.any():
+        if not outlined:  # solid heavy strokes, traced at their edge (dots stay dropped)
+            edge = (level > HEAVY_EDGE) & (a > 0)
+            if edge.any():
+                filled = close_hollow(edge)[0]
         return redraw(open_pinches(filled), target)
     radius = min(MAX_DILATE, round((target - width) / 2))
     if width < THIN * target and radius >= 1:
