@@ -19,6 +19,8 @@
   28x28 originals go to `handwriting-originals/` as PNG, to score the gap;
 - `drawn/`: the same digits traced as `serve`'s page draws them (a mouse line 8-40 px wide on
   a 280x280 canvas);
+`--sizes`, `--blur` and `--noise` draw smaller digits and worse photos (e.g. `--sizes 28 70
+--blur 2.5 --noise 14`: font digits about 20-50 pixels high).
 `score` prints the accuracy of each checkpoint on each set (numbers: whole number exactly
 right). Everything is drawn from generators seeded by `--seed` (the font sets the same with
 or without a data dir).
@@ -87,10 +89,12 @@ PAPERS = ((250, 240, 170), (200, 220, 245), (245, 205, 215), (200, 215, 195), (1
 INKS = ((30, 40, 150), (20, 20, 25), (190, 30, 35), (60, 60, 70))
 
 
-def finish(ink_alpha: np.ndarray, rng, shadow=True, paper_kind: str = "plain"):
-    """Turn an ink coverage map (H, W) in [0, 1] into a photo-like RGB PIL image. `paper_kind`
-    "mottled": one of `PAPERS` with smooth blotches (2-6 % of its brightness, 4-12 pixels
-    across) and dark specks, under one of `INKS`."""
+def finish(ink_alpha: np.ndarray, rng, shadow=True, paper_kind: str = "plain",
+           blur: float = 1.5, noise: float = 8):
+    """Turn an ink coverage map (H, W) in [0, 1] into a photo-like RGB PIL image: sensor
+    noise of 2 to `noise` grey levels, and half the time a Gaussian blur of 0.3 to `blur`
+    pixels. `paper_kind` "mottled": one of `PAPERS` with smooth blotches (2-6 % of its
+    brightness, 4-12 pixels across) and dark specks, under one of `INKS`."""
     from PIL import Image, ImageFilter
 
     h, w = ink_alpha.shape
@@ -109,10 +113,10 @@ def finish(ink_alpha: np.ndarray, rng, shadow=True, paper_kind: str = "plain"):
         edge = rng.uniform(-0.3, 0.3)
         depth = rng.uniform(0.15, 0.4)
         img *= (1 - depth / (1 + np.exp(-(d - edge) * 12)))[..., None]
-    img += rng.normal(0, rng.uniform(2, 8), img.shape)
+    img += rng.normal(0, rng.uniform(2, noise), img.shape)
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < 0.5:
-        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5)))
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, blur)))
     if paper_kind == "mottled":
         from scipy import ndimage
 
@@ -135,13 +139,14 @@ def save(pil, folder: Path, stem: str, rng) -> str:
     return name
 
 
-def render_text(text: str, font_file: str, rng, style: str | None = None):
-    """Ink coverage (H, W) of `text` in a font, rotated a little, on a canvas with margins;
-    `style` "hollow" draws only the glyphs' outlines, "heavy" emboldens them, each with a pen
-    drawn from `PEN`."""
+def render_text(text: str, font_file: str, rng, style: str | None = None,
+                sizes: tuple[int, int] = (60, 180)):
+    """Ink coverage (H, W) of `text` in a font of a size in `sizes` (pixels, the upper end
+    excluded), rotated a little, on a canvas with margins; `style` "hollow" draws only the
+    glyphs' outlines, "heavy" emboldens them, each with a pen drawn from `PEN`."""
     from PIL import Image, ImageDraw, ImageFont
 
-    size = int(rng.integers(60, 180))
+    size = int(rng.integers(*sizes))
     font = ImageFont.truetype(font_file, size)
     pen = max(1, round(size * rng.uniform(*PEN[style]))) if style else 0
     if style == "heavy":  # still legible: loops open (`OPEN` of their area), `BOLDER` the ink
@@ -218,8 +223,13 @@ def write_labels(folder: Path, rows):
 
 
 def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, count: int,
-         paper: str = "plain"):
+         paper: str = "plain", look: dict | None = None):
+    """`look`: keyword arguments for the fonts' `render_text` (`sizes`) and every image's
+    `finish` (`blur`, `noise`), to render other sizes and worse photos than the defaults."""
     from PIL import Image
+
+    look = look or {}
+    photo = {k: v for k, v in look.items() if k in ("blur", "noise")}
 
     rng = np.random.default_rng(seed)
     font_files = find_fonts(DEV_FONTS if fonts == "dev" else HOLDOUT_FONTS)
@@ -229,7 +239,7 @@ def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, 
     for name in ("handwriting", "handwriting-originals"):
         (out / name).mkdir(parents=True, exist_ok=True)
     write_fonts(out / "fonts", out / "numbers", [(f, None) for f in font_files], per_font, rng,
-                paper)
+                paper, look)
 
     if data_dir is not None:
         from mnist_bp.data.datadir import load_dataset
@@ -239,7 +249,8 @@ def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, 
                           else (ds.test.images[:count], ds.test.labels[:count]))
         rows, originals = [], []
         for i, (im, label) in enumerate(zip(images, labels, strict=True)):
-            pil = finish(render_handwriting(np.asarray(im), rng), rng, paper_kind=paper)
+            pil = finish(render_handwriting(np.asarray(im), rng), rng, paper_kind=paper,
+                         **photo)
             rows.append((save(pil, out / "handwriting", f"h{i:04d}", rng), int(label)))
             Image.fromarray(np.asarray(im)).save(out / "handwriting-originals" / f"h{i:04d}.png")
             originals.append((f"h{i:04d}.png", int(label)))
@@ -257,29 +268,35 @@ def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, 
         drawn = [(f, None) for f in find_fonts(names[fonts])]
         drawn += [(f, style) for f in find_fonts(PEN_FONTS.get(style, {}).get(fonts, []))]
         if drawn:
-            write_fonts(out / style, out / f"{style}-numbers", drawn, per_font, rng, paper)
+            write_fonts(out / style, out / f"{style}-numbers", drawn, per_font, rng, paper,
+                        look)
         counts.append(f"{len(drawn)} {style}")
     print(f"wrote {out} ({', '.join(counts)})")
 
 
-def write_fonts(digits: Path, numbers: Path, drawn, per_font: int, rng, paper: str = "plain"):
+def write_fonts(digits: Path, numbers: Path, drawn, per_font: int, rng, paper: str = "plain",
+                look: dict | None = None):
     """Single digits (`per_font` of each per font) and numbers of 2-4 digits (3 x `per_font`
-    per font) for (font file, style) pairs."""
+    per font) for (font file, style) pairs, drawn with `make`'s `look`."""
+    look = look or {}
+    text = {k: v for k, v in look.items() if k == "sizes"}
+    photo = {k: v for k, v in look.items() if k in ("blur", "noise")}
     for folder in (digits, numbers):
         folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for fi, (font_file, style) in enumerate(drawn):
         for digit in range(10):
             for k in range(per_font):
-                pil = finish(render_text(str(digit), font_file, rng, style), rng,
-                             paper_kind=paper)
+                pil = finish(render_text(str(digit), font_file, rng, style, **text), rng,
+                             paper_kind=paper, **photo)
                 rows.append((save(pil, digits, f"f{fi:02d}-{digit}-{k}", rng), digit))
     write_labels(digits, rows)
     rows = []
     for fi, (font_file, style) in enumerate(drawn):
         for k in range(per_font * 3):
             number = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(2, 5))))
-            pil = finish(render_text(number, font_file, rng, style), rng, paper_kind=paper)
+            pil = finish(render_text(number, font_file, rng, style, **text), rng,
+                         paper_kind=paper, **photo)
             rows.append((save(pil, numbers, f"n{fi:02d}-{k}-{number}", rng), number))
     write_labels(numbers, rows)
 
@@ -366,6 +383,11 @@ def main():
     m.add_argument("--paper", choices=["plain", "mottled"], default="plain",
                    help="mottled: coloured, blotchy paper with specks, and blue, black, red "
                         "or grey ink")
+    m.add_argument("--sizes", type=int, nargs=2, metavar=("MIN", "MAX"),
+                   help="font sizes in pixels (default 60 180: digits about 45-130 high)")
+    m.add_argument("--blur", type=float, help="the largest blur, in pixels (default 1.5)")
+    m.add_argument("--noise", type=float, help="the largest sensor noise, in grey levels "
+                   "(default 8)")
     s = sub.add_parser("score")
     s.add_argument("sets", type=Path)
     s.add_argument("checkpoints", nargs="+")
@@ -378,8 +400,10 @@ def main():
                         "preprocessing, put it first on PYTHONPATH)")
     args = parser.parse_args()
     if args.cmd == "make":
+        look = {k: v for k, v in (("sizes", args.sizes and tuple(args.sizes)),
+                                  ("blur", args.blur), ("noise", args.noise)) if v}
         make(args.out, args.data_dir, args.fonts, args.per_font, args.seed, args.split,
-             args.count, args.paper)
+             args.count, args.paper, look)
     else:
         score(args.sets, args.checkpoints, args.invert, args.only, args.confusions,
               args.in_process)
