@@ -820,7 +820,8 @@ def polarity(image: np.ndarray, light: bool, invert: str) -> Prepared:
 
 
 def prepare(gray: np.ndarray, invert: str = "auto") -> Prepared:
-    """The network input for a grayscale image of one digit."""
+    """The network input for a grayscale image of one digit (any 2-D array `as_gray` takes)."""
+    gray = as_gray(gray)
     quick = mnist_like(gray)
     if quick is not None:
         return polarity(quick[0], quick[1], invert)
@@ -901,9 +902,11 @@ def split_faint_joins(ink: Ink) -> Ink:
 
 
 def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
-    """One network input per digit of a number written left to right."""
+    """One network input per digit of a number written left to right (any 2-D array
+    `as_gray` takes)."""
     from scipy import ndimage
 
+    gray = as_gray(gray)
     # a row of digits is looked at closer than one digit: each digit keeps about as many
     # pixels as a digit alone (an outline's contours stay apart)
     ink = few_marks(split_faint_joins(few_marks(find_ink(gray, NUMBER_SIDE))))

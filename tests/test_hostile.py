@@ -178,6 +178,28 @@ def test_non_finite_pixels_are_one_line(bad):
         imageprep.read_image(float_tiff(big))
 
 
+@pytest.mark.parametrize("step", [imageprep.prepare, imageprep.prepare_number])
+def test_the_steps_check_arrays_as_inputs_of_does(step):
+    """`prepare` and `prepare_number` called directly take arrays as `inputs_of` does: NaN
+    or infinity is its own one-line error, not a blank image, and integer levels are scaled
+    by their type (uint16 65535 is full ink), not clipped to 1 (where a digit drawn at
+    1000 of 65535 would be as dark as one at 65535)."""
+    page = np.zeros((60, 60), np.float32)
+    page[10:50, 26:34] = 1.0
+    with pytest.raises(imageprep.ImageError, match="NaN or infinite"):
+        step(np.where(page > 0, np.nan, 0))
+    with pytest.raises(imageprep.ImageError, match="must be 2-D"):
+        step(page[None])
+    want = [p.image for p in imageprep.inputs_of(page, number=step is imageprep.prepare_number)]
+    got = step((page * 65535).astype(np.uint16))
+    got = [got.image] if step is imageprep.prepare else [p.image for p in got]
+    assert len(got) == len(want) == 1
+    np.testing.assert_allclose(got[0], want[0], atol=1e-6)
+    # faint ink (1000 of 65535 on 0) is a blank page, not a full-contrast digit
+    with pytest.raises(imageprep.ImageError, match="blank"):
+        step((page * 1000).astype(np.uint16))
+
+
 @pytest.fixture(scope="module")
 def checkpoint_path(tmp_path_factory):
     return train_small(tmp_path_factory.mktemp("hostile")) / "checkpoints" / "best.npz"
