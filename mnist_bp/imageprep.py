@@ -227,19 +227,32 @@ def reduced(im, factor: int):
 
 def as_gray(source) -> np.ndarray:
     """Grayscale `(H, W)` float32 in [0, 1] of a path, bytes, a file object, a PIL image or a
-    2-D array (integers scaled by their type's maximum, floats clipped to [0, 1])."""
+    2-D array (integers scaled by their full level, `integer_full`; floats clipped to
+    [0, 1])."""
     if isinstance(source, np.ndarray):
         if source.ndim != 2:
             raise ImageError(f"an array image must be 2-D (H, W), not {source.shape}")
-        if source.dtype.kind in "ui":  # integer levels: 0 to the type's maximum (uint8: 255)
-            return np.clip(source / np.float32(np.iinfo(source.dtype).max), 0, 1).astype(
-                np.float32)
+        if source.dtype.kind in "ui":
+            return np.clip(source / np.float32(integer_full(source)), 0, 1).astype(np.float32)
         if not np.isfinite(source).all():
             raise ImageError("the array holds NaN or infinite values")
         return np.clip(source.astype(np.float32), 0, 1)
     if hasattr(source, "mode") and hasattr(source, "getbands"):  # a PIL image
         return to_gray(source)
     return read_image(source)
+
+
+def integer_full(a: np.ndarray) -> int:
+    """The full level of an array of integer levels: its type's maximum for the image types
+    (uint8 255, uint16 65535); for other integers (numpy's default int64), 255 when every
+    level fits in 0..255 and 65535 when it fits in 0..65535, else an ImageError."""
+    if a.dtype in (np.uint8, np.uint16):
+        return int(np.iinfo(a.dtype).max)
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise ImageError(f"integer levels must lie in 0..255 or 0..65535, not {lo}..{hi}; "
+                         f"give floats in [0, 1] instead")
+    return 255 if hi <= 255 else 65535
 
 
 def to_gray(im) -> np.ndarray:

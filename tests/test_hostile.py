@@ -198,6 +198,17 @@ def test_the_steps_check_arrays_as_inputs_of_does(step):
     # faint ink (1000 of 65535 on 0) is a blank page, not a full-contrast digit
     with pytest.raises(imageprep.ImageError, match="blank"):
         step((page * 1000).astype(np.uint16))
+    # other integers (numpy's default int64) are 8-bit levels when they fit, else 16-bit
+    np.testing.assert_allclose(first(step((page * 255).astype(np.int64))), want[0], atol=1e-6)
+    np.testing.assert_allclose(first(step((page * 60000).astype(np.int32))), want[0],
+                               atol=1e-6)
+    with pytest.raises(imageprep.ImageError, match=r"^integer levels must lie in 0\.\.255 or "
+                                                   r"0\.\.65535, not -1\.\.0; give floats"):
+        step(-page.astype(np.int64))
+
+
+def first(prepared) -> np.ndarray:
+    return (prepared if isinstance(prepared, imageprep.Prepared) else prepared[0]).image
 
 
 @pytest.fixture(scope="module")
