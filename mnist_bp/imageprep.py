@@ -60,6 +60,7 @@ MAX_SIDE = limits.IMAGE_MAX_SIDE  # and images with a longer side
 MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger than this
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
+COARSE, MIDDLE, DARK = 4, 0.5, 0.8  # the first pass also looks with blocks this much larger
 POLARITY_BLOCKS = (BG_BLOCKS, BG_BLOCKS // 2, BG_BLOCKS // 4)  # the ink's side: a vote of 3
 # a drawing: this share of the gray range from one of its two levels counts as at it, the
 # levels this far apart, this share of the pixels at them and this share at its border's...
@@ -487,8 +488,7 @@ def ink_of(g: np.ndarray, light: bool | None = None, found: np.ndarray | None = 
     # Two passes: the second estimates the paper without the ink the first one found, so
     # bold strokes that fill whole blocks keep their insides.
     if found is None:
-        first = ink - block_field(ink, BG_PERCENTILE)
-        found = first > max(otsu(np.clip(first, 0, 1)), MIN_CONTRAST)
+        found = first_ink(ink)
     # Inside a bold stroke the first pass sees paper: close the found ink over a block's width.
     grow = max(1, round(GROW * max(ink.shape) / BG_BLOCKS))
     found = ndimage.binary_fill_holes(ndimage.maximum_filter(found, size=2 * grow + 1))
@@ -523,6 +523,37 @@ def ink_of(g: np.ndarray, light: bool | None = None, found: np.ndarray | None = 
         raise ImageError("blank image: no ink found (only specks)")
     keep = [k for k in range(1, count + 1) if sizes[k] >= SPECK * sizes.max()]
     return Ink(ink, labels, keep, light)
+
+
+def first_ink(ink: np.ndarray) -> np.ndarray:
+    """The first pass's ink (True) in ink-bright `ink`: what stands out from the paper
+    estimated in blocks (`BG_BLOCKS`), and the middles of strokes too heavy for them. A
+    stroke wider than a block or two fills the small blocks, whose paper estimate inside it
+    is the ink: only its edges stand out. Blocks `COARSE` times as large see the paper beside
+    it. Where the small blocks' estimate is above the large blocks' by `MIDDLE` of the ink's
+    level (the 90th percentile of the first ink, above the large blocks' paper) and the ink
+    is too, the small blocks may have taken ink for paper: a piece of such pixels is a
+    stroke's middle when it holds some of the first ink and is as dark as ink (its mean
+    `DARK` of the ink's level or more). A shadow or a stain that the large blocks smooth
+    over is lighter (half the ink's level next to a faint outline)."""
+    from scipy import ndimage
+
+    paper = block_field(ink, BG_PERCENTILE)
+    rest = ink - paper
+    fine = rest > max(otsu(np.clip(rest, 0, 1)), MIN_CONTRAST)
+    if not COARSE or not fine.any():
+        return fine
+    above = ink - block_field(ink, BG_PERCENTILE, blocks=max(1, BG_BLOCKS // COARSE))
+    level = float(np.percentile(above[fine], 90))
+    pieces, count = ndimage.label((paper - (ink - above) > MIDDLE * level)
+                                  & (above > MIDDLE * level) & ~fine)
+    if count == 0:
+        return fine
+    index = np.arange(1, count + 1)
+    touching = ndimage.maximum(ndimage.binary_dilation(fine, np.ones((3, 3), bool)), pieces,
+                               index).astype(bool)
+    dark = np.asarray(ndimage.mean(above, pieces, index)) >= DARK * level
+    return fine | np.isin(pieces, index[touching & dark])
 
 
 def stroke_width(a: np.ndarray) -> float:
