@@ -61,6 +61,7 @@ MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger tha
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
 COARSE, MIDDLE, DARK = 4, 0.5, 0.8  # the first pass also looks with blocks this much larger
+WIDEST = 1.8  # ...for the middles of strokes at most twice this many small blocks wide
 POLARITY_BLOCKS = (BG_BLOCKS, BG_BLOCKS // 2, BG_BLOCKS // 4)  # the ink's side: a vote of 3
 # a drawing: this share of the gray range from one of its two levels counts as at it, the
 # levels this far apart, this share of the pixels at them and this share at its border's...
@@ -533,9 +534,11 @@ def first_ink(ink: np.ndarray) -> np.ndarray:
     it. Where the small blocks' estimate is above the large blocks' by `MIDDLE` of the ink's
     level (the 90th percentile of the first ink, above the large blocks' paper) and the ink
     is too, the small blocks may have taken ink for paper: a piece of such pixels is a
-    stroke's middle when it holds some of the first ink and is as dark as ink (its mean
-    `DARK` of the ink's level or more). A shadow or a stain that the large blocks smooth
-    over is lighter (half the ink's level next to a faint outline)."""
+    stroke's middle when it holds some of the first ink, is as dark as ink (its mean
+    `DARK` of the ink's level or more) and is a stroke's width across (its inscribed circle
+    at most `WIDEST` blocks in radius). A shadow or a stain that the large blocks smooth
+    over is lighter (half the ink's level next to a faint outline); a dark table beside the
+    sheet is wider (its edge alone stands out, as before)."""
     from scipy import ndimage
 
     paper = block_field(ink, BG_PERCENTILE)
@@ -545,15 +548,18 @@ def first_ink(ink: np.ndarray) -> np.ndarray:
         return fine
     above = ink - block_field(ink, BG_PERCENTILE, blocks=max(1, BG_BLOCKS // COARSE))
     level = float(np.percentile(above[fine], 90))
-    pieces, count = ndimage.label((paper - (ink - above) > MIDDLE * level)
-                                  & (above > MIDDLE * level) & ~fine)
+    middles = (paper - (ink - above) > MIDDLE * level) & (above > MIDDLE * level) & ~fine
+    pieces, count = ndimage.label(middles)
     if count == 0:
         return fine
     index = np.arange(1, count + 1)
     touching = ndimage.maximum(ndimage.binary_dilation(fine, np.ones((3, 3), bool)), pieces,
                                index).astype(bool)
     dark = np.asarray(ndimage.mean(above, pieces, index)) >= DARK * level
-    return fine | np.isin(pieces, index[touching & dark])
+    block = max(ink.shape) / BG_BLOCKS
+    narrow = ndimage.maximum(ndimage.distance_transform_edt(middles), pieces,
+                             index) <= WIDEST * block
+    return fine | np.isin(pieces, index[touching & dark & narrow])
 
 
 def stroke_width(a: np.ndarray) -> float:

@@ -96,6 +96,17 @@ def test_a_heavy_stroke_keeps_its_middle(digit):
     assert P.find_ink(pg).image[inside].min() > 0.95
 
 
+@pytest.mark.parametrize("gap", [0, 10])
+def test_a_dark_table_beside_the_digit_is_not_a_heavy_stroke(gap):
+    # The paper estimated in large blocks does not follow a dark table along the page's side
+    # either, and its edge touches the ink; as dark as ink, it was taken for a stroke's middle
+    # (1.0 inside it). It is wider than a stroke (34-44 pixels from the page's edge, more
+    # than 1.8 blocks of 15 pixels): its inside stays paper.
+    pg = page(7, "pen").copy()  # the 7 spans columns 44-156
+    pg[:, :44 - gap] = 0.1
+    assert P.find_ink(pg).image[:, :36 - gap].max() < 0.3
+
+
 def test_hollow_strokes_are_closed_and_heavy_ones_thinned():
     # an outlined 7: its inside is bent, so it is the inside of a stroke and gets filled
     mask = P.crop(page(7, "hollow")) < 0.5
