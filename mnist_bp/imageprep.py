@@ -60,8 +60,7 @@ MAX_SIDE = limits.IMAGE_MAX_SIDE  # and images with a longer side
 MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger than this
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
-COARSE, MIDDLE, DARK = 4, 0.5, 0.8  # the first pass also looks with blocks this much larger
-WIDEST = 1.8  # ...for the middles of strokes at most twice this many small blocks wide
+COARSE, MIDDLE = 4, 0.5  # a drawing's first pass also looks with blocks this much larger
 POLARITY_BLOCKS = (BG_BLOCKS, BG_BLOCKS // 2, BG_BLOCKS // 4)  # the ink's side: a vote of 3
 # a drawing: this share of the gray range from one of its two levels counts as at it, the
 # levels this far apart, this share of the pixels at them and this share at its border's...
@@ -232,12 +231,20 @@ def as_gray(source) -> np.ndarray:
     2-D array (integers scaled by their full level, `integer_full`; floats clipped to
     [0, 1])."""
     if isinstance(source, np.ndarray):
-        if source.ndim != 2:
-            raise ImageError(f"an array image must be 2-D (H, W), not {source.shape}")
+        if source.ndim != 2 or source.size == 0:
+            raise ImageError(f"an array image must be 2-D (H, W) with pixels, not {source.shape}")
+        if source.dtype.kind not in "biuf":
+            raise ImageError(f"an array image must hold numbers (booleans, integers or "
+                             f"floats), not {source.dtype}")
         if source.dtype.kind in "ui":
-            return np.clip(source / np.float32(integer_full(source)), 0, 1).astype(np.float32)
+            full = integer_full(source)
+            gray = source.astype(np.float32)  # float32 throughout: no float64 copy
+            gray /= np.float32(full)
+            return np.clip(gray, 0, 1, out=gray)
         if not np.isfinite(source).all():
             raise ImageError("the array holds NaN or infinite values")
+        if source.dtype == np.float32 and source.min() >= 0 and source.max() <= 1:
+            return source  # already grayscale: used as it is (the steps read it, never write)
         return np.clip(source.astype(np.float32), 0, 1)
     if hasattr(source, "mode") and hasattr(source, "getbands"):  # a PIL image
         return to_gray(source)
@@ -250,7 +257,7 @@ def integer_full(a: np.ndarray) -> int:
     level fits in 0..255 and 65535 when it fits in 0..65535, else an ImageError."""
     if a.dtype in (np.uint8, np.uint16):
         return int(np.iinfo(a.dtype).max)
-    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    lo, hi = int(a.min()), int(a.max())
     if lo < 0 or hi > 65535:
         raise ImageError(f"integer levels must lie in 0..255 or 0..65535, not {lo}..{hi}; "
                          f"give floats in [0, 1] instead")
@@ -381,14 +388,8 @@ def block_field(a: np.ndarray, percentile: float, exclude: np.ndarray | None = N
     return resize(low, (h, w))
 
 
-def is_light_background(g: np.ndarray) -> bool:
-    """Whether the ink is darker than the paper. Around the local median (the paper, shadows
-    included), the ink is the heavier of the two tails. A stroke wide enough to fill the
-    median's blocks fools that: inside it the median is the ink, and a heavy digit's
-    counters stand out as the lighter tail. So the tails are weighed with blocks of three
-    sizes (`POLARITY_BLOCKS` along the longest side), and two of the three decide: a heavy
-    stroke fills the smallest blocks, rarely the larger ones unless the image is cropped to
-    the digit; shading is slow enough for all three.
+def drawing_side(g: np.ndarray) -> bool | None:
+    """For a drawing, whether its paper is light; None for a photo.
 
     A drawing, where nearly every pixel is at one of two levels far apart (`TWO_LEVELS`) and
     the border is flat and at the level of most of the image, has the paper on its border's
@@ -405,6 +406,21 @@ def is_light_background(g: np.ndarray) -> bool:
                and paper.mean() > TWO_LEVELS[3])  # whose level is most of the image
     if drawing and abs(edge - mid) > BORDER_CLEAR * (hi - lo):
         return bool(edge > mid)
+    return None
+
+
+def is_light_background(g: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper. Around the local median (the paper, shadows
+    included), the ink is the heavier of the two tails. A stroke wide enough to fill the
+    median's blocks fools that: inside it the median is the ink, and a heavy digit's
+    counters stand out as the lighter tail. So the tails are weighed with blocks of three
+    sizes (`POLARITY_BLOCKS` along the longest side), and two of the three decide: a heavy
+    stroke fills the smallest blocks, rarely the larger ones unless the image is cropped to
+    the digit; shading is slow enough for all three. A drawing's paper is on its border's
+    side (`drawing_side`)."""
+    side = drawing_side(g)
+    if side is not None:
+        return side
     votes = 0
     for blocks in POLARITY_BLOCKS:
         r = g - block_field(g, 50, blocks=blocks)
@@ -489,7 +505,7 @@ def ink_of(g: np.ndarray, light: bool | None = None, found: np.ndarray | None = 
     # Two passes: the second estimates the paper without the ink the first one found, so
     # bold strokes that fill whole blocks keep their insides.
     if found is None:
-        found = first_ink(ink)
+        found = first_ink(ink, drawing=drawing_side(g) is not None)
     # Inside a bold stroke the first pass sees paper: close the found ink over a block's width.
     grow = max(1, round(GROW * max(ink.shape) / BG_BLOCKS))
     found = ndimage.binary_fill_holes(ndimage.maximum_filter(found, size=2 * grow + 1))
@@ -526,40 +542,33 @@ def ink_of(g: np.ndarray, light: bool | None = None, found: np.ndarray | None = 
     return Ink(ink, labels, keep, light)
 
 
-def first_ink(ink: np.ndarray) -> np.ndarray:
+def first_ink(ink: np.ndarray, drawing: bool) -> np.ndarray:
     """The first pass's ink (True) in ink-bright `ink`: what stands out from the paper
-    estimated in blocks (`BG_BLOCKS`), and the middles of strokes too heavy for them. A
-    stroke wider than a block or two fills the small blocks, whose paper estimate inside it
-    is the ink: only its edges stand out. Blocks `COARSE` times as large see the paper beside
-    it. Where the small blocks' estimate is above the large blocks' by `MIDDLE` of the ink's
-    level (the 90th percentile of the first ink, above the large blocks' paper) and the ink
-    is too, the small blocks may have taken ink for paper: a piece of such pixels is a
-    stroke's middle when it holds some of the first ink, is as dark as ink (its mean
-    `DARK` of the ink's level or more) and is a stroke's width across (its inscribed circle
-    at most `WIDEST` blocks in radius). A shadow or a stain that the large blocks smooth
-    over is lighter (half the ink's level next to a faint outline); a dark table beside the
-    sheet is wider (its edge alone stands out, as before)."""
+    estimated in blocks (`BG_BLOCKS`), and in a `drawing` the middles of strokes too heavy
+    for them. A stroke wider than a block or two (a line 40 pixels wide on serve's page)
+    fills the small blocks, whose paper estimate inside it is the ink: only its edges stand
+    out. Blocks `COARSE` times as large see the paper beside it: where the small blocks'
+    estimate is above theirs by `MIDDLE` of the ink's level (the 90th percentile of the
+    first ink, above the large blocks' paper) and the ink is too, in pieces that touch the
+    first ink, a drawing's stroke has its middle. Not in a photo: a dark area as wide as a
+    heavy stroke is as often a table's edge, a pen lying on the page or a shadow, and only
+    its edges stand out, as they always did."""
     from scipy import ndimage
 
     paper = block_field(ink, BG_PERCENTILE)
     rest = ink - paper
     fine = rest > max(otsu(np.clip(rest, 0, 1)), MIN_CONTRAST)
-    if not COARSE or not fine.any():
+    if not drawing or not fine.any():
         return fine
     above = ink - block_field(ink, BG_PERCENTILE, blocks=max(1, BG_BLOCKS // COARSE))
-    level = float(np.percentile(above[fine], 90))
-    middles = (paper - (ink - above) > MIDDLE * level) & (above > MIDDLE * level) & ~fine
-    pieces, count = ndimage.label(middles)
+    level = MIDDLE * float(np.percentile(above[fine], 90))
+    pieces, count = ndimage.label((paper - (ink - above) > level) & (above > level) & ~fine)
     if count == 0:
         return fine
     index = np.arange(1, count + 1)
     touching = ndimage.maximum(ndimage.binary_dilation(fine, np.ones((3, 3), bool)), pieces,
                                index).astype(bool)
-    dark = np.asarray(ndimage.mean(above, pieces, index)) >= DARK * level
-    block = max(ink.shape) / BG_BLOCKS
-    narrow = ndimage.maximum(ndimage.distance_transform_edt(middles), pieces,
-                             index) <= WIDEST * block
-    return fine | np.isin(pieces, index[touching & dark & narrow])
+    return fine | np.isin(pieces, index[touching])
 
 
 def stroke_width(a: np.ndarray) -> float:

@@ -207,6 +207,26 @@ def test_the_steps_check_arrays_as_inputs_of_does(step):
         step(-page.astype(np.int64))
 
 
+@pytest.mark.parametrize("array, message", [
+    (np.full((40, 40), 0.5).astype(object), "must hold numbers .* not object"),
+    (np.full((40, 40), "a"), "must hold numbers .* not <U1"),
+    (np.zeros((0, 10), np.uint8), r"must be 2-D \(H, W\) with pixels, not \(0, 10\)"),
+    (np.zeros((5, 0), np.float32), r"not \(5, 0\)"),
+])
+def test_arrays_that_are_no_image_are_one_line(array, message):
+    for step in (imageprep.prepare, imageprep.prepare_number, imageprep.as_gray):
+        with pytest.raises(imageprep.ImageError, match=message):
+            step(array)
+
+
+def test_a_float32_gray_array_is_not_copied():
+    # inputs_of checks an array, then prepare checks it again: a 50-megapixel array must not
+    # cost a copy each time
+    a = np.full((50, 60), 0.5, np.float32)
+    assert imageprep.as_gray(a) is a
+    assert imageprep.as_gray(a.astype(np.float64)) is not a
+
+
 def first(prepared) -> np.ndarray:
     return (prepared if isinstance(prepared, imageprep.Prepared) else prepared[0]).image
 
