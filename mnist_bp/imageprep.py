@@ -60,7 +60,8 @@ MAX_SIDE = limits.IMAGE_MAX_SIDE  # and images with a longer side
 MAX_IMAGE_BYTES = limits.IMAGE_BYTES  # and files (or standard input) larger than this
 MIN_CONTRAST = 0.08  # below this spread of gray levels an image counts as blank
 BG_BLOCKS, BG_PERCENTILE = 16, 20  # background: blocks along the longest side, percentile
-COARSE, MIDDLE = 4, 0.5  # a drawing's first pass also looks with blocks this much larger
+COARSE, MIDDLE = 4, 0.5  # the first pass also looks with blocks this many times as large
+DARK, WIDEST = 0.8, 1.8  # ...for the middles of heavy strokes (first_ink)
 POLARITY_BLOCKS = (BG_BLOCKS, BG_BLOCKS // 2, BG_BLOCKS // 4)  # the ink's side: a vote of 3
 # a drawing: this share of the gray range from one of its two levels counts as at it, the
 # levels this far apart, this share of the pixels at them and this share at its border's...
@@ -544,31 +545,43 @@ def ink_of(g: np.ndarray, light: bool | None = None, found: np.ndarray | None = 
 
 def first_ink(ink: np.ndarray, drawing: bool) -> np.ndarray:
     """The first pass's ink (True) in ink-bright `ink`: what stands out from the paper
-    estimated in blocks (`BG_BLOCKS`), and in a `drawing` the middles of strokes too heavy
-    for them. A stroke wider than a block or two (a line 40 pixels wide on serve's page)
-    fills the small blocks, whose paper estimate inside it is the ink: only its edges stand
-    out. Blocks `COARSE` times as large see the paper beside it: where the small blocks'
-    estimate is above theirs by `MIDDLE` of the ink's level (the 90th percentile of the
-    first ink, above the large blocks' paper) and the ink is too, in pieces that touch the
-    first ink, a drawing's stroke has its middle. Not in a photo: a dark area as wide as a
-    heavy stroke is as often a table's edge, a pen lying on the page or a shadow, and only
-    its edges stand out, as they always did."""
+    estimated in blocks (`BG_BLOCKS`), and the middles of strokes too heavy for them. A
+    stroke wider than a block or two (a marker photographed close, a line 40 pixels wide on
+    serve's page) fills the small blocks, whose paper estimate inside it is the ink: only its
+    edges stand out. Blocks `COARSE` times as large see the paper beside it: where the small
+    blocks' estimate is above theirs by `MIDDLE` of the ink's level (the 90th percentile of
+    the first ink, above the large blocks' paper) and the ink is too, in pieces that touch
+    the first ink, a stroke may have its middle. In a `drawing` (two levels) it has. In a
+    photo such a piece may also be a shadow, a table's edge or a pen lying on the page: it
+    is a stroke's middle only if it is as dark as ink (its mean `DARK` of the ink's level or
+    more; a shadow beside a faint outline is half of it), a stroke's width across (its
+    inscribed circle at most `WIDEST` small blocks in radius) and inside the frame (a table's
+    edge, a bar or a shadow across the photo reaches its border; a digit photographed close
+    keeps a margin)."""
     from scipy import ndimage
 
     paper = block_field(ink, BG_PERCENTILE)
     rest = ink - paper
     fine = rest > max(otsu(np.clip(rest, 0, 1)), MIN_CONTRAST)
-    if not drawing or not fine.any():
+    if not fine.any():
         return fine
     above = ink - block_field(ink, BG_PERCENTILE, blocks=max(1, BG_BLOCKS // COARSE))
-    level = MIDDLE * float(np.percentile(above[fine], 90))
-    pieces, count = ndimage.label((paper - (ink - above) > level) & (above > level) & ~fine)
+    level = float(np.percentile(above[fine], 90))
+    middles = (paper - (ink - above) > MIDDLE * level) & (above > MIDDLE * level) & ~fine
+    pieces, count = ndimage.label(middles)
     if count == 0:
         return fine
     index = np.arange(1, count + 1)
-    touching = ndimage.maximum(ndimage.binary_dilation(fine, np.ones((3, 3), bool)), pieces,
-                               index).astype(bool)
-    return fine | np.isin(pieces, index[touching])
+    near = ndimage.binary_dilation(fine, np.ones((3, 3), bool))
+    chosen = ndimage.maximum(near, pieces, index).astype(bool)  # touching the first ink
+    if not drawing:
+        edge = np.zeros(count + 1, bool)
+        edge[np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]])] = True
+        chosen &= ~edge[1:]
+        chosen &= np.asarray(ndimage.mean(above, pieces, index)) >= DARK * level
+        radius = ndimage.maximum(ndimage.distance_transform_edt(middles), pieces, index)
+        chosen &= np.asarray(radius) <= WIDEST * max(ink.shape) / BG_BLOCKS
+    return fine | np.isin(pieces, index[chosen])
 
 
 def stroke_width(a: np.ndarray) -> float:
