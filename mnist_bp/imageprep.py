@@ -555,9 +555,11 @@ def first_ink(ink: np.ndarray, drawing: bool) -> np.ndarray:
     photo such a piece may also be a shadow, a table's edge or a pen lying on the page: it
     is a stroke's middle only if it is as dark as ink (its mean `DARK` of the ink's level or
     more; a shadow beside a faint outline is half of it), a stroke's width across (its
-    inscribed circle at most `WIDEST` small blocks in radius) and inside the frame (a table's
-    edge, a bar or a shadow across the photo reaches its border; a digit photographed close
-    keeps a margin)."""
+    inscribed circle at most `WIDEST` small blocks in radius) and clear of the border (the
+    ring `border` measures, 4 % of the side: a table's edge, a ruler or a shadow across the
+    photo reaches it, even inside a thin light frame; a digit photographed close keeps a
+    margin). A dark object lying inside the frame as wide as a heavy stroke (an eraser, a
+    blot) is not told from one."""
     from scipy import ndimage
 
     paper = block_field(ink, BG_PERCENTILE)
@@ -576,7 +578,7 @@ def first_ink(ink: np.ndarray, drawing: bool) -> np.ndarray:
     chosen = ndimage.maximum(near, pieces, index).astype(bool)  # touching the first ink
     if not drawing:
         edge = np.zeros(count + 1, bool)
-        edge[np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]])] = True
+        edge[border(pieces)] = True
         chosen &= ~edge[1:]
         chosen &= np.asarray(ndimage.mean(above, pieces, index)) >= DARK * level
         radius = ndimage.maximum(ndimage.distance_transform_edt(middles), pieces, index)
