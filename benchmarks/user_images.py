@@ -20,7 +20,8 @@
 - `drawn/`: the same digits traced as `serve`'s page draws them (a mouse line 8-40 px wide on
   a 280x280 canvas);
 `--sizes`, `--blur` and `--noise` draw smaller digits and worse photos (e.g. `--sizes 28 70
---blur 2.5 --noise 14`: font digits about 20-50 pixels high).
+--blur 2.5 --noise 14`: font digits about 20-50 pixels high), `--margins` font digits
+photographed closer (`--margins 0.05 0.2`: the text fills 70-90 % of the page).
 `score` prints the accuracy of each checkpoint on each set (numbers: whole number exactly
 right). Everything is drawn from generators seeded by `--seed` (the font sets the same with
 or without a data dir).
@@ -140,10 +141,11 @@ def save(pil, folder: Path, stem: str, rng) -> str:
 
 
 def render_text(text: str, font_file: str, rng, style: str | None = None,
-                sizes: tuple[int, int] = (60, 180)):
+                sizes: tuple[int, int] = (60, 180), margins: tuple[float, float] = (0.3, 1.5)):
     """Ink coverage (H, W) of `text` in a font of a size in `sizes` (pixels, the upper end
-    excluded), rotated a little, on a canvas with margins; `style` "hollow" draws only the
-    glyphs' outlines, "heavy" emboldens them, each with a pen drawn from `PEN`."""
+    excluded), rotated a little, on a canvas with margins (each side a share in `margins` of
+    the text's width or height, plus 10 pixels); `style` "hollow" draws only the glyphs'
+    outlines, "heavy" emboldens them, each with a pen drawn from `PEN`."""
     from PIL import Image, ImageDraw, ImageFont
 
     size = int(rng.integers(*sizes))
@@ -158,8 +160,8 @@ def render_text(text: str, font_file: str, rng, style: str | None = None,
             pen -= 1
     left, top, right, bottom = font.getbbox(text, stroke_width=pen)
     tw, th = right - left, bottom - top
-    margin_x = int(tw * rng.uniform(0.3, 1.5)) + 10
-    margin_y = int(th * rng.uniform(0.3, 1.5)) + 10
+    margin_x = int(tw * rng.uniform(*margins)) + 10
+    margin_y = int(th * rng.uniform(*margins)) + 10
     canvas = Image.new("L", (tw + 2 * margin_x, th + 2 * margin_y), 0)
     dx, dy = rng.integers(-margin_x // 2, margin_x // 2 + 1), rng.integers(-margin_y // 2,
                                                                           margin_y // 2 + 1)
@@ -224,8 +226,9 @@ def write_labels(folder: Path, rows):
 
 def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, count: int,
          paper: str = "plain", look: dict | None = None):
-    """`look`: keyword arguments for the fonts' `render_text` (`sizes`) and every image's
-    `finish` (`blur`, `noise`), to render other sizes and worse photos than the defaults."""
+    """`look`: keyword arguments for the fonts' `render_text` (`sizes`, `margins`) and every
+    image's `finish` (`blur`, `noise`), to render other sizes, closer and worse photos than
+    the defaults."""
     from PIL import Image
 
     look = look or {}
@@ -279,7 +282,7 @@ def write_fonts(digits: Path, numbers: Path, drawn, per_font: int, rng, paper: s
     """Single digits (`per_font` of each per font) and numbers of 2-4 digits (3 x `per_font`
     per font) for (font file, style) pairs, drawn with `make`'s `look`."""
     look = look or {}
-    text = {k: v for k, v in look.items() if k == "sizes"}
+    text = {k: v for k, v in look.items() if k in ("sizes", "margins")}
     photo = {k: v for k, v in look.items() if k in ("blur", "noise")}
     for folder in (digits, numbers):
         folder.mkdir(parents=True, exist_ok=True)
@@ -385,6 +388,9 @@ def main():
                         "or grey ink")
     m.add_argument("--sizes", type=int, nargs=2, metavar=("MIN", "MAX"),
                    help="font sizes in pixels (default 60 180: digits about 45-130 high)")
+    m.add_argument("--margins", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="font sets' margins on each side, shares of the text's size (default "
+                        "0.3 1.5; 0.05 0.2: photographed close)")
     m.add_argument("--blur", type=float, help="the largest blur, in pixels (default 1.5)")
     m.add_argument("--noise", type=float, help="the largest sensor noise, in grey levels "
                    "(default 8)")
@@ -401,6 +407,7 @@ def main():
     args = parser.parse_args()
     if args.cmd == "make":
         look = {k: v for k, v in (("sizes", args.sizes and tuple(args.sizes)),
+                                  ("margins", args.margins and tuple(args.margins)),
                                   ("blur", args.blur), ("noise", args.noise)) if v}
         make(args.out, args.data_dir, args.fonts, args.per_font, args.seed, args.split,
              args.count, args.paper, look)
