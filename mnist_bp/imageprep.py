@@ -420,8 +420,11 @@ def is_light_background(g: np.ndarray) -> bool:
     the digit; shading is slow enough for all three. A drawing's paper is on its border's
     side (`drawing_side`)."""
     side = drawing_side(g)
-    if side is not None:
-        return side
+    return side if side is not None else tails_side(g)
+
+
+def tails_side(g: np.ndarray) -> bool:
+    """`is_light_background`'s vote of the tails, for a photo."""
     votes = 0
     for blocks in POLARITY_BLOCKS:
         r = g - block_field(g, 50, blocks=blocks)
@@ -501,12 +504,15 @@ def ink_of(g: np.ndarray, light: bool | None = None, found: np.ndarray | None = 
     lo, hi = np.percentile(g, [0.1, 99.9])  # a thin digit on a large page is 1 % of it or less
     if hi - lo < MIN_CONTRAST:
         raise ImageError("blank image: no ink found (the page is one flat colour)")
-    light = is_light_background(g) if light is None else light
+    # a drawing or a photo: the polarity, and how heavy strokes' middles are found
+    side = drawing_side(g) if light is None or found is None else None
+    if light is None:
+        light = side if side is not None else tails_side(g)
     ink = (1 - g) if light else g.copy()
     # Two passes: the second estimates the paper without the ink the first one found, so
     # bold strokes that fill whole blocks keep their insides.
     if found is None:
-        found = first_ink(ink, drawing=drawing_side(g) is not None)
+        found = first_ink(ink, drawing=side is not None)
     # Inside a bold stroke the first pass sees paper: close the found ink over a block's width.
     grow = max(1, round(GROW * max(ink.shape) / BG_BLOCKS))
     found = ndimage.binary_fill_holes(ndimage.maximum_filter(found, size=2 * grow + 1))
