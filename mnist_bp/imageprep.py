@@ -573,9 +573,10 @@ def first_ink(ink: np.ndarray, drawing: bool) -> np.ndarray:
     fine = rest > max(otsu(np.clip(rest, 0, 1)), MIN_CONTRAST)
     if not fine.any():
         return fine
-    above = ink - block_field(ink, BG_PERCENTILE, blocks=max(1, BG_BLOCKS // COARSE))
+    coarse = block_field(ink, BG_PERCENTILE, blocks=max(1, BG_BLOCKS // COARSE))
+    above = ink - coarse
     level = float(np.percentile(above[fine], 90))
-    middles = (paper - (ink - above) > MIDDLE * level) & (above > MIDDLE * level) & ~fine
+    middles = (paper - coarse > MIDDLE * level) & (above > MIDDLE * level) & ~fine
     pieces, count = ndimage.label(middles)
     if count == 0:
         return fine
