@@ -242,9 +242,10 @@ def as_gray(source) -> np.ndarray:
             gray = source.astype(np.float32)  # float32 throughout: no float64 copy
             gray /= np.float32(full)
             return np.clip(gray, 0, 1, out=gray)
-        if not np.isfinite(source).all():
+        lo, hi = source.min(), source.max()  # NaN and infinities show in them: one pass each
+        if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ImageError("the array holds NaN or infinite values")
-        if source.dtype == np.float32 and source.min() >= 0 and source.max() <= 1:
+        if source.dtype == np.float32 and lo >= 0 and hi <= 1:
             return source  # already grayscale: used as it is (the steps read it, never write)
         return np.clip(source.astype(np.float32), 0, 1)
     if hasattr(source, "mode") and hasattr(source, "getbands"):  # a PIL image
