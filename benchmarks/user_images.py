@@ -21,7 +21,8 @@
   a 280x280 canvas);
 `--sizes`, `--blur` and `--noise` draw smaller digits and worse photos (e.g. `--sizes 28 70
 --blur 2.5 --noise 14`: font digits about 20-50 pixels high), `--margins` font digits
-photographed closer (`--margins 0.05 0.2`: the text fills 70-90 % of the page).
+photographed closer (`--margins 0.05 0.2`: the text fills 70-90 % of the page),
+`--outline-pen` and `--bold-pen` the stroke styles with other pens.
 `score` prints the accuracy of each checkpoint on each set (numbers: whole number exactly
 right). Everything is drawn from generators seeded by `--seed` (the font sets the same with
 or without a data dir).
@@ -141,16 +142,17 @@ def save(pil, folder: Path, stem: str, rng) -> str:
 
 
 def render_text(text: str, font_file: str, rng, style: str | None = None,
-                sizes: tuple[int, int] = (60, 180), margins: tuple[float, float] = (0.3, 1.5)):
+                sizes: tuple[int, int] = (60, 180), margins: tuple[float, float] = (0.3, 1.5),
+                pens: dict | None = None):
     """Ink coverage (H, W) of `text` in a font of a size in `sizes` (pixels, the upper end
     excluded), rotated a little, on a canvas with margins (each side a share in `margins` of
     the text's width or height, plus 10 pixels); `style` "hollow" draws only the glyphs'
-    outlines, "heavy" emboldens them, each with a pen drawn from `PEN`."""
+    outlines, "heavy" emboldens them, each with a pen drawn from `pens` (default `PEN`)."""
     from PIL import Image, ImageDraw, ImageFont
 
     size = int(rng.integers(*sizes))
     font = ImageFont.truetype(font_file, size)
-    pen = max(1, round(size * rng.uniform(*PEN[style]))) if style else 0
+    pen = max(1, round(size * rng.uniform(*{**PEN, **(pens or {})}[style]))) if style else 0
     if style == "heavy":  # still legible: loops open (`OPEN` of their area), `BOLDER` the ink
         plain = glyphs(text, font, 0)
         while pen > 1:
@@ -226,9 +228,9 @@ def write_labels(folder: Path, rows):
 
 def make(out: Path, data_dir, fonts: str, per_font: int, seed: int, split: str, count: int,
          paper: str = "plain", look: dict | None = None):
-    """`look`: keyword arguments for the fonts' `render_text` (`sizes`, `margins`) and every
-    image's `finish` (`blur`, `noise`), to render other sizes, closer and worse photos than
-    the defaults."""
+    """`look`: keyword arguments for the fonts' `render_text` (`sizes`, `margins`, `pens`)
+    and every image's `finish` (`blur`, `noise`), to render other sizes, pens, closer and
+    worse photos than the defaults."""
     from PIL import Image
 
     look = look or {}
@@ -282,7 +284,7 @@ def write_fonts(digits: Path, numbers: Path, drawn, per_font: int, rng, paper: s
     """Single digits (`per_font` of each per font) and numbers of 2-4 digits (3 x `per_font`
     per font) for (font file, style) pairs, drawn with `make`'s `look`."""
     look = look or {}
-    text = {k: v for k, v in look.items() if k in ("sizes", "margins")}
+    text = {k: v for k, v in look.items() if k in ("sizes", "margins", "pens")}
     photo = {k: v for k, v in look.items() if k in ("blur", "noise")}
     for folder in (digits, numbers):
         folder.mkdir(parents=True, exist_ok=True)
@@ -391,6 +393,13 @@ def main():
     m.add_argument("--margins", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="font sets' margins on each side, shares of the text's size (default "
                         "0.3 1.5; 0.05 0.2: photographed close)")
+    m.add_argument("--outline-pen", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="hollow sets' outline pen, shares of the font size (default "
+                        f"{PEN['hollow'][0]} {PEN['hollow'][1]})")
+    m.add_argument("--bold-pen", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="heavy sets' emboldening pen, shares of the font size, narrowed "
+                        "where it would close the loops (default "
+                        f"{PEN['heavy'][0]} {PEN['heavy'][1]})")
     m.add_argument("--blur", type=float, help="the largest blur, in pixels (default 1.5)")
     m.add_argument("--noise", type=float, help="the largest sensor noise, in grey levels "
                    "(default 8)")
@@ -409,6 +418,10 @@ def main():
         look = {k: v for k, v in (("sizes", args.sizes and tuple(args.sizes)),
                                   ("margins", args.margins and tuple(args.margins)),
                                   ("blur", args.blur), ("noise", args.noise)) if v}
+        pens = {k: tuple(v) for k, v in (("hollow", args.outline_pen),
+                                         ("heavy", args.bold_pen)) if v}
+        if pens:
+            look["pens"] = pens
         make(args.out, args.data_dir, args.fonts, args.per_font, args.seed, args.split,
              args.count, args.paper, look)
     else:
