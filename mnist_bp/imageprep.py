@@ -104,6 +104,7 @@ TOUCHING = 1.0  # a piece of a number wider than this share of its height is tou
 WAIST, FULL = 0.5, 0.85  # a narrower piece narrows to this share of the height between two
 # columns spanning this share: two digits touch there
 PART = (0.3, 1.0)  # ...each of them this narrow to this wide (shares of the height)
+INSIDE_SHARE = 0.25  # outlined digits in a number: insides this large count (inside_cut)
 CORE, CORE_SHARE = 0.5, 0.2  # a number's piece is cut at faint joins between cores this solid
 MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
 # before a redraw, a hole whose wall to the paper outside is thinner than this share of the
@@ -696,7 +697,16 @@ def drop_dots(a: np.ndarray, level: float = OUTLINE_LEVEL) -> np.ndarray:
 
 
 def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
-    """`mask` with the insides of outlined strokes filled, and whether there were any.
+    """`mask` with the insides of outlined strokes filled, and whether there were any
+    (`stroke_insides` tells them)."""
+    insides, pinholes = stroke_insides(mask)
+    if not (insides.any() or pinholes.any()):
+        return mask, False
+    return mask | insides | pinholes, bool(insides.any())
+
+
+def stroke_insides(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The holes in `mask` that are the insides of outlined strokes, and its pinholes.
 
     A hole in the ink (paper enclosed by it) is a stroke's inside when it has a stroke's shape:
     - it surrounds ink of its own, `RING` of its area or more (a ring: the inside of a
@@ -711,7 +721,7 @@ def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     however thin the pen: an outline is found in 9 of the first 6,000 MNIST training digits.
     A straight hollow stroke (an outlined 1 without a flag) is not told from a narrow 0 and
     stays as it is. Holes at most `PINHOLE` pixels wide (hatching inside an outline, a gap in
-    a rough stroke) are filled without counting as outlines.
+    a rough stroke) are pinholes: filled, without counting as outlines.
     """
     from scipy import ndimage
     from skimage.measure import regionprops
@@ -719,7 +729,7 @@ def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     holes = ndimage.binary_fill_holes(mask) & ~mask
     labels, count = ndimage.label(holes)
     if count == 0:
-        return mask, False
+        return holes, holes
     index = np.arange(1, count + 1)
     width = 2 * ndimage.maximum(ndimage.distance_transform_edt(holes), labels, index)
     pinholes = width <= PINHOLE
@@ -748,10 +758,7 @@ def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
                              and p.solidity < CONVEX)
                          or (contour <= CONTOUR * width[k] and ratio >= NARROW
                              and p.solidity < CONVEX and beside[k]))
-    fill = inside | pinholes
-    if not fill.any():
-        return mask, False
-    return mask | np.isin(labels, index[fill]), bool(inside.any())
+    return np.isin(labels, index[inside]), np.isin(labels, index[pinholes])
 
 
 def open_pinches(filled: np.ndarray) -> np.ndarray:
@@ -926,10 +933,15 @@ def only(ink: Ink, pieces: list[int]) -> np.ndarray:
 def digit_groups(ink: Ink) -> list[list[int]]:
     """The kept pieces grouped into digits, left to right: a piece joins the digit whose
     columns overlap at least half of its own (or of the digit's) width."""
+    return column_groups(ink.labels, ink.keep)
+
+
+def column_groups(labels: np.ndarray, keep) -> list[list[int]]:
+    """The pieces `keep` of `labels` grouped into digits, left to right (`one_digit`)."""
     from scipy import ndimage
 
-    slices = ndimage.find_objects(ink.labels)
-    spans = sorted((slices[k - 1][1].start, slices[k - 1][1].stop, k) for k in ink.keep)
+    slices = ndimage.find_objects(labels)
+    spans = sorted((slices[k - 1][1].start, slices[k - 1][1].stop, k) for k in keep)
     groups: list[tuple[int, int, list[int]]] = []
     for start, stop, k in spans:
         if groups:
@@ -939,6 +951,18 @@ def digit_groups(ink: Ink) -> list[list[int]]:
                 continue
         groups.append((start, stop, [k]))
     return [members for _, _, members in groups]
+
+
+def inside_owners(insides: np.ndarray) -> np.ndarray:
+    """The digit (1, 2, ...) each pixel of a number's outlined strokes' insides is part of,
+    0 elsewhere: the insides grouped by their columns, as pieces of ink are."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(insides, structure=np.ones((3, 3)))
+    digit = np.zeros(count + 1, np.intp)
+    for number, members in enumerate(column_groups(labels, range(1, count + 1)), start=1):
+        digit[members] = number
+    return digit[labels]
 
 
 def one_digit(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -997,10 +1021,11 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     ink.image = np.where((kept > 0) & (drop_dots(kept, SATURATE * OUTLINE_LEVEL) == 0), 0,
                          ink.image).astype(np.float32, copy=False)
     # Outlined strokes are closed on the whole number: cut into digits first, their outlines
-    # would be open.
-    filled, hollow = close_hollow(np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL)
-    if hollow:
-        ink.image = np.where(filled, 1, ink.image).astype(np.float32)
+    # would be open. Their insides tell touching outlined digits apart (inside_cut).
+    solid = np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL
+    insides, pinholes = stroke_insides(solid)
+    if insides.any():
+        ink.image = np.where(solid | insides | pinholes, 1, ink.image).astype(np.float32)
     groups = digit_groups(ink)
     # a group of dots alone (dropped above) is no digit; the groups are counted before each
     # is drawn at the image's size
@@ -1013,9 +1038,10 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
         raise ImageError("could not find a digit in it")
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
     height = max(r[-1] - r[0] + 1 for r in rows)
+    owners = inside_owners(insides) if insides.any() else None
     parts: list[np.ndarray] = []
     for d in digits:
-        parts += split_touching(d, height)
+        parts += split_touching(d, height, owners)
         if len(parts) > MAX_DIGITS:
             raise too_many_digits(len(parts), more=d is not digits[-1])
     return [polarity(place(part), ink.light_background, invert) for part in parts]
@@ -1069,17 +1095,23 @@ def unshear(a: np.ndarray, shifts: np.ndarray, width: int) -> np.ndarray:
     return a[np.arange(a.shape[0])[:, None], np.arange(width) + (shifts - low)[:, None]]
 
 
-def split_touching(a: np.ndarray, height: int) -> list[np.ndarray]:
+def split_touching(a: np.ndarray, height: int,
+                   owners: np.ndarray | None = None) -> list[np.ndarray]:
     """The digits of one piece of ink `a` (full image coordinates) in a row of digits
     `height` pixels high. A piece wider than `TOUCHING` times the height holds digits that
-    touch. It is cut into the parts, each `PART` (a share of the height) wide, whose cuts
-    cost least on average: where two digits touch, a cut crosses a point of ink and the
+    touch. Outlined digits (`owners`: `inside_owners`) are cut between their strokes'
+    insides. Others are cut into the parts, each `PART` (a share of the height) wide, whose
+    cuts cost least on average: where two digits touch, a cut crosses a point of ink and the
     ink's outline narrows; through a digit, it crosses its strokes and its whole height."""
     cols = np.flatnonzero(a.max(axis=0) > 0.05)
     start, stop = int(cols[0]), int(cols[-1]) + 1
     width = stop - start
     if width <= TOUCHING * height:
         return waist_cut(a, height)
+    if owners is not None:
+        parts = inside_cut(a, owners)
+        if parts:
+            return parts
     # a cut's cost: the ink it crosses, and the height of the ink's outline there (two digits
     # touch where their outlines narrow; inside a digit the outline spans its height)
     profile = a[:, start:stop].sum(axis=0) + column_spans(a[:, start:stop] > 0.05)
@@ -1104,6 +1136,35 @@ def split_touching(a: np.ndarray, height: int) -> list[np.ndarray]:
         part[:, left:right] = a[:, left:right]
         if part.max() > 0.05:
             parts.append(part)
+    return parts
+
+
+def inside_cut(a: np.ndarray, owners: np.ndarray) -> list[np.ndarray]:
+    """Touching outlined digits in `a` cut between their strokes' insides (`owners`:
+    `inside_owners`), left to right: each pixel goes to the digit whose inside is nearest.
+    The outlines of two digits side by side merge into one piece of ink, but each keeps its
+    own inside. Insides smaller than `INSIDE_SHARE` of the largest (a stroke's inside
+    pinched off at a joint) do not count. Empty when fewer than two digits have an inside
+    in `a`."""
+    from scipy import ndimage
+
+    box = ndimage.find_objects((a > 0.05).astype(np.int8))[0]
+    piece = a[box]
+    owner = np.where(ndimage.binary_fill_holes(piece > 0.05), owners[box], 0)
+    digits, area = np.unique(owner[owner > 0], return_counts=True)
+    digits = digits[area >= INSIDE_SHARE * area.max()] if len(digits) else digits
+    if len(digits) < 2:
+        return []
+    owner = np.where(np.isin(owner, digits), owner, 0)
+    rows, cols = ndimage.distance_transform_edt(owner == 0, return_distances=False,
+                                                return_indices=True)
+    nearest = owner[rows, cols]
+    centres = ndimage.center_of_mass(owner > 0, owner, digits)
+    parts = []
+    for k in digits[np.argsort([c[1] for c in centres], kind="stable")]:
+        part = np.zeros_like(a)
+        part[box] = np.where(nearest == k, piece, 0)
+        parts.append(part)
     return parts
 
 
