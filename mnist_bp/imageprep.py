@@ -1099,19 +1099,17 @@ def split_touching(a: np.ndarray, height: int,
                    owners: np.ndarray | None = None) -> list[np.ndarray]:
     """The digits of one piece of ink `a` (full image coordinates) in a row of digits
     `height` pixels high. A piece wider than `TOUCHING` times the height holds digits that
-    touch. Outlined digits (`owners`: `inside_owners`) are cut between their strokes'
-    insides. Others are cut into the parts, each `PART` (a share of the height) wide, whose
-    cuts cost least on average: where two digits touch, a cut crosses a point of ink and the
-    ink's outline narrows; through a digit, it crosses its strokes and its whole height."""
+    touch. It is cut into the parts, each `PART` (a share of the height) wide, whose cuts
+    cost least on average: where two digits touch, a cut crosses a point of ink and the
+    ink's outline narrows; through a digit, it crosses its strokes and its whole height.
+    Outlined digits (`owners`: `inside_owners`) are cut between their strokes' insides
+    instead, when that makes as many parts or parts as wide."""
     cols = np.flatnonzero(a.max(axis=0) > 0.05)
     start, stop = int(cols[0]), int(cols[-1]) + 1
     width = stop - start
     if width <= TOUCHING * height:
         return waist_cut(a, height)
-    if owners is not None:
-        parts = inside_cut(a, owners)
-        if parts:
-            return parts
+    inside = inside_cut(a, owners) if owners is not None else []
     # a cut's cost: the ink it crosses, and the height of the ink's outline there (two digits
     # touch where their outlines narrow; inside a digit the outline spans its height)
     profile = a[:, start:stop].sum(axis=0) + column_spans(a[:, start:stop] > 0.05)
@@ -1127,6 +1125,12 @@ def split_touching(a: np.ndarray, height: int,
             cost = float(profile[cuts].mean())
             if best is None or cost < best[0]:
                 best = (cost, cuts)
+    # outlined digits cut between their insides: as many as the cheapest cuts make, or each
+    # as wide as a digit (noise on the paper can break an inside in two)
+    widths = [np.ptp(np.flatnonzero(p.max(axis=0) > 0.05)) + 1 for p in inside]
+    cheapest = len(best[1]) + 1 if best is not None else 0
+    if inside and (len(inside) == cheapest or all(narrow <= w <= wide for w in widths)):
+        return inside
     if best is None:
         return [a]
     edges = [start, *(start + int(c) for c in best[1]), stop]

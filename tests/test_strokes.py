@@ -271,6 +271,23 @@ def test_touching_outlined_digits_are_cut_between_their_insides(digits):
         assert mean_abs(part.image, P.prepare(outlined_number([digit], 0)).image) < 0.02
 
 
+def test_a_cut_between_insides_makes_digits_or_is_not_taken():
+    piece = np.zeros((100, 200), np.float32)
+    piece[10:90, 20:180] = 1  # twice as wide as the row is high: touching digits
+    owners = np.zeros(piece.shape, np.intp)
+    owners[10:90, 30:90] = 1
+    owners[10:90, 110:170] = 2
+    left, right = P.split_touching(piece, 80, owners)
+    # each pixel goes to the nearest inside: columns up to 99 are nearer the first
+    assert np.array_equal(left[:, :100], piece[:, :100]) and not left[:, 100:].any()
+    assert np.array_equal(left + right, piece)
+    # a third inside between them (paper noise across a stroke's inside) would make a part
+    # 18 columns wide, narrower than a digit (24): the cheapest cuts are taken instead
+    owners[10:90, 92:108] = 3
+    assert len(P.inside_cut(piece, owners)) == 3
+    assert len(P.split_touching(piece, 80, owners)) == 2
+
+
 @pytest.mark.parametrize("gap, blur", [(6, 2), (8, 3)])
 def test_digits_joined_only_by_blur_are_read_apart(gap, blur):
     # two narrow 0s a few pixels apart, blurred: their faint halos meet, so the pieces traced
