@@ -699,14 +699,23 @@ def drop_dots(a: np.ndarray, level: float = OUTLINE_LEVEL) -> np.ndarray:
 def close_hollow(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     """`mask` with the insides of outlined strokes filled, and whether there were any
     (`stroke_insides` tells them)."""
-    insides, pinholes = stroke_insides(mask)
-    if not (insides.any() or pinholes.any()):
+    holes = stroke_insides(mask)
+    if not (holes.insides.any() or holes.pinholes.any()):
         return mask, False
-    return mask | insides | pinholes, bool(insides.any())
+    return mask | holes.insides | holes.pinholes, bool(holes.insides.any())
 
 
-def stroke_insides(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The holes in `mask` that are the insides of outlined strokes, and its pinholes.
+@dataclass(frozen=True)
+class Holes:
+    """The holes of a mask, told apart (masks of its shape)."""
+
+    insides: np.ndarray  # the insides of outlined strokes
+    pinholes: np.ndarray  # holes a few pixels wide: gaps in a rough stroke
+    unmeasured: np.ndarray  # holes beyond the `MAX_HOLES` widest, whose shape is not known
+
+
+def stroke_insides(mask: np.ndarray) -> Holes:
+    """The holes in `mask`: the insides of outlined strokes, pinholes, and those not measured.
 
     A hole in the ink (paper enclosed by it) is a stroke's inside when it has a stroke's shape:
     - it surrounds ink of its own, `RING` of its area or more (a ring: the inside of a
@@ -729,13 +738,15 @@ def stroke_insides(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     holes = ndimage.binary_fill_holes(mask) & ~mask
     labels, count = ndimage.label(holes)
     if count == 0:
-        return holes, holes
+        return Holes(holes, holes, holes)
     index = np.arange(1, count + 1)
     width = 2 * ndimage.maximum(ndimage.distance_transform_edt(holes), labels, index)
     pinholes = width <= PINHOLE
     # Shapes are measured for the larger holes only, the `MAX_HOLES` widest: a digit has a
     # few, and a crafted image must not buy a measurement per pixel.
     measured = [k for k in np.argsort(-width, kind="stable")[:MAX_HOLES] if not pinholes[k]]
+    unmeasured = ~pinholes
+    unmeasured[measured] = False
     inside = np.zeros(count, bool)
     if measured:
         height_of, width_of = mask.shape  # the ink is cropped
@@ -758,7 +769,7 @@ def stroke_insides(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                              and p.solidity < CONVEX)
                          or (contour <= CONTOUR * width[k] and ratio >= NARROW
                              and p.solidity < CONVEX and beside[k]))
-    return np.isin(labels, index[inside]), np.isin(labels, index[pinholes])
+    return Holes(*(np.isin(labels, index[kind]) for kind in (inside, pinholes, unmeasured)))
 
 
 def open_pinches(filled: np.ndarray) -> np.ndarray:
@@ -953,16 +964,17 @@ def column_groups(labels: np.ndarray, keep) -> list[list[int]]:
     return [members for _, _, members in groups]
 
 
-def inside_owners(insides: np.ndarray) -> np.ndarray:
-    """The digit (1, 2, ...) each pixel of a number's outlined strokes' insides is part of,
-    0 elsewhere: the insides grouped by their columns, as pieces of ink are."""
+def inside_owners(holes: Holes) -> np.ndarray:
+    """The digit (1, 2, ...) each pixel of a number's outlined strokes' insides is part of:
+    the insides grouped by their columns, as pieces of ink are. -1 on the holes whose shape
+    was not measured (they could be insides too), 0 elsewhere."""
     from scipy import ndimage
 
-    labels, count = ndimage.label(insides, structure=np.ones((3, 3)))
+    labels, count = ndimage.label(holes.insides, structure=np.ones((3, 3)))
     digit = np.zeros(count + 1, np.intp)
     for number, members in enumerate(column_groups(labels, range(1, count + 1)), start=1):
         digit[members] = number
-    return digit[labels]
+    return np.where(holes.unmeasured, -1, digit[labels])
 
 
 def one_digit(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -1023,9 +1035,10 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     # Outlined strokes are closed on the whole number: cut into digits first, their outlines
     # would be open. Their insides tell touching outlined digits apart (inside_cut).
     solid = np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL
-    insides, pinholes = stroke_insides(solid)
-    if insides.any():
-        ink.image = np.where(solid | insides | pinholes, 1, ink.image).astype(np.float32)
+    holes = stroke_insides(solid)
+    if holes.insides.any():
+        ink.image = np.where(solid | holes.insides | holes.pinholes, 1,
+                             ink.image).astype(np.float32)
     groups = digit_groups(ink)
     # a group of dots alone (dropped above) is no digit; the groups are counted before each
     # is drawn at the image's size
@@ -1038,7 +1051,7 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
         raise ImageError("could not find a digit in it")
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
     height = max(r[-1] - r[0] + 1 for r in rows)
-    owners = inside_owners(insides) if insides.any() else None
+    owners = inside_owners(holes) if holes.insides.any() else None
     parts: list[np.ndarray] = []
     for d in digits:
         parts += split_touching(d, height, owners)
@@ -1147,14 +1160,19 @@ def inside_cut(a: np.ndarray, owners: np.ndarray) -> list[np.ndarray]:
     """Touching outlined digits in `a` cut between their strokes' insides (`owners`:
     `inside_owners`), left to right: each pixel goes to the digit whose inside is nearest.
     The outlines of two digits side by side merge into one piece of ink, but each keeps its
-    own inside. Insides smaller than `INSIDE_SHARE` of the largest (a stroke's inside
-    pinched off at a joint) do not count. Empty when fewer than two digits have an inside
-    in `a`."""
+    own inside. Only insides that `a`'s ink borders count, and those at least `INSIDE_SHARE`
+    of the largest (not a stroke's inside pinched off at a joint). Empty when fewer than two
+    digits have an inside in `a`, or when `a` encloses a hole whose shape was not measured."""
     from scipy import ndimage
 
     box = ndimage.find_objects((a > 0.05).astype(np.int8))[0]
     piece = a[box]
-    owner = np.where(ndimage.binary_fill_holes(piece > 0.05), owners[box], 0)
+    ink = piece > 0.05
+    owner = np.where(ndimage.binary_fill_holes(ink), owners[box], 0)
+    if (owner < 0).any():
+        return []
+    bordered = np.unique(owner[ndimage.binary_dilation(ink, np.ones((3, 3), bool))])
+    owner = np.where(np.isin(owner, bordered), owner, 0)
     digits, area = np.unique(owner[owner > 0], return_counts=True)
     digits = digits[area >= INSIDE_SHARE * area.max()] if len(digits) else digits
     if len(digits) < 2:
@@ -1169,7 +1187,9 @@ def inside_cut(a: np.ndarray, owners: np.ndarray) -> list[np.ndarray]:
         part = np.zeros_like(a)
         part[box] = np.where(nearest == k, piece, 0)
         parts.append(part)
-    return parts
+    # each part holds ink: an inside not enclosed by this piece's own outline (one inside
+    # another digit's loop, its ring another piece) would give a part of paper alone
+    return parts if all(part.max() > 0.05 for part in parts) else []
 
 
 def waist_cut(a: np.ndarray, height: int) -> list[np.ndarray]:

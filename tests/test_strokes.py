@@ -288,6 +288,34 @@ def test_a_cut_between_insides_makes_digits_or_is_not_taken():
     assert len(P.split_touching(piece, 80, owners)) == 2
 
 
+def test_a_hole_not_measured_leaves_the_cut_to_the_cheapest_cuts(monkeypatch):
+    # only the MAX_HOLES widest holes are measured: here the 3's and the 0's insides, not the
+    # 0's counter (in a long number, another digit's inside). A hole not measured could be a
+    # digit's inside, so a piece enclosing one is cut as if no inside were known.
+    number = outlined_number((3, 0), 120)
+    monkeypatch.setattr(P, "MAX_HOLES", 3)
+    got = [p.image for p in P.prepare_number(number)]
+    monkeypatch.setattr(P, "inside_cut", lambda a, owners: [])
+    want = [p.image for p in P.prepare_number(number)]
+    assert len(got) == len(want) == 2
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_an_inside_of_another_piece_makes_no_empty_part():
+    # a wide outlined frame with a small outlined ring in its counter, and a second frame
+    # below that starts left of the ring: the ring's inside joins the lower frame's digit by
+    # its columns, and the upper frame's cut gave it a part with no ink (a ValueError)
+    page = Image.new("L", (768, 480), 0)
+    draw = ImageDraw.Draw(page)
+    for x0, y0, x1, y1 in ((60, 36, 336, 204), (216, 216, 660, 288)):
+        draw.rectangle((x0, y0, x1, y1), outline=255, width=2)
+        draw.rectangle((x0 + 8, y0 + 8, x1 - 8, y1 - 8), outline=255, width=2)
+    for r in (31, 10):
+        draw.ellipse((258 - r, 120 - r, 258 + r, 120 + r), outline=255, width=4)
+    parts = P.prepare_number(np.where(np.asarray(page) > 127, 0.1, 0.9).astype(np.float32))
+    assert len(parts) == 5 and all(p.image.max() == 1 for p in parts)
+
+
 @pytest.mark.parametrize("gap, blur", [(6, 2), (8, 3)])
 def test_digits_joined_only_by_blur_are_read_apart(gap, blur):
     # two narrow 0s a few pixels apart, blurred: their faint halos meet, so the pieces traced
