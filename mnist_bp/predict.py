@@ -74,20 +74,26 @@ def shown_name(name: str) -> str:
 
 
 def format_table(results: list, k: int) -> str:
+    """One row per read image; each column as wide as its widest cell (a number's top `k`
+    lists every digit's)."""
     ok = [{**r, "file": shown_name(r.file)} for r in results if r.ok]
-    width = max([len(r["file"]) for r in ok] + [4])
     number = any("number" in r for r in ok)
-    head = f"{'file':<{width}}  {'number' if number else 'digit':<6}  confidence  " \
-           f"{'top ' + str(k):<{12 * k}}inverted"
-    lines = [head]
+    rows = []
     for r in ok:
         parts = r["digits"] if number else [r]
-        answer = r["number"] if number else str(r["digit"])
-        confidence = float(np.prod([p["confidence"] for p in parts]))
         tops = "  ".join(" ".join(f"{d}:{p:.3f}" for d, p in top_k(p["probabilities"], k))
                          for p in parts)
-        lines.append(f"{r['file']:<{width}}  {answer:<6}  {confidence:<10.4f}  "
-                     f"{tops:<{12 * k}}{'yes' if r['inverted'] else 'no'}")
+        rows.append((r["file"], r["number"] if number else str(r["digit"]),
+                     float(np.prod([p["confidence"] for p in parts])), tops,
+                     "yes" if r["inverted"] else "no"))
+    width = max([len(row[0]) for row in rows] + [4])
+    answers = max([len(row[1]) for row in rows] + [6])
+    top_width = max([len(row[3]) + 2 for row in rows] + [12 * k])
+    lines = [f"{'file':<{width}}  {'number' if number else 'digit':<{answers}}  confidence  "
+             f"{'top ' + str(k):<{top_width}}inverted"]
+    for file, answer, confidence, tops, inverted in rows:
+        lines.append(f"{file:<{width}}  {answer:<{answers}}  {confidence:<10.4f}  "
+                     f"{tops:<{top_width}}{inverted}")
     return "\n".join(lines)
 
 

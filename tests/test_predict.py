@@ -280,6 +280,23 @@ def test_cli_table_directory_and_stdin(checkpoint, exported):
     assert lines[-1].split()[1] == lines[2].split()[1]  # stdin is 001.png again
 
 
+def test_cli_number_table_keeps_its_columns_apart(checkpoint, tmp_path):
+    # a number's top 3 lists each digit's: 3 digits take 82 characters, wider than the 36 the
+    # header's column has; the inverted column ran into it ("... 2:0.000yes")
+    page = np.full((120, 236), 245, np.uint8)
+    for left in (20, 100, 180):
+        page[20:100, left:left + 12] = 20
+    path = tmp_path / "number.png"
+    path.write_bytes(png_bytes(page))
+    result = CliRunner().invoke(main, ["predict", str(checkpoint), str(path), "--number"])
+    assert result.exit_code == 0, result.output
+    head, row = result.stdout.strip().splitlines()
+    column = head.index("inverted")
+    assert row[column:] == "yes" and row[column - 2:column] == "  "
+    assert len(row.split()[1]) == 3  # three bars, three digits
+    assert head.index("confidence") == row.index(row.split()[2])
+
+
 def test_cli_number(checkpoint, tmp_path):
     """Three strokes side by side, one with a detached piece above it, are three digits."""
     page = np.full((120, 236), 245, np.uint8)  # small enough to be analysed at full size
