@@ -1036,7 +1036,8 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     # would be open. Their insides tell touching outlined digits apart (inside_cut).
     solid = np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL
     holes = stroke_insides(solid)
-    if holes.insides.any():
+    hollow = bool(holes.insides.any())
+    if hollow:
         ink.image = np.where(solid | holes.insides | holes.pinholes, 1,
                              ink.image).astype(np.float32)
     groups = digit_groups(ink)
@@ -1051,7 +1052,7 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
         raise ImageError("could not find a digit in it")
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
     height = max(r[-1] - r[0] + 1 for r in rows)
-    owners = inside_owners(holes) if holes.insides.any() else None
+    owners = inside_owners(holes) if hollow else None
     parts: list[np.ndarray] = []
     for d in digits:
         parts += split_touching(d, height, owners)
