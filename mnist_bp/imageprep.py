@@ -110,6 +110,9 @@ MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
 # before a redraw, a hole whose wall to the paper outside is thinner than this share of the
 # stroke width is opened (at 0.5, an outlined 8 whose stroke thins at its start opened too)
 PINCH = 0.4
+LEAN = 0.12  # a touching piece whose strokes lean this much (columns per row) is stood upright
+LEAN_WINDOW = 0.5  # ...the lean taken from the edges this near the estimate (columns per row)
+LEAN_PASSES = 3  # ...estimated this many times
 
 
 class ImageError(UserError):
@@ -1095,6 +1098,31 @@ def upright_shifts(mask: np.ndarray) -> np.ndarray:
     return best[1]
 
 
+def lean(a: np.ndarray) -> float:
+    """How far the strokes of `a` (ink > 0, light on dark) lean right, in columns per row
+    (negative: left): the median slope of its steep edges, weighted by their contrast. The
+    edges counted are those within `LEAN_WINDOW` columns per row of the estimate, which
+    starts upright and is taken again `LEAN_PASSES` times, so that it follows a strong lean.
+    The edges of a ring or an upright stroke lean both ways alike: 0."""
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(a.astype(np.float32), 2.0)  # no pixel staircase
+    gx, gy = ndimage.sobel(smooth, axis=1), ndimage.sobel(smooth, axis=0)
+    contrast = np.hypot(gx, gy)
+    steep = (np.abs(gx) > np.abs(gy)) & (contrast > 0.1 * contrast.max())
+    # an edge leaning s columns per row has the gradient (1, s): s = gy / gx
+    slopes, weights = gy[steep] / gx[steep], contrast[steep]
+    estimate = 0.0
+    for _ in range(LEAN_PASSES):
+        near = np.abs(slopes - estimate) < LEAN_WINDOW
+        if near.sum() < 10:
+            return 0.0
+        order = np.argsort(slopes[near])
+        cumulative = np.cumsum(weights[near][order])
+        estimate = float(slopes[near][order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+    return estimate
+
+
 def shear(a: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """`a` with row r shifted right by `shifts[r]` pixels, widened to hold every shift."""
     low = min(int(shifts.min()), 0)
@@ -1113,11 +1141,31 @@ def split_touching(a: np.ndarray, height: int,
                    owners: np.ndarray | None = None) -> list[np.ndarray]:
     """The digits of one piece of ink `a` (full image coordinates) in a row of digits
     `height` pixels high. A piece wider than `TOUCHING` times the height holds digits that
-    touch. It is cut into the parts, each `PART` (a share of the height) wide, whose cuts
+    touch. Slanted digits touch along their slant: when its strokes lean (`lean`), the piece
+    is stood upright (`upright_shifts`), cut (`cut_touching`), and its parts slanted back."""
+    cols = np.flatnonzero(a.max(axis=0) > 0.05)
+    if cols[-1] - cols[0] + 1 <= TOUCHING * height:
+        return waist_cut(a, height)
+    # the shear that fills the fewest columns, taken alone, stands a row of upright rings on
+    # a slant (their arcs line up): the strokes must lean that way
+    slant = lean(a)
+    shifts = upright_shifts(a > 0.05)
+    if abs(slant) < LEAN or (shifts[-1] - shifts[0]) * slant <= 0:
+        return cut_touching(a, height, owners)
+    upright = cut_touching(shear(a, shifts), height,
+                           None if owners is None else shear(owners, shifts))
+    return [unshear(part, shifts, a.shape[1]) for part in upright]
+
+
+def cut_touching(a: np.ndarray, height: int,
+                 owners: np.ndarray | None = None) -> list[np.ndarray]:
+    """`split_touching`'s cut of a piece standing upright: one wider than `TOUCHING` times
+    the height is cut into the parts, each `PART` (a share of the height) wide, whose cuts
     cost least on average: where two digits touch, a cut crosses a point of ink and the
     ink's outline narrows; through a digit, it crosses its strokes and its whole height.
     Outlined digits (`owners`: `inside_owners`) are cut between their strokes' insides
-    instead, when that makes as many parts or parts as wide."""
+    instead, when that makes as many parts or parts as wide. A narrower piece (stood
+    upright, a slanted pair can be) goes to `waist_cut`."""
     cols = np.flatnonzero(a.max(axis=0) > 0.05)
     start, stop = int(cols[0]), int(cols[-1]) + 1
     width = stop - start
