@@ -717,7 +717,7 @@ class Holes:
     unmeasured: np.ndarray  # holes beyond the `MAX_HOLES` widest, whose shape is not known
 
 
-def stroke_insides(mask: np.ndarray) -> Holes:
+def stroke_insides(mask: np.ndarray, number: bool = False) -> Holes:
     """The holes in `mask`: the insides of outlined strokes, pinholes, and those not measured.
 
     A hole in the ink (paper enclosed by it) is a stroke's inside when it has a stroke's shape:
@@ -729,6 +729,8 @@ def stroke_insides(mask: np.ndarray) -> Holes:
     - or it is narrow (`NARROW`) and not convex, 1 / `CONTOUR` times as wide as the ink's mean
       width, beside the digit's outer contour (an outlined 1 with its flag; not a hollow
       digit's own loop, which lies beside the inner contour).
+    In a row of digits (`number`) the width spanned is a digit's, not the mask's: once one hole
+    is a stroke's inside, a hole spanning the ink's height without being convex is one too.
     A digit's own loops (0, 6, 8, 9, 4's triangle) are convex, round or oval, and stay open,
     however thin the pen: an outline is found in 9 of the first 6,000 MNIST training digits.
     A straight hollow stroke (an outlined 1 without a flag) is not told from a narrow 0 and
@@ -751,8 +753,11 @@ def stroke_insides(mask: np.ndarray) -> Holes:
     unmeasured = ~pinholes
     unmeasured[measured] = False
     inside = np.zeros(count, bool)
+    tall = np.zeros(count, bool)  # spanning the ink's height, not convex
     if measured:
-        height_of, width_of = mask.shape  # the ink is cropped
+        height_of, width_of = mask.shape  # the ink is cropped (a digit's)
+        inked = np.flatnonzero(mask.any(axis=1))
+        ink_height = inked[-1] - inked[0] + 1  # a number's
         contour = stroke_width(mask.astype(np.float32))
         # the holes next to an ink piece that touches the paper around the digit (an
         # outline's outer contour, not the inner one around a hollow digit's loop)
@@ -767,11 +772,14 @@ def stroke_insides(mask: np.ndarray) -> Holes:
             k = p.label - 1
             rows, cols = p.bbox[2] - p.bbox[0], p.bbox[3] - p.bbox[1]
             ratio = p.axis_major_length / max(p.axis_minor_length, 1e-6)
+            tall[k] = rows >= SPAN * ink_height and p.solidity < CONVEX
             inside[k] = (p.area_filled - p.area >= RING * p.area or p.solidity < SOLID
                          or (rows >= SPAN * height_of and cols >= SPAN * width_of
                              and p.solidity < CONVEX)
                          or (contour <= CONTOUR * width[k] and ratio >= NARROW
                              and p.solidity < CONVEX and beside[k]))
+        if number and inside.any():
+            inside |= tall
     return Holes(*(np.isin(labels, index[kind]) for kind in (inside, pinholes, unmeasured)))
 
 
@@ -932,12 +940,15 @@ def prepare(gray: np.ndarray, invert: str = "auto") -> Prepared:
     return polarity(place(only(ink, ink.keep)), ink.light_background, invert)
 
 
-def only(ink: Ink, pieces: list[int]) -> np.ndarray:
+def only(ink: Ink, pieces: list[int], enclosed: np.ndarray | None = None) -> np.ndarray:
     """The ink of some pieces, with their faint edges (a margin around each piece) but not
-    the other kept pieces' ink (a neighbouring digit in a number)."""
+    the other kept pieces' ink (a neighbouring digit in a number); and the pixels of
+    `enclosed` (outlined strokes' filled insides) that the pieces enclose."""
     from scipy import ndimage
 
     mask = np.isin(ink.labels, pieces)
+    if enclosed is not None:  # an inside wider than the margin is paper, not a piece's
+        mask |= ndimage.binary_fill_holes(mask) & enclosed
     margin = max(1, round(KEEP_MARGIN * max(ink.labels.shape)))
     mask = ndimage.maximum_filter(mask, size=2 * margin + 1)
     mask &= ~np.isin(ink.labels, ink.keep) | np.isin(ink.labels, pieces)
@@ -1032,17 +1043,18 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     # pixels as a digit alone (an outline's contours stay apart)
     ink = few_marks(split_faint_joins(few_marks(find_ink(gray, NUMBER_SIDE))))
     # dots in the kept pieces' loops (ink that was not kept encloses nothing)
-    kept = np.where(np.isin(ink.labels, ink.keep), ink.image, 0)
-    ink.image = np.where((kept > 0) & (drop_dots(kept, SATURATE * OUTLINE_LEVEL) == 0), 0,
+    kept = np.isin(ink.labels, ink.keep)
+    ink.image = np.where(kept & (drop_dots(np.where(kept, ink.image, 0),
+                                           SATURATE * OUTLINE_LEVEL) == 0), 0,
                          ink.image).astype(np.float32, copy=False)
     # Outlined strokes are closed on the whole number: cut into digits first, their outlines
     # would be open. Their insides tell touching outlined digits apart (inside_cut).
-    solid = np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL
-    holes = stroke_insides(solid)
+    solid = (np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL) & kept
+    holes = stroke_insides(solid, number=True)
     hollow = bool(holes.insides.any())
+    filled = holes.insides | holes.pinholes if hollow else None
     if hollow:
-        ink.image = np.where(solid | holes.insides | holes.pinholes, 1,
-                             ink.image).astype(np.float32)
+        ink.image = np.where(solid | filled, 1, ink.image).astype(np.float32)
     groups = digit_groups(ink)
     # a group of dots alone (dropped above) is no digit; the groups are counted before each
     # is drawn at the image's size
@@ -1050,7 +1062,8 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     groups = [members for members in groups if max(inked[k] for k in members) > 0.05]
     if len(groups) > MAX_DIGITS:
         raise too_many_digits(len(groups), more=True)
-    digits = [d for d in (only(ink, members) for members in groups) if (d > 0.05).any()]
+    digits = [d for d in (only(ink, members, filled) for members in groups)
+              if (d > 0.05).any()]
     if not digits:
         raise ImageError("could not find a digit in it")
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
