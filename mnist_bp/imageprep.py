@@ -105,6 +105,7 @@ WAIST, FULL = 0.5, 0.85  # a narrower piece narrows to this share of the height 
 # columns spanning this share: two digits touch there
 PART = (0.3, 1.0)  # ...each of them this narrow to this wide (shares of the height)
 INSIDE_SHARE = 0.25  # outlined digits in a number: insides this large count (inside_cut)
+INSIDE_AREA = 0.04  # ...and at least this share of the row's height squared
 CORE, CORE_SHARE = 0.5, 0.2  # a number's piece is cut at faint joins between cores this solid
 MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
 # before a redraw, a hole whose wall to the paper outside is thinner than this share of the
@@ -1155,10 +1156,14 @@ def split_touching(a: np.ndarray, height: int,
     """The digits of one piece of ink `a` (full image coordinates) in a row of digits
     `height` pixels high. A piece wider than `TOUCHING` times the height holds digits that
     touch. Slanted digits touch along their slant: when its strokes lean (`lean`), the piece
-    is stood upright (`upright_shifts`), cut (`cut_touching`), and its parts slanted back."""
+    is stood upright (`upright_shifts`), cut (`cut_touching`), and its parts slanted back.
+    A narrower piece of outlined digits (`owners`) is cut between their insides when that
+    makes parts as wide as digits (`inside_cut`); any other goes to `waist_cut`."""
     cols = np.flatnonzero(a.max(axis=0) > 0.05)
     if cols[-1] - cols[0] + 1 <= TOUCHING * height:
-        return waist_cut(a, height)
+        # condensed outlined digits: cut between their insides into parts as wide as digits
+        inside = inside_cut(a, owners, height) if owners is not None else []
+        return inside if inside and digit_wide(inside, height) else waist_cut(a, height)
     # the shear that fills the fewest columns, taken alone, stands a row of upright rings on
     # a slant (their arcs line up): the strokes must lean that way
     slant = lean(a)
@@ -1184,7 +1189,7 @@ def cut_touching(a: np.ndarray, height: int,
     width = stop - start
     if width <= TOUCHING * height:
         return waist_cut(a, height)
-    inside = inside_cut(a, owners) if owners is not None else []
+    inside = inside_cut(a, owners, height) if owners is not None else []
     # a cut's cost: the ink it crosses, and the height of the ink's outline there (two digits
     # touch where their outlines narrow; inside a digit the outline spans its height)
     profile = a[:, start:stop].sum(axis=0) + column_spans(a[:, start:stop] > 0.05)
@@ -1202,9 +1207,8 @@ def cut_touching(a: np.ndarray, height: int,
                 best = (cost, cuts)
     # outlined digits cut between their insides: as many as the cheapest cuts make, or each
     # as wide as a digit (noise on the paper can break an inside in two)
-    widths = [np.ptp(np.flatnonzero(p.max(axis=0) > 0.05)) + 1 for p in inside]
     cheapest = len(best[1]) + 1 if best is not None else 0
-    if inside and (len(inside) == cheapest or all(narrow <= w <= wide for w in widths)):
+    if inside and (len(inside) == cheapest or digit_wide(inside, height)):
         return inside
     if best is None:
         return [a]
@@ -1218,13 +1222,21 @@ def cut_touching(a: np.ndarray, height: int,
     return parts
 
 
-def inside_cut(a: np.ndarray, owners: np.ndarray) -> list[np.ndarray]:
+def digit_wide(parts: list[np.ndarray], height: int) -> bool:
+    """Whether each of `parts` is as wide as a digit in a row `height` pixels high: `PART`."""
+    narrow, wide = max(1, round(PART[0] * height)), max(2, round(PART[1] * height))
+    return all(narrow <= np.ptp(np.flatnonzero(p.max(axis=0) > 0.05)) + 1 <= wide
+               for p in parts)
+
+
+def inside_cut(a: np.ndarray, owners: np.ndarray, height: int) -> list[np.ndarray]:
     """Touching outlined digits in `a` cut between their strokes' insides (`owners`:
     `inside_owners`), left to right: each pixel goes to the digit whose inside is nearest.
     The outlines of two digits side by side merge into one piece of ink, but each keeps its
     own inside. Only insides that `a`'s ink borders count, and those at least `INSIDE_SHARE`
-    of the largest (not a stroke's inside pinched off at a joint). Empty when fewer than two
-    digits have an inside in `a`, or when `a` encloses a hole whose shape was not measured."""
+    of the largest and `INSIDE_AREA` of the row's `height` squared (not a stroke's inside
+    pinched off at a joint, an 8's crossing). Empty when fewer than two digits have an
+    inside in `a`, or when `a` encloses a hole whose shape was not measured."""
     from scipy import ndimage
 
     box = ndimage.find_objects((a > 0.05).astype(np.int8))[0]
@@ -1236,7 +1248,8 @@ def inside_cut(a: np.ndarray, owners: np.ndarray) -> list[np.ndarray]:
     bordered = np.unique(owner[ndimage.binary_dilation(ink, np.ones((3, 3), bool))])
     owner = np.where(np.isin(owner, bordered), owner, 0)
     digits, area = np.unique(owner[owner > 0], return_counts=True)
-    digits = digits[area >= INSIDE_SHARE * area.max()] if len(digits) else digits
+    if len(digits):
+        digits = digits[(area >= INSIDE_SHARE * area.max()) & (area >= INSIDE_AREA * height ** 2)]
     if len(digits) < 2:
         return []
     owner = np.where(np.isin(owner, digits), owner, 0)

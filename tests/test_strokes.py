@@ -320,8 +320,28 @@ def test_a_cut_between_insides_makes_digits_or_is_not_taken():
     # a third inside between them (paper noise across a stroke's inside) would make a part
     # 18 columns wide, narrower than a digit (24): the cheapest cuts are taken instead
     owners[10:90, 92:108] = 3
-    assert len(P.inside_cut(piece, owners)) == 3
+    assert len(P.inside_cut(piece, owners, 80)) == 3
     assert len(P.split_touching(piece, 80, owners)) == 2
+
+
+def test_condensed_outlined_digits_are_cut_between_their_insides():
+    # two outlined digits narrower together than the row is high, their outlines merged
+    # along their height: no waist to cut at. Each has its inside.
+    piece = np.zeros((100, 80), np.float32)
+    piece[10:90, 5:75] = 1
+    owners = np.zeros(piece.shape, np.intp)
+    owners[15:85, 12:30] = 1
+    owners[15:85, 50:68] = 2
+    left, right = P.split_touching(piece, 80, owners)
+    assert np.array_equal(left[:, :40], piece[:, :40]) and not left[:, 40:].any()
+    assert np.array_equal(left + right, piece)
+    # insides pinched off at a stroke's joint (an 8's crossing) are too small to be digits':
+    # 0.04 of the height squared (256 pixels) at the least
+    owners[:] = 0
+    owners[40:55, 25:40] = 1
+    owners[40:55, 42:57] = 2
+    assert P.inside_cut(piece, owners, 80) == []
+    assert len(P.split_touching(piece, 80, owners)) == 1
 
 
 def test_a_hole_not_measured_leaves_the_cut_to_the_cheapest_cuts(monkeypatch):
@@ -331,7 +351,7 @@ def test_a_hole_not_measured_leaves_the_cut_to_the_cheapest_cuts(monkeypatch):
     number = outlined_number((3, 0), 120)
     monkeypatch.setattr(P, "MAX_HOLES", 3)
     got = [p.image for p in P.prepare_number(number)]
-    monkeypatch.setattr(P, "inside_cut", lambda a, owners: [])
+    monkeypatch.setattr(P, "inside_cut", lambda a, owners, height: [])
     want = [p.image for p in P.prepare_number(number)]
     assert len(got) == len(want) == 2
     assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
