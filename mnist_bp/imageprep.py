@@ -1050,7 +1050,11 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
                          ink.image).astype(np.float32, copy=False)
     # Outlined strokes are closed on the whole number: cut into digits first, their outlines
     # would be open. Their insides tell touching outlined digits apart (inside_cut).
-    solid = (np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL) & kept
+    # Ink too small to keep is no outline (a dotted 0's dot would make its counter a ring, an
+    # outlined stroke's inside) unless it rings paper of its own: a thick outline's inner
+    # contour around a small counter (an 8's)
+    solid = np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL
+    solid &= kept | rings(solid & ~kept)
     holes = stroke_insides(solid, number=True)
     hollow = bool(holes.insides.any())
     filled = holes.insides | holes.pinholes if hollow else None
@@ -1076,6 +1080,18 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
         if len(parts) > MAX_DIGITS:
             raise too_many_digits(len(parts), more=d is not digits[-1])
     return [polarity(place(part), ink.light_background, invert) for part in parts]
+
+
+def rings(mask: np.ndarray) -> np.ndarray:
+    """The pieces of `mask` that enclose a hole of their own."""
+    from scipy import ndimage
+
+    closed = ndimage.binary_fill_holes(mask)
+    labels, count = ndimage.label(closed, structure=np.ones((3, 3)))
+    ring = (np.bincount(labels.ravel(), minlength=count + 1)
+            > np.bincount(labels[mask], minlength=count + 1))
+    ring[0] = False
+    return mask & ring[labels]
 
 
 def few_marks(ink: Ink) -> Ink:

@@ -781,3 +781,14 @@ def test_a_small_blurred_heavy_digit_keeps_its_counter(sigma):
     got = P.prepare(heavy_zero(10, sigma)).image
     assert got[11:18, 13:16].mean() < 0.1  # the counter is open
     assert mean_abs(got, sharp) < 0.05
+
+
+def test_only_loose_ink_that_rings_paper_counts_as_an_outline():
+    # ink too small to keep is left out of a number's outlines (a dotted 0's dot made its
+    # counter a ring, read as an outlined stroke's inside and filled), except a contour
+    # around paper of its own: a thick outline's inner contour around an 8's small counter
+    yy, xx = np.mgrid[:60, :120]
+    ring = (np.hypot(yy - 30, xx - 30) < 12) & (np.hypot(yy - 30, xx - 30) > 7)
+    dot = np.hypot(yy - 30, xx - 90) < 6
+    assert np.array_equal(P.rings(ring | dot), ring)
+    assert not P.rings(dot).any()
