@@ -106,6 +106,7 @@ WAIST, FULL = 0.5, 0.85  # a narrower piece narrows to this share of the height 
 PART = (0.3, 1.0)  # ...each of them this narrow to this wide (shares of the height)
 INSIDE_SHARE = 0.25  # outlined digits in a number: insides this large count (inside_cut)
 INSIDE_AREA = 0.04  # ...and at least this share of the row's height squared
+OUTLINE_PEN = 0.12  # a number's outlines are this thin at most (mean width / the ink's height)
 CORE, CORE_SHARE = 0.5, 0.2  # a number's piece is cut at faint joins between cores this solid
 MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
 # before a redraw, a hole whose wall to the paper outside is thinner than this share of the
@@ -1056,7 +1057,11 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     solid = np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL
     solid &= kept | rings(solid & ~kept)
     holes = stroke_insides(solid, number=True)
-    hollow = bool(holes.insides.any())
+    # outlines are thin: between heavy strokes, what looks like a stroke's inside is paper
+    # that touching digits enclose (a 3's bay closed by its neighbour)
+    inked = np.flatnonzero(solid.any(axis=1))
+    hollow = bool(holes.insides.any()) and (
+        stroke_width(solid.astype(np.float32)) <= OUTLINE_PEN * (inked[-1] - inked[0] + 1))
     filled = holes.insides | holes.pinholes if hollow else None
     if hollow:
         ink.image = np.where(solid | filled, 1, ink.image).astype(np.float32)

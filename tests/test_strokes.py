@@ -662,6 +662,17 @@ def test_italic_touching_digits_are_cut_along_their_slant(digits):
     assert max(near) < 0.1
 
 
+@pytest.mark.parametrize("digits", [(0, 3), (2, 3), (3, 3)])
+def test_a_bay_closed_by_heavy_touching_digits_is_no_outline(digits):
+    # a heavy 3 touching its neighbour: the paper in the 3's bay is enclosed and bent, as an
+    # outlined stroke's inside is. Taken for one and filled, the 3 was redrawn along the
+    # filled shape's centre line (0.11-0.20 from the digit alone); heavy ink is no outline.
+    parts = P.prepare_number(italic(digits, 100, 0.0))
+    assert len(parts) == 2
+    assert max(mean_abs(p.image, P.prepare(italic([d], 0, 0.0)).image)
+               for p, d in zip(parts, digits, strict=True)) < 0.07
+
+
 def test_slanted_touching_digits_narrower_than_the_row_are_cut():
     # heavy italic digits touch where one leans into the next: the pair is narrower than the
     # row is high (not cut as touching digits by width) and their columns overlap (no
