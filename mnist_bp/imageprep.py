@@ -106,6 +106,7 @@ WAIST, FULL = 0.5, 0.85  # a narrower piece narrows to this share of the height 
 PART = (0.3, 1.0)  # ...each of them this narrow to this wide (shares of the height)
 INSIDE_SHARE = 0.25  # outlined digits in a number: insides this large count (inside_cut)
 INSIDE_AREA = 0.04  # ...and at least this share of the row's height squared
+COUNTER_SHARE = 0.7  # a cut between insides leaves this much of each counter to one side
 OUTLINE_PEN = 0.12  # a number's outlines are this thin at most (mean width / the ink's height)
 CORE, CORE_SHARE = 0.5, 0.2  # a number's piece is cut at faint joins between cores this solid
 MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
@@ -1052,10 +1053,10 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     # Outlined strokes are closed on the whole number: cut into digits first, their outlines
     # would be open. Their insides tell touching outlined digits apart (inside_cut).
     # Ink too small to keep is no outline (a dotted 0's dot would make its counter a ring, an
-    # outlined stroke's inside) unless it rings paper of its own: a thick outline's inner
-    # contour around a small counter (an 8's)
+    # outlined stroke's inside) unless it rings paper of its own inside the kept ink: a thick
+    # outline's inner contour around a small counter (an 8's), not specks on the paper
     solid = np.clip(ink.image / SATURATE, 0, 1) > OUTLINE_LEVEL
-    solid &= kept | rings(solid & ~kept)
+    solid &= kept | (rings(solid & ~kept) & ndimage.binary_fill_holes(solid & kept))
     holes = stroke_insides(solid, number=True)
     # outlines are thin: between heavy strokes, what looks like a stroke's inside is paper
     # that touching digits enclose (a 3's bay closed by its neighbour)
@@ -1184,7 +1185,9 @@ def split_touching(a: np.ndarray, height: int,
     if cols[-1] - cols[0] + 1 <= TOUCHING * height:
         # condensed outlined digits: cut between their insides into parts as wide as digits
         inside = inside_cut(a, owners, height) if owners is not None else []
-        return inside if inside and digit_wide(inside, height) else waist_cut(a, height)
+        if inside and digit_wide(inside, height) and keeps_counters(a, inside):
+            return inside
+        return waist_cut(a, height)
     # the shear that fills the fewest columns, taken alone, stands a row of upright rings on
     # a slant (their arcs line up): the strokes must lean that way
     slant = lean(a)
@@ -1241,6 +1244,30 @@ def cut_touching(a: np.ndarray, height: int,
         if part.max() > 0.05:
             parts.append(part)
     return parts
+
+
+def keeps_counters(a: np.ndarray, parts: list[np.ndarray]) -> bool:
+    """Whether a cut of `a` into `parts` leaves each counter (paper that `a` encloses, more
+    than `PINHOLE` pixels wide) mostly to one part: at least `COUNTER_SHARE` of its pixels
+    nearer that part's ink than any other's. Between two digits, a counter is one digit's
+    (or their outlines close one's bay); between the halves of one outlined digit's inside
+    (a high-contrast 0, whose hairlines pinch it shut at top and bottom) the cut goes
+    through the middle of its counter."""
+    from scipy import ndimage
+
+    ink = a > 0.05
+    holes, count = ndimage.label(ndimage.binary_fill_holes(ink) & ~ink)
+    if count == 0:
+        return True
+    near = np.stack([ndimage.distance_transform_edt(p <= 0.05) for p in parts])
+    nearest = near.argmin(axis=0)
+    index = np.arange(1, count + 1)
+    width = 2 * ndimage.maximum(ndimage.distance_transform_edt(holes > 0), holes, index)
+    for k in index[np.asarray(width) > PINHOLE]:
+        shares = np.bincount(nearest[holes == k], minlength=len(parts))
+        if shares.max() < COUNTER_SHARE * shares.sum():
+            return False
+    return True
 
 
 def digit_wide(parts: list[np.ndarray], height: int) -> bool:

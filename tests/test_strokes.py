@@ -803,3 +803,19 @@ def test_only_loose_ink_that_rings_paper_counts_as_an_outline():
     dot = np.hypot(yy - 30, xx - 90) < 6
     assert np.array_equal(P.rings(ring | dot), ring)
     assert not P.rings(dot).any()
+
+
+def test_a_high_contrast_outlined_0_is_not_cut_between_its_insides():
+    # thick sides, hairline top and bottom: the outline pinches the stroke's inside shut at
+    # the hairlines, into a left and a right half, each as wide as a narrow digit. Cut
+    # between them (two parts, 0.17 from the 0), the cut went through the 0's counter.
+    yy, xx = np.mgrid[:240, :200]
+    outer = ((xx - 100) / 50) ** 2 + ((yy - 120) / 80) ** 2 <= 1
+    shape = outer & ~(((xx - 100) / 26) ** 2 + ((yy - 120) / 76) ** 2 <= 1)
+    d = np.where(shape, ndimage.distance_transform_edt(shape),
+                 ndimage.distance_transform_edt(~shape))
+    page = (0.92 - 0.82 * np.clip(3.5 - d, 0, 1)).astype(np.float32)
+    parts = P.prepare_number(page)
+    assert len(parts) == 1
+    assert mean_abs(parts[0].image, P.prepare(page).image) < 0.07
+
