@@ -1060,9 +1060,9 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     holes = stroke_insides(solid, number=True)
     # outlines are thin: between heavy strokes, what looks like a stroke's inside is paper
     # that touching digits enclose (a 3's bay closed by its neighbour)
-    inked = np.flatnonzero(solid.any(axis=1))
-    hollow = bool(holes.insides.any()) and (
-        stroke_width(solid.astype(np.float32)) <= OUTLINE_PEN * (inked[-1] - inked[0] + 1))
+    solid_rows = np.flatnonzero(solid.any(axis=1))
+    hollow = bool(holes.insides.any()) and (stroke_width(solid.astype(np.float32))
+                                            <= OUTLINE_PEN * (np.ptp(solid_rows) + 1))
     filled = holes.insides | holes.pinholes if hollow else None
     if hollow:
         ink.image = np.where(solid | filled, 1, ink.image).astype(np.float32)
@@ -1255,19 +1255,20 @@ def keeps_counters(a: np.ndarray, parts: list[np.ndarray]) -> bool:
     through the middle of its counter."""
     from scipy import ndimage
 
-    ink = a > 0.05
+    box = ndimage.find_objects((a > 0.05).astype(np.int8))[0]
+    ink = a[box] > 0.05
     holes, count = ndimage.label(ndimage.binary_fill_holes(ink) & ~ink)
     if count == 0:
         return True
-    near = np.stack([ndimage.distance_transform_edt(p <= 0.05) for p in parts])
-    nearest = near.argmin(axis=0)
-    index = np.arange(1, count + 1)
-    width = 2 * ndimage.maximum(ndimage.distance_transform_edt(holes > 0), holes, index)
-    for k in index[np.asarray(width) > PINHOLE]:
-        shares = np.bincount(nearest[holes == k], minlength=len(parts))
-        if shares.max() < COUNTER_SHARE * shares.sum():
-            return False
-    return True
+    nearest = np.stack([ndimage.distance_transform_edt(p[box] <= 0.05)
+                        for p in parts]).argmin(axis=0)
+    # shares[k, i]: the pixels of hole k nearest part i (one pass, however many holes)
+    shares = np.bincount((holes * len(parts) + nearest).ravel(),
+                         minlength=(count + 1) * len(parts)).reshape(count + 1, len(parts))[1:]
+    width = 2 * np.asarray(ndimage.maximum(ndimage.distance_transform_edt(holes > 0), holes,
+                                           np.arange(1, count + 1)))
+    counters = shares[width > PINHOLE]
+    return bool((counters.max(axis=1) >= COUNTER_SHARE * counters.sum(axis=1)).all())
 
 
 def digit_wide(parts: list[np.ndarray], height: int) -> bool:
