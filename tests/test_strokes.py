@@ -307,12 +307,22 @@ def test_a_number_s_outlined_digits_are_filled_inside_and_out():
     assert mean_abs(parts[1].image, P.prepare(solid.astype(np.float32)).image) < 0.01
 
 
+def inked_block(shape, ink, *insides):
+    """A block of solid ink (`ink`: rows, cols slices) on a page of `shape`, and the owners
+    map with each of `insides` (rows, cols slices) an outlined digit's inside, numbered from
+    1 left to right."""
+    piece = np.zeros(shape, np.float32)
+    piece[ink] = 1
+    owners = np.zeros(shape, np.intp)
+    for number, inside in enumerate(insides, start=1):
+        owners[inside] = number
+    return piece, owners
+
+
 def test_a_cut_between_insides_makes_digits_or_is_not_taken():
-    piece = np.zeros((100, 200), np.float32)
-    piece[10:90, 20:180] = 1  # twice as wide as the row is high: touching digits
-    owners = np.zeros(piece.shape, np.intp)
-    owners[10:90, 30:90] = 1
-    owners[10:90, 110:170] = 2
+    # twice as wide as the row is high: touching digits
+    piece, owners = inked_block((100, 200), np.s_[10:90, 20:180], np.s_[10:90, 30:90],
+                                np.s_[10:90, 110:170])
     left, right = P.split_touching(piece, 80, owners)
     # each pixel goes to the nearest inside: columns up to 99 are nearer the first
     assert np.array_equal(left[:, :100], piece[:, :100]) and not left[:, 100:].any()
@@ -327,19 +337,15 @@ def test_a_cut_between_insides_makes_digits_or_is_not_taken():
 def test_condensed_outlined_digits_are_cut_between_their_insides():
     # two outlined digits narrower together than the row is high, their outlines merged
     # along their height: no waist to cut at. Each has its inside.
-    piece = np.zeros((100, 80), np.float32)
-    piece[10:90, 5:75] = 1
-    owners = np.zeros(piece.shape, np.intp)
-    owners[15:85, 12:30] = 1
-    owners[15:85, 50:68] = 2
+    piece, owners = inked_block((100, 80), np.s_[10:90, 5:75], np.s_[15:85, 12:30],
+                                np.s_[15:85, 50:68])
     left, right = P.split_touching(piece, 80, owners)
     assert np.array_equal(left[:, :40], piece[:, :40]) and not left[:, 40:].any()
     assert np.array_equal(left + right, piece)
     # insides pinched off at a stroke's joint (an 8's crossing) are too small to be digits':
     # 0.04 of the height squared (256 pixels) at the least
-    owners[:] = 0
-    owners[40:55, 25:40] = 1
-    owners[40:55, 42:57] = 2
+    _, owners = inked_block((100, 80), np.s_[10:90, 5:75], np.s_[40:55, 25:40],
+                            np.s_[40:55, 42:57])
     assert P.inside_cut(piece, owners, 80) == []
     assert len(P.split_touching(piece, 80, owners)) == 1
 
