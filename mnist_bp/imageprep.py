@@ -113,6 +113,10 @@ MAX_THIN = 30  # at most this many layers thinned off a heavy stroke
 # before a redraw, a hole whose wall to the paper outside is thinner than this share of the
 # stroke width is opened (at 0.5, an outlined 8 whose stroke thins at its start opened too)
 PINCH = 0.4
+# heavy strokes (mean width above this share of a number's height, MNIST's pen) that touch
+# are cut where the ink breaks when eroded by this share of their width, into pieces each
+# spanning this share of the height
+HEAVY_PEN, NECK, NECK_SPAN = 0.1, 0.45, 0.6
 LEAN = 0.12  # a touching piece whose strokes lean this much (columns per row) is stood upright
 LEAN_WINDOW = 0.5  # ...the lean taken from the edges this near the estimate (columns per row)
 LEAN_PASSES = 3  # ...estimated this many times
@@ -1080,12 +1084,54 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
     height = max(r[-1] - r[0] + 1 for r in rows)
     owners = inside_owners(holes) if hollow else None
+    # an outline's contours are no pen: eroded, they vanish
+    pen = 0.0 if hollow else stroke_width(solid.astype(np.float32))
     parts: list[np.ndarray] = []
     for d in digits:
-        parts += split_touching(d, height, owners)
+        for piece in neck_cut(d, pen, height) if pen > HEAVY_PEN * height else [d]:
+            parts += split_touching(piece, height, owners)
         if len(parts) > MAX_DIGITS:
             raise too_many_digits(len(parts), more=d is not digits[-1])
     return [polarity(place(part), ink.light_background, invert) for part in parts]
+
+
+def neck_cut(a: np.ndarray, pen: float, height: int) -> list[np.ndarray]:
+    """Heavy touching digits in the piece of ink `a` (full image coordinates), in a row
+    `height` pixels high written with a pen `pen` pixels wide: cut where the ink breaks
+    when eroded by `NECK` of the pen. Emboldening grows each digit by the pen on every side
+    and closes the gaps between them; the necks it leaves are narrower than a stroke. Only
+    pieces left spanning `NECK_SPAN` of the height count (a stroke's tapered end or a 5's
+    flag is no digit); each pixel goes to the nearest, and the cut must make parts as wide as
+    digits (`digit_wide`) that keep their counters (`keeps_counters`). Else `[a]`."""
+    from scipy import ndimage
+
+    box = ndimage.find_objects((a > 0.05).astype(np.int8))[0]
+    core = ndimage.distance_transform_edt(a[box] > SATURATE * OUTLINE_LEVEL) > NECK * pen
+    labels, count = ndimage.label(core, np.ones((3, 3)))
+    spans = [rows.stop - rows.start for rows, _ in ndimage.find_objects(labels)]
+    tall = [k + 1 for k in range(count) if spans[k] >= NECK_SPAN * height]
+    if len(tall) < 2:
+        return [a]
+    parts = nearest_parts(a, box, np.where(np.isin(labels, tall), labels, 0), np.array(tall))
+    return parts if digit_wide(parts, height) and keeps_counters(a, parts) else [a]
+
+
+def nearest_parts(a: np.ndarray, box, owner: np.ndarray, keys: np.ndarray) -> list[np.ndarray]:
+    """`a` (full image coordinates) cut into one part per key of `keys`, left to right: each
+    pixel in `box` goes to the key of the nearest pixel of `owner` (`a[box]`'s shape, 0 for
+    none) that holds one."""
+    from scipy import ndimage
+
+    rows, cols = ndimage.distance_transform_edt(owner == 0, return_distances=False,
+                                                return_indices=True)
+    nearest = owner[rows, cols]
+    centres = ndimage.center_of_mass(owner > 0, owner, keys)
+    parts = []
+    for k in keys[np.argsort([c[1] for c in centres], kind="stable")]:
+        part = np.zeros_like(a)
+        part[box] = np.where(nearest == k, a[box], 0)
+        parts.append(part)
+    return parts
 
 
 def rings(mask: np.ndarray) -> np.ndarray:
@@ -1301,16 +1347,7 @@ def inside_cut(a: np.ndarray, owners: np.ndarray, height: int) -> list[np.ndarra
         digits = digits[(area >= INSIDE_SHARE * area.max()) & (area >= INSIDE_AREA * height ** 2)]
     if len(digits) < 2:
         return []
-    owner = np.where(np.isin(owner, digits), owner, 0)
-    rows, cols = ndimage.distance_transform_edt(owner == 0, return_distances=False,
-                                                return_indices=True)
-    nearest = owner[rows, cols]
-    centres = ndimage.center_of_mass(owner > 0, owner, digits)
-    parts = []
-    for k in digits[np.argsort([c[1] for c in centres], kind="stable")]:
-        part = np.zeros_like(a)
-        part[box] = np.where(nearest == k, piece, 0)
-        parts.append(part)
+    parts = nearest_parts(a, box, np.where(np.isin(owner, digits), owner, 0), digits)
     # each part holds ink: an inside not enclosed by this piece's own outline (one inside
     # another digit's loop, its ring another piece) would give a part of paper alone
     return parts if all(part.max() > 0.05 for part in parts) else []

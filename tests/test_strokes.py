@@ -825,3 +825,33 @@ def test_a_high_contrast_outlined_0_is_not_cut_between_its_insides():
     assert len(parts) == 1
     assert mean_abs(parts[0].image, P.prepare(page).image) < 0.07
 
+
+
+def condensed(digits, overlap: int = 0) -> np.ndarray:
+    """`digits` squeezed to half their width and drawn with a pen 0.14 of their height wide
+    (a condensed bold face), their boxes overlapping by `overlap` pixels."""
+    rows, cols = PAGE
+    width = cols // 2
+    step = round(0.7 * HEIGHT / 2) - overlap
+    lines = np.zeros((rows, 80 + width + step * (len(digits) - 1)), bool)
+    for i, digit in enumerate(digits):
+        line = Image.fromarray(centre_lines(digit, PAGE, HEIGHT).astype(np.uint8) * 255)
+        squeezed = np.asarray(line.resize((width, rows), Image.BILINEAR)) > 60
+        lines[:, 40 + i * step:40 + i * step + width] |= squeezed
+    ink = np.clip(0.07 * HEIGHT + 0.5 - ndimage.distance_transform_edt(~lines), 0, 1)
+    return (0.92 - 0.82 * ink).astype(np.float32)
+
+
+@pytest.mark.parametrize(("digits", "overlap"), [((0, 7), -2), ((3, 3), -2), ((2, 7), -2),
+                                                 ((3, 7), 4)])
+def test_emboldened_digits_that_touch_are_cut_at_their_neck(digits, overlap):
+    # emboldening closes the gaps between condensed digits: one piece of ink, narrower than
+    # the row is high and with no waist to cut at (read as one digit before). Eroded by
+    # almost half the pen, it breaks between them.
+    ink = condensed(digits, overlap) < 0.5
+    cols, rows = np.flatnonzero(ink.any(axis=0)), np.flatnonzero(ink.any(axis=1))
+    assert ndimage.label(ink)[1] == 1 and np.ptp(cols) < np.ptp(rows)
+    parts = P.prepare_number(condensed(digits, overlap))
+    assert len(parts) == 2
+    assert max(mean_abs(p.image, P.prepare(condensed([d])).image)
+               for p, d in zip(parts, digits, strict=True)) < 0.01
