@@ -117,6 +117,7 @@ PINCH = 0.4
 # are cut where the ink breaks when eroded by this share of their width, into pieces each
 # spanning this share of the height
 HEAVY_PEN, NECK, NECK_SPAN = 0.1, 0.45, 0.6
+PART_PRICE = 0.5  # touching digits: each part costs this share of the height in the mean cut
 LEAN = 0.12  # a touching piece whose strokes lean this much (columns per row) is stood upright
 LEAN_WINDOW = 0.5  # ...the lean taken from the edges this near the estimate (columns per row)
 LEAN_PASSES = 3  # ...estimated this many times
@@ -1251,6 +1252,8 @@ def cut_touching(a: np.ndarray, height: int,
     the height is cut into the parts, each `PART` (a share of the height) wide, whose cuts
     cost least on average: where two digits touch, a cut crosses a point of ink and the
     ink's outline narrows; through a digit, it crosses its strokes and its whole height.
+    Each part adds `PART_PRICE` of the height to that mean: a cut that only makes the mean
+    a little cheaper (a 7's bar off its stem, an open 0 at its opening) makes no digit.
     Outlined digits (`owners`: `inside_owners`) are cut between their strokes' insides
     instead, when that makes as many parts or parts as wide. A narrower piece (stood
     upright, a slanted pair can be) goes to `waist_cut`."""
@@ -1272,7 +1275,7 @@ def cut_touching(a: np.ndarray, height: int,
     for count in range(max(2, fewest), min(width // narrow, MAX_DIGITS) + 1):
         cuts = cheapest_cuts(profile, count, narrow, wide)
         if cuts is not None:
-            cost = float(profile[cuts].mean())
+            cost = float(profile[cuts].mean()) + PART_PRICE * height * count
             if best is None or cost < best[0]:
                 best = (cost, cuts)
     # outlined digits cut between their insides: as many as the cheapest cuts make, or each

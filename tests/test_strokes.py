@@ -679,6 +679,15 @@ def test_a_bay_closed_by_heavy_touching_digits_is_no_outline(digits):
                for p, d in zip(parts, digits, strict=True)) < 0.07
 
 
+@pytest.mark.parametrize("step", [90, 100])
+def test_a_cut_that_only_makes_the_cuts_a_little_cheaper_makes_no_digit(step):
+    # a heavy 7 whose bar touches a 2: cut in three at their cheapest mean cost, the bar
+    # came off the 7 as a digit of its own (parts 0.15-0.18 from the digits alone)
+    parts = P.prepare_number(italic((7, 2), step, 0.0))
+    assert len(parts) == 2
+    assert mean_abs(parts[0].image, P.prepare(italic([7], 0, 0.0)).image) < 0.07
+
+
 def test_slanted_touching_digits_narrower_than_the_row_are_cut():
     # heavy italic digits touch where one leans into the next: the pair is narrower than the
     # row is high (not cut as touching digits by width) and their columns overlap (no
