@@ -117,6 +117,7 @@ PINCH = 0.4
 # are cut where the ink breaks when eroded by this share of their width, into pieces each
 # spanning this share of the height
 HEAVY_PEN, NECK, NECK_SPAN = 0.1, 0.45, 0.6
+SHORT = 0.4  # a part of a number spanning less than this share of its height is no digit
 PART_PRICE = 0.5  # touching digits: each part costs this share of the height in the mean cut
 LEAN = 0.12  # a touching piece whose strokes lean this much (columns per row) is stood upright
 LEAN_WINDOW = 0.5  # ...the lean taken from the edges this near the estimate (columns per row)
@@ -1093,7 +1094,32 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
             parts += split_touching(piece, height, owners)
         if len(parts) > MAX_DIGITS:
             raise too_many_digits(len(parts), more=d is not digits[-1])
+    # a stroke cut off or broken off a digit (a 7's bar, a 2's tail) is no digit of its own
+    parts = join_short(parts, height)
+    if len(parts) > MAX_DIGITS:
+        raise too_many_digits(len(parts))
     return [polarity(place(part), ink.light_background, invert) for part in parts]
+
+
+def join_short(parts: list[np.ndarray], height: int) -> list[np.ndarray]:
+    """`parts` (left to right) with each part spanning less than `SHORT` of the row's
+    `height` joined to the neighbour whose ink is nearest, the shortest first: no digit of a
+    number is that short."""
+    from scipy import ndimage
+
+    parts = list(parts)
+    spans = [np.ptp(np.flatnonzero(p.max(axis=1) > 0.05)) + 1 for p in parts]
+    while len(parts) > 1 and min(spans) < SHORT * height:
+        i = int(np.argmin(spans))
+        nearby = [j for j in (i - 1, i + 1) if 0 <= j < len(parts)]
+        box = ndimage.find_objects(sum((parts[j] > 0.05).astype(np.int8)
+                                       for j in (i, *nearby)))[0]
+        gap = ndimage.distance_transform_edt(parts[i][box] <= 0.05)
+        j = min(nearby, key=lambda j: float(gap[parts[j][box] > 0.05].min()))
+        parts[j] = np.maximum(parts[j], parts[i])
+        spans[j] = np.ptp(np.flatnonzero(parts[j].max(axis=1) > 0.05)) + 1
+        del parts[i], spans[i]
+    return parts
 
 
 def neck_cut(a: np.ndarray, pen: float, height: int) -> list[np.ndarray]:

@@ -375,7 +375,8 @@ def test_an_inside_of_another_piece_makes_no_empty_part():
     for r in (31, 10):
         draw.ellipse((258 - r, 120 - r, 258 + r, 120 + r), outline=255, width=4)
     parts = P.prepare_number(np.where(np.asarray(page) > 127, 0.1, 0.9).astype(np.float32))
-    assert len(parts) == 5 and all(p.image.max() == 1 for p in parts)
+    # (five parts before parts spanning under 0.4 of the row joined their neighbours)
+    assert len(parts) == 2 and all(p.image.max() == 1 for p in parts)
 
 
 @pytest.mark.parametrize("gap, blur", [(6, 2), (8, 3)])
@@ -593,7 +594,7 @@ def test_a_loop_that_was_not_kept_drops_no_dot_from_a_number():
     rows, cols = np.mgrid[:240, :260]
     d2 = (rows - 120) ** 2 + (cols - 175) ** 2
     ink = np.zeros((240, 260), np.float32)
-    ink[20:220, 20:70] = 1  # a heavy bar, the largest piece
+    ink[70:170, 0:110] = 1  # a heavy block, the largest piece
     # a heavy 1 (a solid bar 41 by 13 pixels), under DOT of the bar. (A solid disc was used
     # here: no digit, its redrawing is a point drawn large, whose size depends on the margin.)
     ink[(abs(rows - 120) <= 20) & (abs(cols - 175) <= 6)] = 1
@@ -688,6 +689,22 @@ def test_a_cut_that_only_makes_the_cuts_a_little_cheaper_makes_no_digit(step):
     assert mean_abs(parts[0].image, P.prepare(italic([7], 0, 0.0)).image) < 0.07
 
 
+@pytest.mark.parametrize(("dash", "joins"), [((20, 40), 0), ((42, 58), 1)])
+def test_a_stroke_too_short_to_be_a_digit_joins_the_nearest(dash, joins):
+    # a 7's bar cut off at a touching neighbour, a 2's tail broken off: parts of a number
+    # spanning less than 0.4 of its height (here 11 of 81 rows) join the digit nearest them
+    parts = [np.zeros((100, 80), np.float32) for _ in range(3)]
+    parts[0][10:91, 10:18] = 1
+    parts[1][10:21, dash[0]:dash[1]] = 1
+    parts[2][10:91, 60:68] = 1
+    joined = P.join_short(parts, 81)
+    assert len(joined) == 2
+    assert np.array_equal(joined[joins], np.maximum(parts[joins * 2], parts[1]))
+    assert np.array_equal(joined[1 - joins], parts[2 - joins * 2])
+    parts[1][10:44] = parts[1][10]  # 34 rows: a digit
+    assert len(P.join_short(parts, 81)) == 3
+
+
 def test_slanted_touching_digits_narrower_than_the_row_are_cut():
     # heavy italic digits touch where one leans into the next: the pair is narrower than the
     # row is high (not cut as touching digits by width) and their columns overlap (no
@@ -777,7 +794,8 @@ def test_an_array_of_integers_or_booleans_reads_as_floats(dtype):
     page = np.full((500, 500), 0.9, np.float32)
     page[c - u:c + u, c - 82:c - 68] = 0.1
     page[c - u:c + u, c:c + u] = 0.1
-    page[c - u:c - u + 13, c + 82:c + 123] = 0.1
+    page[c - u:c + u, c + 82:c + 123] = 0.1
+    page[c - u + 13:c + u, c + 82:c + 110] = 0.9  # an L
     want = [p.image for p in P.prepare_number(page)]
     given = (page * 255).astype(dtype) if dtype is not bool else page > 0.5
     got = [p.image for p in P.prepare_number(given)]
