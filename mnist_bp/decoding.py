@@ -253,7 +253,7 @@ def _without_main_file():
 # imports its libraries when first used, and a worker must not spend its time limit (2 s in
 # serve) importing them (skimage.morphology alone takes 0.1 s warm, more from a cold disk).
 PRELOAD = ("mnist_bp.decoding", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin",
-           "scipy.ndimage", "skimage.measure", "skimage.morphology")
+           "scipy.ndimage", "skimage.measure", "skimage.morphology", "skimage.segmentation")
 
 
 def _start_forkserver() -> None:

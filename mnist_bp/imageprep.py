@@ -117,8 +117,12 @@ PINCH = 0.4
 # are cut where the ink breaks when eroded by this share of their width, into pieces each
 # spanning this share of the height
 HEAVY_PEN, NECK, NECK_SPAN = 0.1, 0.45, 0.6
-SHORT = 0.4  # a part of a number spanning less than this share of its height is no digit
-PART_PRICE = 0.5  # touching digits: each part costs this share of the height in the mean cut
+# a heavy number's part this many times as wide as its widest other part (each at least this
+# share of the height wide) is touching digits
+SIBLING, SIBLING_DIGIT = 1.6, 0.5
+# a part of a number spanning less than this share of its height is no digit; it joins a
+# neighbour this near (a share of the height)
+SHORT, JOIN_GAP = 0.4, 0.5
 LEAN = 0.12  # a touching piece whose strokes lean this much (columns per row) is stood upright
 LEAN_WINDOW = 0.5  # ...the lean taken from the edges this near the estimate (columns per row)
 LEAN_PASSES = 3  # ...estimated this many times
@@ -1094,6 +1098,8 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
             parts += split_touching(piece, height, owners)
         if len(parts) > MAX_DIGITS:
             raise too_many_digits(len(parts), more=d is not digits[-1])
+    if pen > HEAVY_PEN * height:
+        parts = split_wider(parts, height)
     # a stroke cut off or broken off a digit (a 7's bar, a 2's tail) is no digit of its own
     parts = join_short(parts, height)
     if len(parts) > MAX_DIGITS:
@@ -1101,23 +1107,48 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     return [polarity(place(part), ink.light_background, invert) for part in parts]
 
 
+def split_wider(parts: list[np.ndarray], height: int) -> list[np.ndarray]:
+    """Heavy `parts` of a number (left to right), with each part `SIBLING` times as wide as
+    the widest other part at least `SIBLING_DIGIT` of the row's `height` wide cut as
+    touching digits (`split_touching`), however narrow: a font's digits are about as wide
+    as each other, and heavy condensed digits merged into one piece are narrower than the
+    row is high. (Its narrow digits, a 1 above all, are no measure.)"""
+    widths = [np.ptp(np.flatnonzero(p.max(axis=0) > 0.05)) + 1 for p in parts]
+    out: list[np.ndarray] = []
+    for i, part in enumerate(parts):
+        others = [w for j, w in enumerate(widths) if j != i and w >= SIBLING_DIGIT * height]
+        if others and widths[i] >= SIBLING * max(others):
+            out += split_touching(part, height, touching=0)
+        else:
+            out.append(part)
+        if len(out) > MAX_DIGITS:
+            raise too_many_digits(len(out), more=True)
+    return out
+
+
 def join_short(parts: list[np.ndarray], height: int) -> list[np.ndarray]:
     """`parts` (left to right) with each part spanning less than `SHORT` of the row's
-    `height` joined to the neighbour whose ink is nearest, the shortest first: no digit of a
-    number is that short."""
+    `height`, the shortest first, joined to the neighbour whose ink is nearest: no digit of
+    a number is that short. A mark farther than `JOIN_GAP` of the height from both, or that
+    would make its neighbour wider than a digit (`PART`), belongs to neither (dots leading
+    to a price, dashes between digits) and is dropped."""
     from scipy import ndimage
 
+    def span(a: np.ndarray, axis: int) -> int:
+        return int(np.ptp(np.flatnonzero(a.max(axis=axis) > 0.05))) + 1
+
     parts = list(parts)
-    spans = [np.ptp(np.flatnonzero(p.max(axis=1) > 0.05)) + 1 for p in parts]
+    spans = [span(p, 1) for p in parts]
     while len(parts) > 1 and min(spans) < SHORT * height:
         i = int(np.argmin(spans))
         nearby = [j for j in (i - 1, i + 1) if 0 <= j < len(parts)]
         box = ndimage.find_objects(sum((parts[j] > 0.05).astype(np.int8)
                                        for j in (i, *nearby)))[0]
         gap = ndimage.distance_transform_edt(parts[i][box] <= 0.05)
-        j = min(nearby, key=lambda j: float(gap[parts[j][box] > 0.05].min()))
-        parts[j] = np.maximum(parts[j], parts[i])
-        spans[j] = np.ptp(np.flatnonzero(parts[j].max(axis=1) > 0.05)) + 1
+        near = min((float(gap[parts[j][box] > 0.05].min()), j) for j in nearby)
+        joined = np.maximum(parts[near[1]], parts[i])
+        if near[0] <= JOIN_GAP * height and span(joined, 0) <= PART[1] * height:
+            parts[near[1]], spans[near[1]] = joined, span(joined, 1)
         del parts[i], spans[i]
     return parts
 
@@ -1128,8 +1159,9 @@ def neck_cut(a: np.ndarray, pen: float, height: int) -> list[np.ndarray]:
     when eroded by `NECK` of the pen. Emboldening grows each digit by the pen on every side
     and closes the gaps between them; the necks it leaves are narrower than a stroke. Only
     pieces left spanning `NECK_SPAN` of the height count (a stroke's tapered end or a 5's
-    flag is no digit); each pixel goes to the nearest, and the cut must make parts as wide as
-    digits (`digit_wide`) that keep their counters (`keeps_counters`). Else `[a]`."""
+    flag is no digit); each pixel goes to the nearest through the ink (else the nearest),
+    and the cut must make parts as wide as digits (`digit_wide`) that keep their counters
+    (`keeps_counters`). Else `[a]`."""
     from scipy import ndimage
 
     box = ndimage.find_objects((a > 0.05).astype(np.int8))[0]
@@ -1139,7 +1171,14 @@ def neck_cut(a: np.ndarray, pen: float, height: int) -> list[np.ndarray]:
     tall = [k + 1 for k in range(count) if spans[k] >= NECK_SPAN * height]
     if len(tall) < 2:
         return [a]
-    parts = nearest_parts(a, box, np.where(np.isin(labels, tall), labels, 0), np.array(tall))
+    # each pixel to the core it is nearest through the ink (the straight line can cross
+    # paper: a serif or a thin arm would go to the neighbour)
+    from skimage.segmentation import watershed
+
+    ink = a[box] > 0.05
+    owner = watershed(np.zeros(ink.shape, np.uint8), np.where(np.isin(labels, tall), labels, 0),
+                      mask=ink)
+    parts = nearest_parts(a, box, owner, np.array(tall))
     return parts if digit_wide(parts, height) and keeps_counters(a, parts) else [a]
 
 
@@ -1246,16 +1285,19 @@ def unshear(a: np.ndarray, shifts: np.ndarray, width: int) -> np.ndarray:
     return a[np.arange(a.shape[0])[:, None], np.arange(width) + (shifts - low)[:, None]]
 
 
-def split_touching(a: np.ndarray, height: int,
-                   owners: np.ndarray | None = None) -> list[np.ndarray]:
+def split_touching(a: np.ndarray, height: int, owners: np.ndarray | None = None,
+                   touching: float | None = None) -> list[np.ndarray]:
     """The digits of one piece of ink `a` (full image coordinates) in a row of digits
     `height` pixels high. A piece wider than `TOUCHING` times the height holds digits that
     touch. Slanted digits touch along their slant: when its strokes lean (`lean`), the piece
     is stood upright (`upright_shifts`), cut (`cut_touching`), and its parts slanted back.
     A narrower piece of outlined digits (`owners`) is cut between their insides when that
-    makes parts as wide as digits (`inside_cut`); any other goes to `waist_cut`."""
+    makes parts as wide as digits (`inside_cut`); any other goes to `waist_cut`. `touching`: the
+    width in pixels above which a piece is cut as touching digits (None: `TOUCHING` times
+    the height)."""
+    touching = TOUCHING * height if touching is None else touching
     cols = np.flatnonzero(a.max(axis=0) > 0.05)
-    if cols[-1] - cols[0] + 1 <= TOUCHING * height:
+    if cols[-1] - cols[0] + 1 <= touching:
         # condensed outlined digits: cut between their insides into parts as wide as digits
         inside = inside_cut(a, owners, height) if owners is not None else []
         if inside and digit_wide(inside, height) and keeps_counters(a, inside):
@@ -1266,27 +1308,26 @@ def split_touching(a: np.ndarray, height: int,
     slant = lean(a)
     shifts = upright_shifts(a > 0.05)
     if abs(slant) < LEAN or (shifts[-1] - shifts[0]) * slant <= 0:
-        return cut_touching(a, height, owners)
+        return cut_touching(a, height, owners, touching)
     upright = cut_touching(shear(a, shifts), height,
-                           None if owners is None else shear(owners, shifts))
+                           None if owners is None else shear(owners, shifts), touching)
     return [unshear(part, shifts, a.shape[1]) for part in upright]
 
 
-def cut_touching(a: np.ndarray, height: int,
-                 owners: np.ndarray | None = None) -> list[np.ndarray]:
-    """`split_touching`'s cut of a piece standing upright: one wider than `TOUCHING` times
-    the height is cut into the parts, each `PART` (a share of the height) wide, whose cuts
-    cost least on average: where two digits touch, a cut crosses a point of ink and the
-    ink's outline narrows; through a digit, it crosses its strokes and its whole height.
-    Each part adds `PART_PRICE` of the height to that mean: a cut that only makes the mean
-    a little cheaper (a 7's bar off its stem, an open 0 at its opening) makes no digit.
+def cut_touching(a: np.ndarray, height: int, owners: np.ndarray | None = None,
+                 touching: float | None = None) -> list[np.ndarray]:
+    """`split_touching`'s cut of a piece standing upright: one wider than `touching` pixels
+    (None: `TOUCHING` times the height) is cut into the parts, each `PART` (a share of the
+    height) wide, whose cuts cost least on average: where two digits touch, a cut crosses a
+    point of ink and the ink's outline narrows; through a digit, it crosses its strokes and
+    its whole height.
     Outlined digits (`owners`: `inside_owners`) are cut between their strokes' insides
     instead, when that makes as many parts or parts as wide. A narrower piece (stood
     upright, a slanted pair can be) goes to `waist_cut`."""
     cols = np.flatnonzero(a.max(axis=0) > 0.05)
     start, stop = int(cols[0]), int(cols[-1]) + 1
     width = stop - start
-    if width <= TOUCHING * height:
+    if width <= (TOUCHING * height if touching is None else touching):
         return waist_cut(a, height)
     inside = inside_cut(a, owners, height) if owners is not None else []
     # a cut's cost: the ink it crosses, and the height of the ink's outline there (two digits
@@ -1301,7 +1342,7 @@ def cut_touching(a: np.ndarray, height: int,
     for count in range(max(2, fewest), min(width // narrow, MAX_DIGITS) + 1):
         cuts = cheapest_cuts(profile, count, narrow, wide)
         if cuts is not None:
-            cost = float(profile[cuts].mean()) + PART_PRICE * height * count
+            cost = float(profile[cuts].mean())
             if best is None or cost < best[0]:
                 best = (cost, cuts)
     # outlined digits cut between their insides: as many as the cheapest cuts make, or each

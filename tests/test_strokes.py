@@ -681,9 +681,10 @@ def test_a_bay_closed_by_heavy_touching_digits_is_no_outline(digits):
 
 
 @pytest.mark.parametrize("step", [90, 100])
-def test_a_cut_that_only_makes_the_cuts_a_little_cheaper_makes_no_digit(step):
+def test_a_bar_cut_off_a_digit_goes_back_to_it(step):
     # a heavy 7 whose bar touches a 2: cut in three at their cheapest mean cost, the bar
-    # came off the 7 as a digit of its own (parts 0.15-0.18 from the digits alone)
+    # came off the 7 as a digit of its own (parts 0.15-0.18 from the digits alone); too
+    # short for a digit, it joins the 7 again
     parts = P.prepare_number(italic((7, 2), step, 0.0))
     assert len(parts) == 2
     assert mean_abs(parts[0].image, P.prepare(italic([7], 0, 0.0)).image) < 0.07
@@ -703,6 +704,47 @@ def test_a_stroke_too_short_to_be_a_digit_joins_the_nearest(dash, joins):
     assert np.array_equal(joined[1 - joins], parts[2 - joins * 2])
     parts[1][10:44] = parts[1][10]  # 34 rows: a digit
     assert len(P.join_short(parts, 81)) == 3
+
+
+def test_marks_that_no_digit_can_take_are_dropped():
+    # a dot leader before a price: each dot is short, and the nearest digit is farther than
+    # half the row's height from the first dots; dashes between digits would make a digit
+    # wider than the row is high. Joined, they made the 4 of ........42 read as 7.
+    parts = [np.zeros((100, 400), np.float32) for _ in range(4)]
+    for k, x in enumerate((10, 30, 300)):
+        parts[k][80:90, x:x + 10] = 1  # dots, 20 and 290 columns from the digit
+    parts[3][10:91, 330:340] = 1
+    joined = P.join_short(parts, 81)
+    assert len(joined) == 1
+    assert np.array_equal(joined[0], np.maximum(parts[2], parts[3]))
+    wide = [np.zeros((100, 400), np.float32) for _ in range(2)]
+    wide[0][10:21, 10:90] = 1  # a dash 80 columns wide, 2 columns from a digit 10 wide
+    wide[1][10:91, 92:102] = 1
+    kept = P.join_short(wide, 81)
+    assert len(kept) == 1 and np.array_equal(kept[0], wide[1])
+
+
+def rings_row(*widths: int) -> list[np.ndarray]:
+    """Parts of a heavy number 100 rows high, each on its own array: a ring `width` wide, or
+    from 100 on two touching rings as wide together."""
+    parts = []
+    for width in widths:
+        page = Image.new("L", (400, 120), 0)
+        rings = 1 if width < 100 else 2
+        ring = (width + 6 * (rings - 1)) // rings  # touching rings share 6 columns
+        for k in range(rings):
+            ImageDraw.Draw(page).ellipse((10 + k * (ring - 6), 10, 10 + k * (ring - 6) + ring,
+                                          110), outline=255, width=14)
+        parts.append(np.asarray(page, np.float32) / 255)
+    return parts
+
+
+@pytest.mark.parametrize(("widths", "count"), [((60, 120), 3), ((60, 90), 2), ((30, 120), 2)])
+def test_a_heavy_part_much_wider_than_its_neighbours_is_cut(widths, count):
+    # condensed heavy digits merged along their height are narrower than the row is high,
+    # but as wide as two of the number's other digits: 1.6 times its widest other part at
+    # least half the height wide (a 1 is no measure)
+    assert len(P.split_wider(rings_row(*widths), 100)) == count
 
 
 def test_slanted_touching_digits_narrower_than_the_row_are_cut():
@@ -881,4 +923,4 @@ def test_emboldened_digits_that_touch_are_cut_at_their_neck(digits, overlap):
     parts = P.prepare_number(condensed(digits, overlap))
     assert len(parts) == 2
     assert max(mean_abs(p.image, P.prepare(condensed([d])).image)
-               for p, d in zip(parts, digits, strict=True)) < 0.01
+               for p, d in zip(parts, digits, strict=True)) < 0.02
