@@ -118,8 +118,8 @@ PINCH = 0.4
 # spanning this share of the height
 HEAVY_PEN, NECK, NECK_SPAN = 0.1, 0.45, 0.6
 # a heavy number's part this many times as wide as its widest other part (each at least this
-# share of the height wide) is touching digits
-SIBLING, SIBLING_DIGIT = 1.6, 0.5
+# share of the height wide), and this share of the height wide itself, is touching digits
+SIBLING, SIBLING_DIGIT, SIBLING_MIN = 1.6, 0.5, 0.9
 # a part of a number spanning less than this share of its height is no digit; it joins a
 # neighbour this near (a share of the height)
 SHORT, JOIN_GAP = 0.4, 0.5
@@ -1109,15 +1109,16 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
 
 def split_wider(parts: list[np.ndarray], height: int) -> list[np.ndarray]:
     """Heavy `parts` of a number (left to right), with each part `SIBLING` times as wide as
-    the widest other part at least `SIBLING_DIGIT` of the row's `height` wide cut as
-    touching digits (`split_touching`), however narrow: a font's digits are about as wide
-    as each other, and heavy condensed digits merged into one piece are narrower than the
-    row is high. (Its narrow digits, a 1 above all, are no measure.)"""
+    the widest other part at least `SIBLING_DIGIT` of the row's `height` wide, and at least
+    `SIBLING_MIN` of the height wide itself, cut as touching digits (`split_touching`):
+    a font's digits are about as wide as each other, and heavy condensed digits merged into
+    one piece are narrower than the row is high. (Its narrow digits are no measure; a black
+    face's 0 or 4 is 1.7 times as wide as its flagged 1, but narrower than the row.)"""
     widths = [np.ptp(np.flatnonzero(p.max(axis=0) > 0.05)) + 1 for p in parts]
     out: list[np.ndarray] = []
     for i, part in enumerate(parts):
         others = [w for j, w in enumerate(widths) if j != i and w >= SIBLING_DIGIT * height]
-        if others and widths[i] >= SIBLING * max(others):
+        if others and widths[i] >= max(SIBLING * max(others), SIBLING_MIN * height):
             out += split_touching(part, height, touching=0)
         else:
             out.append(part)
