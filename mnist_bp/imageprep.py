@@ -28,9 +28,11 @@ MNIST image unchanged.
 
 `--number` (`prepare_number`) splits the ink into digits: outlined strokes closed on the whole
 number, connected pieces grouped by the columns they cover (a detached stroke joins the digit
-it lies over), pieces much wider than high cut where the least ink crosses (touching digits),
-narrower ones cut at a waist between two full-height columns once stood upright (slanted
-touching digits), read left to right.
+it lies over), heavy pieces cut at necks thinner than the pen (emboldened digits that touch),
+pieces much wider than high cut where the least ink crosses (touching digits), narrower ones
+cut at a waist between two full-height columns once stood upright (slanted touching digits)
+or, heavy, when twice as wide as the number's other digits; parts too short to be digits
+join their nearest neighbour or are dropped; read left to right.
 """
 
 from __future__ import annotations
