@@ -1072,9 +1072,8 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     holes = stroke_insides(solid, number=True)
     # outlines are thin: between heavy strokes, what looks like a stroke's inside is paper
     # that touching digits enclose (a 3's bay closed by its neighbour)
-    solid_rows = np.flatnonzero(solid.any(axis=1))
-    hollow = bool(holes.insides.any()) and (stroke_width(solid.astype(np.float32))
-                                            <= OUTLINE_PEN * (np.ptp(solid_rows) + 1))
+    pen = stroke_width(solid.astype(np.float32))
+    hollow = bool(holes.insides.any()) and pen <= OUTLINE_PEN * extent(solid, 1)
     filled = holes.insides | holes.pinholes if hollow else None
     if hollow:
         ink.image = np.where(solid | filled, 1, ink.image).astype(np.float32)
@@ -1092,8 +1091,8 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
     height = max(r[-1] - r[0] + 1 for r in rows)
     owners = inside_owners(holes) if hollow else None
-    # an outline's contours are no pen: eroded, they vanish
-    pen = 0.0 if hollow else stroke_width(solid.astype(np.float32))
+    if hollow:  # an outline's contours are no pen: eroded, they vanish
+        pen = 0.0
     parts: list[np.ndarray] = []
     for d in digits:
         for piece in neck_cut(d, pen, height) if pen > HEAVY_PEN * height else [d]:
@@ -1109,6 +1108,11 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     return [polarity(place(part), ink.light_background, invert) for part in parts]
 
 
+def extent(a: np.ndarray, axis: int) -> int:
+    """How many columns (`axis` 0) or rows (1) the ink of `a` (> 0.05) spans, first to last."""
+    return int(np.ptp(np.flatnonzero(a.max(axis=axis) > 0.05))) + 1
+
+
 def split_wider(parts: list[np.ndarray], height: int) -> list[np.ndarray]:
     """Heavy `parts` of a number (left to right), with each part `SIBLING` times as wide as
     the widest other part at least `SIBLING_DIGIT` of the row's `height` wide, and at least
@@ -1116,7 +1120,7 @@ def split_wider(parts: list[np.ndarray], height: int) -> list[np.ndarray]:
     a font's digits are about as wide as each other, and heavy condensed digits merged into
     one piece are narrower than the row is high. (Its narrow digits are no measure; a black
     face's 0 or 4 is 1.7 times as wide as its flagged 1, but narrower than the row.)"""
-    widths = [np.ptp(np.flatnonzero(p.max(axis=0) > 0.05)) + 1 for p in parts]
+    widths = [extent(p, 0) for p in parts]
     out: list[np.ndarray] = []
     for i, part in enumerate(parts):
         others = [w for j, w in enumerate(widths) if j != i and w >= SIBLING_DIGIT * height]
@@ -1137,11 +1141,8 @@ def join_short(parts: list[np.ndarray], height: int) -> list[np.ndarray]:
     to a price, dashes between digits) and is dropped."""
     from scipy import ndimage
 
-    def span(a: np.ndarray, axis: int) -> int:
-        return int(np.ptp(np.flatnonzero(a.max(axis=axis) > 0.05))) + 1
-
     parts = list(parts)
-    spans = [span(p, 1) for p in parts]
+    spans = [extent(p, 1) for p in parts]
     while len(parts) > 1 and min(spans) < SHORT * height:
         i = int(np.argmin(spans))
         nearby = [j for j in (i - 1, i + 1) if 0 <= j < len(parts)]
@@ -1150,8 +1151,8 @@ def join_short(parts: list[np.ndarray], height: int) -> list[np.ndarray]:
         gap = ndimage.distance_transform_edt(parts[i][box] <= 0.05)
         near = min((float(gap[parts[j][box] > 0.05].min()), j) for j in nearby)
         joined = np.maximum(parts[near[1]], parts[i])
-        if near[0] <= JOIN_GAP * height and span(joined, 0) <= PART[1] * height:
-            parts[near[1]], spans[near[1]] = joined, span(joined, 1)
+        if near[0] <= JOIN_GAP * height and extent(joined, 0) <= PART[1] * height:
+            parts[near[1]], spans[near[1]] = joined, extent(joined, 1)
         del parts[i], spans[i]
     return parts
 
@@ -1393,7 +1394,7 @@ def keeps_counters(a: np.ndarray, parts: list[np.ndarray]) -> bool:
 def digit_wide(parts: list[np.ndarray], height: int) -> bool:
     """Whether each of `parts` is as wide as a digit in a row `height` pixels high: `PART`."""
     narrow, wide = max(1, round(PART[0] * height)), max(2, round(PART[1] * height))
-    return all(narrow <= np.ptp(np.flatnonzero(p.max(axis=0) > 0.05)) + 1 <= wide
+    return all(narrow <= extent(p, 0) <= wide
                for p in parts)
 
 
