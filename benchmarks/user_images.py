@@ -357,7 +357,10 @@ def score(sets: Path, checkpoints: list[str], invert: str, names=None,
 
 def prepared_here(predictor, paths, invert: str, number: bool) -> list[dict]:
     """`predict_paths`'s results (digit, or number), prepared in this process."""
-    from mnist_bp import imageprep
+    from mnist_bp import imageprep, prediction
+
+    # the network's judgement of heavy parts as two digits (checkouts before it: none)
+    judged = getattr(prediction, "judged", lambda items, probabilities: items)
 
     results = []
     for path in paths:
@@ -368,6 +371,7 @@ def prepared_here(predictor, paths, invert: str, number: bool) -> list[dict]:
         except imageprep.ImageError as exc:
             results.append({"error": str(exc)})
             continue
+        [inputs] = judged([inputs], predictor.probabilities)
         read = predictor.predict(np.stack([p.image for p in inputs]))
         results.append({"digit": read[0]["digit"],
                         "number": "".join(str(r["digit"]) for r in read)})

@@ -68,8 +68,13 @@ def _worker(conn, memory: int) -> None:
         try:
             inputs = inputs_of(source, request["invert"], request["number"],
                                max_pixels=request["max_pixels"])
-            header = {"inputs": [[bool(p.inverted), bool(p.light_background)] for p in inputs]}
-            arrays = b"".join(np.ascontiguousarray(p.image, "<f4").tobytes() for p in inputs)
+            # each input's flags and its count of alternatives (pairs of images after the inputs)
+            header = {"inputs": [[bool(p.inverted), bool(p.light_background),
+                                  0 if p.alternatives is None else len(p.alternatives)]
+                                 for p in inputs]}
+            arrays = b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in
+                              [p.image for p in inputs] +
+                              [p.alternatives for p in inputs if p.alternatives is not None])
             conn.send_bytes(_message(header, arrays))
         except ImageError as exc:
             conn.send_bytes(_message({"error": str(exc)}))
@@ -215,8 +220,15 @@ class Decoders:
         side = IMAGE_SIDE * IMAGE_SIDE
         images = np.frombuffer(arrays, "<f4").reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
         assert len(images) * side * 4 == len(arrays)
-        return [Prepared(images[i].astype(np.float32), bool(inv), bool(light))
-                for i, (inv, light) in enumerate(header["inputs"])]
+        images = images.astype(np.float32)
+        prepared, at = [], len(header["inputs"])
+        for i, (inv, light, pairs) in enumerate(header["inputs"]):
+            alternatives = images[at:at + 2 * pairs].reshape(pairs, 2, IMAGE_SIDE, IMAGE_SIDE)
+            at += 2 * pairs
+            prepared.append(Prepared(images[i], bool(inv), bool(light),
+                                     alternatives if pairs else None))
+        assert at == len(images)
+        return prepared
 
     def _replace(self, worker: _Process) -> None:
         worker.kill()

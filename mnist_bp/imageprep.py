@@ -38,7 +38,7 @@ join their nearest neighbour or are dropped; read left to right.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +125,9 @@ SIBLING, SIBLING_DIGIT, SIBLING_MIN = 1.6, 0.5, 0.9
 # a part of a number spanning less than this share of its height is no digit; it joins a
 # neighbour this near (a share of the height)
 SHORT, JOIN_GAP = 0.4, 0.5
+# a heavy number's part this wide (share of the row's height) or wider is also offered cut in
+# two at its JUDGE_CUTS cheapest columns, each side a pen and JUDGE_SIDE of the height wide
+JUDGE_WIDE, JUDGE_SIDE, JUDGE_CUTS = 0.45, 0.15, 3
 LEAN = 0.12  # a touching piece whose strokes lean this much (columns per row) is stood upright
 LEAN_WINDOW = 0.5  # ...the lean taken from the edges this near the estimate (columns per row)
 LEAN_PASSES = 3  # ...estimated this many times
@@ -144,11 +147,15 @@ class Prepared:
 
     `inverted`: whether it is the opposite of the image's own polarity (the network always
     wants light ink on dark). `light_background`: what the source image had.
+    `alternatives`: None, or `(k, 2, 28, 28)`: k ways to read this input as two digits
+    instead (a heavy number's part cut at its cheapest columns), for the network to judge
+    (`prediction.judged`).
     """
 
     image: np.ndarray
     inverted: bool
     light_background: bool
+    alternatives: np.ndarray | None = None
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -1105,7 +1112,38 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     parts = join_short(parts, height)
     if len(parts) > MAX_DIGITS:
         raise too_many_digits(len(parts))
-    return [polarity(place(part), ink.light_background, invert) for part in parts]
+    prepared = [polarity(place(part), ink.light_background, invert) for part in parts]
+    # heavy digits can merge along their height with no neck or waist to cut at: each part
+    # as wide as a digit is offered cut in two too, and the network judges
+    if pen > HEAVY_PEN * height:
+        prepared = [replace(p, alternatives=two_digit_cuts(part, pen, height,
+                                                           ink.light_background, invert))
+                    for p, part in zip(prepared, parts, strict=True)]
+    return prepared
+
+
+def two_digit_cuts(a: np.ndarray, pen: float, height: int, light: bool,
+                   invert: str) -> np.ndarray | None:
+    """A heavy number's part `a` (full image coordinates) at least `JUDGE_WIDE` of the row's
+    `height` wide, cut in two at each of its `JUDGE_CUTS` cheapest columns (`cut_touching`'s
+    cost), each side at least a pen and `JUDGE_SIDE` of the height wide: `(k, 2, 28, 28)`
+    network inputs, as `invert` asks, for the network to judge. Heavy digits can merge along
+    their height (a 1 beside a 3) with no waist or neck to cut at; whether the piece is one
+    digit or two is the network's call (`prediction.judged`). None for a narrower part."""
+    if extent(a, 0) < JUDGE_WIDE * height:
+        return None
+    cols = np.flatnonzero(a.max(axis=0) > 0.05)
+    start, stop = int(cols[0]), int(cols[-1]) + 1
+    piece = a[:, start:stop]
+    profile = piece.sum(axis=0) + column_spans(piece > 0.05)
+    side = max(1, round(max(pen, JUDGE_SIDE * height)))
+    inner = np.arange(side, stop - start - side)
+    pairs = []
+    for c in inner[np.argsort(profile[inner], kind="stable")[:JUDGE_CUTS]]:
+        halves = cut_at(a, [start, start + int(c), stop])
+        if len(halves) == 2:
+            pairs.append([polarity(place(h), light, invert).image for h in halves])
+    return np.array(pairs, np.float32) if pairs else None
 
 
 def extent(a: np.ndarray, axis: int) -> int:
@@ -1356,7 +1394,11 @@ def cut_touching(a: np.ndarray, height: int, owners: np.ndarray | None = None,
         return inside
     if best is None:
         return [a]
-    edges = [start, *(start + int(c) for c in best[1]), stop]
+    return cut_at(a, [start, *(start + int(c) for c in best[1]), stop])
+
+
+def cut_at(a: np.ndarray, edges: list[int]) -> list[np.ndarray]:
+    """`a` cut at the columns `edges` (first and last included): the parts holding ink."""
     parts = []
     for left, right in zip(edges[:-1], edges[1:], strict=True):
         part = np.zeros_like(a)

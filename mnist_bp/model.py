@@ -27,7 +27,7 @@ from mnist_bp.imageprep import ImageError, inputs_of
 from mnist_bp.nn.losses import make_loss, probabilities
 from mnist_bp.nn.mlp import MLP
 from mnist_bp.nn.reference import probability_gradient
-from mnist_bp.prediction import Prediction, predictions
+from mnist_bp.prediction import Prediction, judged, predictions
 
 CHUNK_IMAGES = 2000  # images per forward pass when predicting
 NO_ANSWER = ("the network's outputs overflow on this image (no finite answer); the "
@@ -254,7 +254,7 @@ class Model:
                       decoders=None) -> Prediction:
         """The `Prediction` for one image (a path, bytes, a file object, a PIL image or a 2-D
         array in [0, 1]); raises ImageError for a bad or blank one."""
-        inputs = self.prepare(source, invert, number, decoders)
+        [inputs] = judged([self.prepare(source, invert, number, decoders)], self.probabilities)
         probs = self.probabilities(np.stack([p.image for p in inputs]))
         [result] = predictions(probs, [inputs], None, number, self.answerable(probs),
                                NO_ANSWER)
@@ -297,6 +297,7 @@ class Model:
                 for i, item in zip(remote, pool.map(prepared_or_error,
                                                      [sources[i] for i in remote]), strict=True):
                     prepared[i] = item
+        prepared = judged(prepared, self.probabilities)
         flat = [p.image for item in prepared if not isinstance(item, str) for p in item]
         probs = self.probabilities(np.stack(flat)) if flat else np.empty((0, NUM_CLASSES))
         return predictions(probs, prepared, names, number, self.answerable(probs), NO_ANSWER)

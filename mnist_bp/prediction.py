@@ -12,15 +12,23 @@ holds them:
 
 The 28x28 inputs the network saw are attributes (`input`, `inputs`), not keys: arrays, for
 `--save-inputs` and the page, not for JSON. `predictions` makes them, the one function every
-caller goes through.
+caller goes through; for a number, `judged` first lets the network decide whether a heavy
+part the preprocessing offers cut in two is two digits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from mnist_bp.limits import NUMBER_DIGITS
+
+# a part of a number offered as two digits (`Prepared.alternatives`) is read as two when the
+# network is this sure of both halves (neither read as a 1), and surer by this much than of
+# the part as a whole
+SPLIT_SURE, SPLIT_MARGIN = 0.99, 0.3
 
 KEYS = ("file", "digit", "number", "confidence", "probabilities", "digits", "inverted", "error")
 
@@ -97,4 +105,47 @@ def predictions(probs: np.ndarray, prepared: list, names: list | None, number: b
         else:
             out.append(Prediction(file=name, **digit_fields(probs[rows][0]),
                                   inverted=inverted, inputs=images))
+    return out
+
+
+def judged(items: list, probabilities) -> list:
+    """`items` (each image's list of `imageprep.Prepared`, or its error: a string) with each
+    part that has alternatives (`Prepared.alternatives`, ways to read it as two digits) read
+    as the two halves of its best one (whose less sure half is the surest), when
+    `probabilities` (the network: images -> rows) reads neither half as a 1, is at least
+    `SPLIT_SURE` sure of both and `SPLIT_MARGIN` surer of the less sure half than of the
+    whole part; otherwise the part stays whole. The network is seldom sure of two digits
+    merged into one, and sure of a digit's half only when it is a stroke, which it reads as
+    a 1. Alternatives are dropped either way, and a number keeps at most `NUMBER_DIGITS`
+    parts."""
+    asked = [p for item in items if not isinstance(item, str) for p in item
+             if p.alternatives is not None]
+    if not asked:
+        return items
+    probs = probabilities(np.concatenate([np.stack([p.image for p in asked])] +
+                                         [p.alternatives.reshape(-1, *p.image.shape)
+                                          for p in asked]))
+    sure = probs.max(axis=1)
+    # a stroke cut off a digit reads as a 1 as surely as a 1 does: no evidence of two digits
+    halves_sure = np.where(probs.argmax(axis=1) == 1, 0.0, sure)
+    split, at = {}, len(asked)
+    for whole, p in zip(sure[:len(asked)], asked, strict=True):
+        pairs = halves_sure[at:at + 2 * len(p.alternatives)].reshape(-1, 2).min(axis=1)
+        at += 2 * len(p.alternatives)
+        best = int(np.argmax(pairs))
+        if pairs[best] >= SPLIT_SURE and pairs[best] >= whole + SPLIT_MARGIN:
+            split[id(p)] = p.alternatives[best]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        parts = []
+        for i, p in enumerate(item):
+            halves = split.get(id(p))
+            if halves is not None and len(parts) + len(item) - i < NUMBER_DIGITS:
+                parts += [replace(p, image=h, alternatives=None) for h in halves]
+            else:
+                parts.append(replace(p, alternatives=None))
+        out.append(parts)
     return out

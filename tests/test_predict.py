@@ -367,3 +367,33 @@ def test_one_prediction_type_for_predict_serve_and_the_api(checkpoint, tmp_path)
     bad.write_bytes(b"junk")
     [failed] = model.predict([bad])
     assert sorted(failed) == ["error", "file"] and not failed.ok
+
+
+@pytest.mark.parametrize("sure", [0.0, 1.01])
+def test_the_network_judges_whether_a_heavy_part_is_two_digits(checkpoint, tmp_path,
+                                                               monkeypatch, sure):
+    """A heavy ring as wide as a digit comes offered cut in two; whether it is read as two
+    digits is the network's call (`prediction.judged`), in every path: a JPEG prepared by a
+    decoding worker, a PNG prepared in this process, an array. Here the network is made
+    always sure enough (0) or never (1.01)."""
+    from mnist_bp import prediction
+
+    monkeypatch.setattr(prediction, "SPLIT_SURE", sure)
+    monkeypatch.setattr(prediction, "SPLIT_MARGIN", -1.0)
+    page = np.full((120, 236), 245, np.uint8)
+    page[20:100, 80:150] = 20  # a pen 14 pixels wide, 0.18 of the height
+    page[34:86, 94:136] = 245
+    Image.fromarray(page).save(tmp_path / "block.jpg", quality=95)
+    (tmp_path / "block.png").write_bytes(png_bytes(page))
+    result = CliRunner().invoke(main, ["predict", str(checkpoint), str(tmp_path / "block.jpg"),
+                                       str(tmp_path / "block.png"), "--number", "--json",
+                                       "--save-inputs", str(tmp_path / "seen")])
+    assert result.exit_code == 0, result.output
+    want = 2 if sure == 0 else 1
+    assert [len(p["digits"]) for p in json.loads(result.stdout)["predictions"]] == [want] * 2
+    assert len(list((tmp_path / "seen").iterdir())) == 2 * want
+    [whole] = P.prepare_number(page.astype(np.float32) / 255)
+    read = load(checkpoint).predict_image(page.astype(np.float32) / 255, number=True)
+    assert len(read["digits"]) == want
+    if want == 2:  # the network read the halves of one of the cuts offered
+        assert any(np.array_equal(np.stack(read.inputs), pair) for pair in whole.alternatives)

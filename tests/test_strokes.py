@@ -4,6 +4,8 @@ network trained on pen-drawn digits reads each of them."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -926,3 +928,75 @@ def test_emboldened_digits_that_touch_are_cut_at_their_neck(digits, overlap):
     assert len(parts) == 2
     assert max(mean_abs(p.image, P.prepare(condensed([d])).image)
                for p, d in zip(parts, digits, strict=True)) < 0.02
+
+
+def test_a_heavy_part_as_wide_as_a_digit_is_offered_cut_in_two():
+    # heavy digits can merge along their height (a 1 beside a 3) with no neck or waist to cut
+    # at: a heavy part 0.45 of the row's height wide or wider comes with its three cheapest
+    # cuts in two, each half prepared as a digit is, for the network to judge
+    [zero] = P.prepare_number(page(0, "heavy"))
+    assert zero.alternatives.shape == (3, 2, 28, 28) and zero.alternatives.dtype == np.float32
+    assert np.allclose(zero.alternatives.max(axis=(2, 3)), 1)
+    lefts = zero.alternatives[:, 0].reshape(3, -1)
+    assert min(mean_abs(lefts[i], lefts[j]) for i, j in ((0, 1), (0, 2), (1, 2))) > 0
+    # narrower (a heavy 1), or no heavier than MNIST's pen: nothing to judge
+    assert P.prepare_number(page(1, "heavy"))[0].alternatives is None
+    assert P.prepare_number(page(0, "pen"))[0].alternatives is None
+    assert P.prepare(page(0, "heavy")).alternatives is None
+
+
+def test_alternatives_come_back_from_a_decoding_worker_as_they_were_made():
+    from mnist_bp.decoding import Decoders
+
+    buf = io.BytesIO()
+    Image.fromarray((page(0, "heavy") * 255).astype(np.uint8)).save(buf, "JPEG", quality=95)
+    here = P.inputs_of(buf.getvalue(), number=True)
+    decoders = Decoders(workers=1, seconds=10.0)
+    try:
+        there = decoders.prepare(buf.getvalue(), "auto", number=True)
+    finally:
+        decoders.close()
+    assert len(here) == len(there) == 1 and here[0].alternatives is not None
+    assert np.array_equal(here[0].image, there[0].image)
+    assert np.array_equal(here[0].alternatives, there[0].alternatives)
+
+
+def sure_of(images: np.ndarray) -> np.ndarray:
+    """A stand-in network: reads each image as the digit its second pixel says (0 to 9), as
+    sure as its first pixel says."""
+    sure = images[:, 0, 0].astype(np.float64)
+    probs = np.repeat(((1 - sure) / 9)[:, None], 10, axis=1)
+    probs[np.arange(len(images)), images[:, 0, 1].astype(int)] = sure
+    return probs
+
+
+def judged_part(whole: float, *pairs, digit: int = 0) -> P.Prepared:
+    """A part the stand-in network reads `whole` sure, offered cut as `pairs` of halves (the
+    second of each read as `digit`, the others as 0)."""
+    def image(sure, read=0):
+        out = np.zeros((28, 28), np.float32)
+        out[0, :2] = sure, read
+        return out
+    return P.Prepared(image(whole), True, True,
+                      np.array([[image(a), image(b, digit)] for a, b in pairs], np.float32))
+
+
+def test_the_network_reads_a_part_as_two_digits_only_when_sure_of_both():
+    from mnist_bp.prediction import judged
+
+    split = judged_part(0.6, (0.995, 0.98), (0.999, 0.991))
+    [parts] = judged([[split]], sure_of)
+    # the best cut (its less sure half the surest): both 0.99 sure, 0.3 surer than the whole
+    assert [p.image[0, 0] for p in parts] == [np.float32(0.999), np.float32(0.991)]
+    assert all(p.inverted and p.light_background and p.alternatives is None for p in parts)
+    for whole, pair, digit in ((0.7, (0.995, 0.999), 0),  # not 0.3 surer than the whole
+                               (0.3, (0.985, 1.0), 0),    # a half less than 0.99 sure
+                               (0.3, (1.0, 0.5), 0),
+                               (0.3, (1.0, 1.0), 1)):     # a half read as 1: a stroke
+        [parts] = judged([[judged_part(whole, pair, digit=digit)]], sure_of)
+        assert len(parts) == 1 and parts[0].image[0, 0] == np.float32(whole)
+        assert parts[0].alternatives is None
+    # errors pass through; a number keeps at most 20 parts
+    plain = P.Prepared(np.full((28, 28), 0.5, np.float32), False, False)
+    out = judged(["unreadable", [plain, split], [split] + [plain] * 19], sure_of)
+    assert out[0] == "unreadable" and len(out[1]) == 3 and len(out[2]) == 20
