@@ -360,18 +360,17 @@ def prepared_here(predictor, paths, invert: str, number: bool) -> list[dict]:
     from mnist_bp import imageprep, prediction
 
     # the network's judgement of heavy parts as two digits (checkouts before it: none)
-    judged = getattr(prediction, "judged", lambda items, probabilities: items)
+    judged = getattr(prediction, "judged", lambda inputs, probabilities: inputs)
 
     results = []
     for path in paths:
         try:
             gray = imageprep.read_image(path)
-            inputs = (imageprep.prepare_number(gray, invert) if number
-                      else [imageprep.prepare(gray, invert)])
+            inputs = judged(imageprep.prepare_number(gray, invert) if number
+                            else [imageprep.prepare(gray, invert)], predictor.probabilities)
         except imageprep.ImageError as exc:
             results.append({"error": str(exc)})
             continue
-        [inputs] = judged([inputs], predictor.probabilities)
         read = predictor.predict(np.stack([p.image for p in inputs]))
         results.append({"digit": read[0]["digit"],
                         "number": "".join(str(r["digit"]) for r in read)})

@@ -68,13 +68,12 @@ def _worker(conn, memory: int) -> None:
         try:
             inputs = inputs_of(source, request["invert"], request["number"],
                                max_pixels=request["max_pixels"])
-            # each input's flags and its count of alternatives (pairs of images after the inputs)
+            # each input's flags and how many cuts' halves follow the inputs (two images each)
             header = {"inputs": [[bool(p.inverted), bool(p.light_background),
-                                  0 if p.alternatives is None else len(p.alternatives)]
-                                 for p in inputs]}
+                                  0 if p.halves is None else len(p.halves)] for p in inputs]}
             arrays = b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in
                               [p.image for p in inputs] +
-                              [p.alternatives for p in inputs if p.alternatives is not None])
+                              [p.halves for p in inputs if p.halves is not None])
             conn.send_bytes(_message(header, arrays))
         except ImageError as exc:
             conn.send_bytes(_message({"error": str(exc)}))
@@ -220,13 +219,14 @@ class Decoders:
         side = IMAGE_SIDE * IMAGE_SIDE
         images = np.frombuffer(arrays, "<f4").reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
         assert len(images) * side * 4 == len(arrays)
-        images = images.astype(np.float32)
         prepared, at = [], len(header["inputs"])
-        for i, (inv, light, pairs) in enumerate(header["inputs"]):
-            alternatives = images[at:at + 2 * pairs].reshape(pairs, 2, IMAGE_SIDE, IMAGE_SIDE)
-            at += 2 * pairs
-            prepared.append(Prepared(images[i], bool(inv), bool(light),
-                                     alternatives if pairs else None))
+        for i, (inv, light, cuts) in enumerate(header["inputs"]):
+            # copies: an input kept in an answer holds no other input's buffer
+            halves = (images[at:at + 2 * cuts].reshape(cuts, 2, IMAGE_SIDE, IMAGE_SIDE)
+                      .astype(np.float32) if cuts else None)
+            at += 2 * cuts
+            prepared.append(Prepared(images[i].astype(np.float32), bool(inv), bool(light),
+                                     halves))
         assert at == len(images)
         return prepared
 

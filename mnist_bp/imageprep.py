@@ -32,7 +32,8 @@ it lies over), heavy pieces cut at necks thinner than the pen (emboldened digits
 pieces much wider than high cut where the least ink crosses (touching digits), narrower ones
 cut at a waist between two full-height columns once stood upright (slanted touching digits)
 or, heavy, when twice as wide as the number's other digits; parts too short to be digits
-join their nearest neighbour or are dropped; read left to right.
+join their nearest neighbour or are dropped; heavy parts as wide as a digit are also offered
+cut in two, for the network to judge (`prediction.judged`); read left to right.
 """
 
 from __future__ import annotations
@@ -147,15 +148,15 @@ class Prepared:
 
     `inverted`: whether it is the opposite of the image's own polarity (the network always
     wants light ink on dark). `light_background`: what the source image had.
-    `alternatives`: None, or `(k, 2, 28, 28)`: k ways to read this input as two digits
-    instead (a heavy number's part cut at its cheapest columns), for the network to judge
-    (`prediction.judged`).
+    `halves`: None, or `(k, 2, 28, 28)`: this input cut in two at each of its k cheapest
+    columns (a heavy number's part as wide as a digit), for the network to judge whether it
+    is two digits (`prediction.judged`).
     """
 
     image: np.ndarray
     inverted: bool
     light_background: bool
-    alternatives: np.ndarray | None = None
+    halves: np.ndarray | None = None
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -1098,15 +1099,15 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     rows = [np.flatnonzero(d.max(axis=1) > 0.05) for d in digits]
     height = max(r[-1] - r[0] + 1 for r in rows)
     owners = inside_owners(holes) if hollow else None
-    if hollow:  # an outline's contours are no pen: eroded, they vanish
-        pen = 0.0
+    # an outline's contours are no pen (eroded, they vanish): heavy is solid ink only
+    heavy = not hollow and pen > HEAVY_PEN * height
     parts: list[np.ndarray] = []
     for d in digits:
-        for piece in neck_cut(d, pen, height) if pen > HEAVY_PEN * height else [d]:
+        for piece in neck_cut(d, pen, height) if heavy else [d]:
             parts += split_touching(piece, height, owners)
         if len(parts) > MAX_DIGITS:
             raise too_many_digits(len(parts), more=d is not digits[-1])
-    if pen > HEAVY_PEN * height:
+    if heavy:
         parts = split_wider(parts, height)
     # a stroke cut off or broken off a digit (a 7's bar, a 2's tail) is no digit of its own
     parts = join_short(parts, height)
@@ -1115,34 +1116,30 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
     prepared = [polarity(place(part), ink.light_background, invert) for part in parts]
     # heavy digits can merge along their height with no neck or waist to cut at: each part
     # as wide as a digit is offered cut in two too, and the network judges
-    if pen > HEAVY_PEN * height:
-        prepared = [replace(p, alternatives=two_digit_cuts(part, pen, height,
-                                                           ink.light_background, invert))
+    if heavy:
+        prepared = [replace(p, halves=halves_of(part, pen, height, ink.light_background,
+                                                invert))
                     for p, part in zip(prepared, parts, strict=True)]
     return prepared
 
 
-def two_digit_cuts(a: np.ndarray, pen: float, height: int, light: bool,
-                   invert: str) -> np.ndarray | None:
+def halves_of(a: np.ndarray, pen: float, height: int, light: bool,
+              invert: str) -> np.ndarray | None:
     """A heavy number's part `a` (full image coordinates) at least `JUDGE_WIDE` of the row's
-    `height` wide, cut in two at each of its `JUDGE_CUTS` cheapest columns (`cut_touching`'s
-    cost), each side at least a pen and `JUDGE_SIDE` of the height wide: `(k, 2, 28, 28)`
-    network inputs, as `invert` asks, for the network to judge. Heavy digits can merge along
-    their height (a 1 beside a 3) with no waist or neck to cut at; whether the piece is one
-    digit or two is the network's call (`prediction.judged`). None for a narrower part."""
+    `height` wide, cut in two at each of its `JUDGE_CUTS` cheapest columns (`cut_costs`),
+    each side at least a pen and `JUDGE_SIDE` of the height wide: `(k, 2, 28, 28)` network
+    inputs, as `invert` asks. Heavy digits can merge along their height (a 1 beside a 3)
+    with no waist or neck to cut at; whether the part is one digit or two is the network's
+    call (`prediction.judged`). None for a narrower part."""
     if extent(a, 0) < JUDGE_WIDE * height:
         return None
-    cols = np.flatnonzero(a.max(axis=0) > 0.05)
-    start, stop = int(cols[0]), int(cols[-1]) + 1
-    piece = a[:, start:stop]
-    profile = piece.sum(axis=0) + column_spans(piece > 0.05)
+    start, stop, profile = cut_costs(a)
     side = max(1, round(max(pen, JUDGE_SIDE * height)))
     inner = np.arange(side, stop - start - side)
-    pairs = []
-    for c in inner[np.argsort(profile[inner], kind="stable")[:JUDGE_CUTS]]:
-        halves = cut_at(a, [start, start + int(c), stop])
-        if len(halves) == 2:
-            pairs.append([polarity(place(h), light, invert).image for h in halves])
+    cuts = [cut_at(a, [start, start + int(c), stop])
+            for c in inner[np.argsort(profile[inner], kind="stable")[:JUDGE_CUTS]]]
+    pairs = [[polarity(place(h), light, invert).image for h in halves]
+             for halves in cuts if len(halves) == 2]
     return np.array(pairs, np.float32) if pairs else None
 
 
@@ -1366,16 +1363,11 @@ def cut_touching(a: np.ndarray, height: int, owners: np.ndarray | None = None,
     Outlined digits (`owners`: `inside_owners`) are cut between their strokes' insides
     instead, when that makes as many parts or parts as wide. A narrower piece (stood
     upright, a slanted pair can be) goes to `waist_cut`."""
-    cols = np.flatnonzero(a.max(axis=0) > 0.05)
-    start, stop = int(cols[0]), int(cols[-1]) + 1
+    start, stop, profile = cut_costs(a)
     width = stop - start
     if width <= (TOUCHING * height if touching is None else touching):
         return waist_cut(a, height)
     inside = inside_cut(a, owners, height) if owners is not None else []
-    # a cut's cost: the ink it crosses, and the height of the ink's outline there (two digits
-    # touch where their outlines narrow; inside a digit the outline spans its height)
-    profile = a[:, start:stop].sum(axis=0) + column_spans(a[:, start:stop] > 0.05)
-    profile = profile.astype(np.float64)
     narrow, wide = max(1, round(PART[0] * height)), max(2, round(PART[1] * height))
     fewest = -(-width // wide)
     if fewest > MAX_DIGITS:
@@ -1395,6 +1387,17 @@ def cut_touching(a: np.ndarray, height: int, owners: np.ndarray | None = None,
     if best is None:
         return [a]
     return cut_at(a, [start, *(start + int(c) for c in best[1]), stop])
+
+
+def cut_costs(a: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """The first and past-the-last columns of the ink of `a`, and the cost of a cut down each
+    column between them: the ink it crosses, and the height of the ink's outline there (two
+    digits touch where their outlines narrow; inside a digit the outline spans its height)."""
+    cols = np.flatnonzero(a.max(axis=0) > 0.05)
+    start, stop = int(cols[0]), int(cols[-1]) + 1
+    piece = a[:, start:stop]
+    profile = piece.sum(axis=0) + column_spans(piece > 0.05)
+    return start, stop, profile.astype(np.float64)
 
 
 def cut_at(a: np.ndarray, edges: list[int]) -> list[np.ndarray]:

@@ -242,19 +242,22 @@ class Model:
     def prepare(self, source, invert: str = "auto", number: bool = False,
                 decoders=None, max_pixels: int | None = None) -> list:
         """Network inputs (`imageprep.Prepared`) of one image (a path, bytes, a file object,
-        a PIL image or a 2-D array in [0, 1]): one, or one per digit with `number`. Paths
-        and bytes are decoded in a worker process with a time limit (decoding.py)."""
+        a PIL image or a 2-D array in [0, 1]): one, or one per digit with `number` (the
+        network judging which heavy parts are two digits: `prediction.judged`). Paths and
+        bytes are decoded in a worker process with a time limit (decoding.py)."""
         from mnist_bp.decoding import shared
 
         if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
-            return (decoders or shared()).prepare(source, invert, number, max_pixels)
-        return inputs_of(source, invert, number, max_pixels)
+            inputs = (decoders or shared()).prepare(source, invert, number, max_pixels)
+        else:
+            inputs = inputs_of(source, invert, number, max_pixels)
+        return judged(inputs, self.probabilities)
 
     def predict_image(self, source, invert: str = "auto", number: bool = False,
                       decoders=None) -> Prediction:
         """The `Prediction` for one image (a path, bytes, a file object, a PIL image or a 2-D
         array in [0, 1]); raises ImageError for a bad or blank one."""
-        [inputs] = judged([self.prepare(source, invert, number, decoders)], self.probabilities)
+        inputs = self.prepare(source, invert, number, decoders)
         probs = self.probabilities(np.stack([p.image for p in inputs]))
         [result] = predictions(probs, [inputs], None, number, self.answerable(probs),
                                NO_ANSWER)
@@ -279,7 +282,7 @@ class Model:
                 if here:  # already found small and linear to decode: no second look
                     inputs = prepare_here(source, invert, number)
                     if inputs is not None:
-                        return inputs
+                        return judged(inputs, self.probabilities)
                 return self.prepare(source, invert, number)
             except ImageError as exc:
                 return str(exc)
@@ -297,7 +300,6 @@ class Model:
                 for i, item in zip(remote, pool.map(prepared_or_error,
                                                      [sources[i] for i in remote]), strict=True):
                     prepared[i] = item
-        prepared = judged(prepared, self.probabilities)
         flat = [p.image for item in prepared if not isinstance(item, str) for p in item]
         probs = self.probabilities(np.stack(flat)) if flat else np.empty((0, NUM_CLASSES))
         return predictions(probs, prepared, names, number, self.answerable(probs), NO_ANSWER)

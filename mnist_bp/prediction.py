@@ -13,7 +13,7 @@ holds them:
 The 28x28 inputs the network saw are attributes (`input`, `inputs`), not keys: arrays, for
 `--save-inputs` and the page, not for JSON. `predictions` makes them, the one function every
 caller goes through; for a number, `judged` first lets the network decide whether a heavy
-part the preprocessing offers cut in two is two digits.
+part the preprocessing offers cut in two is two digits (`Model.prepare` calls it).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from mnist_bp.imageprep import too_many_digits
 from mnist_bp.limits import NUMBER_DIGITS
 
-# a part of a number offered as two digits (`Prepared.alternatives`) is read as two when the
+# a part of a number offered cut in two (`Prepared.halves`) is read as two digits when the
 # network is this sure of both halves (neither read as a 1), and surer by this much than of
 # the part as a whole
 SPLIT_SURE, SPLIT_MARGIN = 0.99, 0.3
@@ -108,44 +109,37 @@ def predictions(probs: np.ndarray, prepared: list, names: list | None, number: b
     return out
 
 
-def judged(items: list, probabilities) -> list:
-    """`items` (each image's list of `imageprep.Prepared`, or its error: a string) with each
-    part that has alternatives (`Prepared.alternatives`, ways to read it as two digits) read
-    as the two halves of its best one (whose less sure half is the surest), when
-    `probabilities` (the network: images -> rows) reads neither half as a 1, is at least
-    `SPLIT_SURE` sure of both and `SPLIT_MARGIN` surer of the less sure half than of the
-    whole part; otherwise the part stays whole. The network is seldom sure of two digits
-    merged into one, and sure of a digit's half only when it is a stroke, which it reads as
-    a 1. Alternatives are dropped either way, and a number keeps at most `NUMBER_DIGITS`
-    parts."""
-    asked = [p for item in items if not isinstance(item, str) for p in item
-             if p.alternatives is not None]
+def judged(inputs: list, probabilities) -> list:
+    """One image's `inputs` (`imageprep.Prepared`: one, or one per digit of a number) with
+    each part offered cut in two (`Prepared.halves`) read as the two halves of its best cut
+    (whose less sure half is the surest) when `probabilities` (the network: images -> rows)
+    reads neither half as a 1, is at least `SPLIT_SURE` sure of both and `SPLIT_MARGIN`
+    surer of the less sure half than of the whole part; otherwise the part stays whole.
+    The network is seldom sure of two digits merged into one, and sure of a digit's half
+    mostly when it is a stroke, which it reads as a 1. The halves are dropped either way.
+    One forward pass per image: its answer does not depend on the images read beside it.
+    ImageError when the number would have more than `NUMBER_DIGITS` digits."""
+    asked = [p for p in inputs if p.halves is not None]
     if not asked:
-        return items
-    probs = probabilities(np.concatenate([np.stack([p.image for p in asked])] +
-                                         [p.alternatives.reshape(-1, *p.image.shape)
-                                          for p in asked]))
+        return inputs
+    probs = probabilities(np.concatenate([np.stack([p.image for p in asked]),
+                                          *[p.halves.reshape(-1, *p.image.shape)
+                                            for p in asked]]))
     sure = probs.max(axis=1)
     # a stroke cut off a digit reads as a 1 as surely as a 1 does: no evidence of two digits
     halves_sure = np.where(probs.argmax(axis=1) == 1, 0.0, sure)
-    split, at = {}, len(asked)
-    for whole, p in zip(sure[:len(asked)], asked, strict=True):
-        pairs = halves_sure[at:at + 2 * len(p.alternatives)].reshape(-1, 2).min(axis=1)
-        at += 2 * len(p.alternatives)
-        best = int(np.argmax(pairs))
-        if pairs[best] >= SPLIT_SURE and pairs[best] >= whole + SPLIT_MARGIN:
-            split[id(p)] = p.alternatives[best]
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            out.append(item)
+    out, k, at = [], 0, len(asked)
+    for p in inputs:
+        if p.halves is None:
+            out.append(p)
             continue
-        parts = []
-        for i, p in enumerate(item):
-            halves = split.get(id(p))
-            if halves is not None and len(parts) + len(item) - i < NUMBER_DIGITS:
-                parts += [replace(p, image=h, alternatives=None) for h in halves]
-            else:
-                parts.append(replace(p, alternatives=None))
-        out.append(parts)
+        both = halves_sure[at:at + 2 * len(p.halves)].reshape(-1, 2).min(axis=1)
+        best = int(np.argmax(both))
+        if both[best] >= SPLIT_SURE and both[best] >= sure[k] + SPLIT_MARGIN:
+            out += [replace(p, image=h.copy(), halves=None) for h in p.halves[best]]
+        else:
+            out.append(replace(p, halves=None))
+        k, at = k + 1, at + 2 * len(p.halves)
+    if len(out) > NUMBER_DIGITS:
+        raise too_many_digits(len(out))
     return out

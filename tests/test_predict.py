@@ -396,4 +396,4 @@ def test_the_network_judges_whether_a_heavy_part_is_two_digits(checkpoint, tmp_p
     read = load(checkpoint).predict_image(page.astype(np.float32) / 255, number=True)
     assert len(read["digits"]) == want
     if want == 2:  # the network read the halves of one of the cuts offered
-        assert any(np.array_equal(np.stack(read.inputs), pair) for pair in whole.alternatives)
+        assert any(np.array_equal(np.stack(read.inputs), cut) for cut in whole.halves)

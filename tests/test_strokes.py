@@ -930,22 +930,34 @@ def test_emboldened_digits_that_touch_are_cut_at_their_neck(digits, overlap):
                for p, d in zip(parts, digits, strict=True)) < 0.02
 
 
-def test_a_heavy_part_as_wide_as_a_digit_is_offered_cut_in_two():
+def test_a_heavy_part_as_wide_as_a_digit_is_offered_cut_in_two(monkeypatch):
     # heavy digits can merge along their height (a 1 beside a 3) with no neck or waist to cut
-    # at: a heavy part 0.45 of the row's height wide or wider comes with its three cheapest
-    # cuts in two, each half prepared as a digit is, for the network to judge
+    # at: a heavy part 0.45 of the row's height wide or wider comes with its halves, cut at
+    # each of its 3 cheapest columns at least a pen (here 0.2 of the height) from either
+    # side, each prepared as a digit is, for the network to judge
+    placed = []
+    place = P.place
+    monkeypatch.setattr(P, "place", lambda a: placed.append(a) or place(a))
     [zero] = P.prepare_number(page(0, "heavy"))
-    assert zero.alternatives.shape == (3, 2, 28, 28) and zero.alternatives.dtype == np.float32
-    assert np.allclose(zero.alternatives.max(axis=(2, 3)), 1)
-    lefts = zero.alternatives[:, 0].reshape(3, -1)
-    assert min(mean_abs(lefts[i], lefts[j]) for i, j in ((0, 1), (0, 2), (1, 2))) > 0
+    part, halves = placed[0], placed[1:]
+    assert zero.halves.shape == (3, 2, 28, 28) and zero.halves.dtype == np.float32
+    start, stop, cost = P.cut_costs(part)
+    side = round(0.2 * HEIGHT)
+    cheapest = np.sort(cost[side:stop - start - side])[:3]
+    for k, (left, right) in enumerate(zip(halves[::2], halves[1::2], strict=True)):
+        assert np.array_equal(zero.halves[k, 0], place(left))
+        assert np.array_equal(zero.halves[k, 1], place(right))
+        assert np.array_equal(left + right, part)
+        cut = int(np.flatnonzero(right.any(axis=0))[0])
+        assert not left[:, cut:].any() and side <= cut - start <= stop - start - side
+        assert cost[cut - start] == cheapest[k]
     # narrower (a heavy 1), or no heavier than MNIST's pen: nothing to judge
-    assert P.prepare_number(page(1, "heavy"))[0].alternatives is None
-    assert P.prepare_number(page(0, "pen"))[0].alternatives is None
-    assert P.prepare(page(0, "heavy")).alternatives is None
+    assert P.prepare_number(page(1, "heavy"))[0].halves is None
+    assert P.prepare_number(page(0, "pen"))[0].halves is None
+    assert P.prepare(page(0, "heavy")).halves is None
 
 
-def test_alternatives_come_back_from_a_decoding_worker_as_they_were_made():
+def test_halves_come_back_from_a_decoding_worker_as_they_were_made():
     from mnist_bp.decoding import Decoders
 
     buf = io.BytesIO()
@@ -956,9 +968,12 @@ def test_alternatives_come_back_from_a_decoding_worker_as_they_were_made():
         there = decoders.prepare(buf.getvalue(), "auto", number=True)
     finally:
         decoders.close()
-    assert len(here) == len(there) == 1 and here[0].alternatives is not None
+    assert len(here) == len(there) == 1 and here[0].halves is not None
     assert np.array_equal(here[0].image, there[0].image)
-    assert np.array_equal(here[0].alternatives, there[0].alternatives)
+    assert np.array_equal(here[0].halves, there[0].halves)
+    # each its own array: an input kept holds no other's buffer
+    assert there[0].image.base is None and there[0].halves.base is None
+    assert there[0].halves.shape == (3, 2, 28, 28)
 
 
 def sure_of(images: np.ndarray) -> np.ndarray:
@@ -970,33 +985,37 @@ def sure_of(images: np.ndarray) -> np.ndarray:
     return probs
 
 
-def judged_part(whole: float, *pairs, digit: int = 0) -> P.Prepared:
-    """A part the stand-in network reads `whole` sure, offered cut as `pairs` of halves (the
-    second of each read as `digit`, the others as 0)."""
+def judged_part(whole: float, *cuts, digit: int = 0) -> P.Prepared:
+    """A part the stand-in network reads `whole` sure, offered `cuts`: pairs of halves it
+    reads (left, right) sure (the right ones as `digit`, the others as 0)."""
     def image(sure, read=0):
         out = np.zeros((28, 28), np.float32)
         out[0, :2] = sure, read
         return out
-    return P.Prepared(image(whole), True, True,
-                      np.array([[image(a), image(b, digit)] for a, b in pairs], np.float32))
+    return P.Prepared(image(whole), True, True, np.array(
+        [[image(left), image(right, digit)] for left, right in cuts], np.float32))
 
 
 def test_the_network_reads_a_part_as_two_digits_only_when_sure_of_both():
     from mnist_bp.prediction import judged
 
     split = judged_part(0.6, (0.995, 0.98), (0.999, 0.991))
-    [parts] = judged([[split]], sure_of)
-    # the best cut (its less sure half the surest): both 0.99 sure, 0.3 surer than the whole
+    parts = judged([split], sure_of)
+    # the cut whose less sure half is the surest: both 0.99 sure, 0.3 surer than the whole
     assert [p.image[0, 0] for p in parts] == [np.float32(0.999), np.float32(0.991)]
-    assert all(p.inverted and p.light_background and p.alternatives is None for p in parts)
-    for whole, pair, digit in ((0.7, (0.995, 0.999), 0),  # not 0.3 surer than the whole
-                               (0.3, (0.985, 1.0), 0),    # a half less than 0.99 sure
-                               (0.3, (1.0, 0.5), 0),
-                               (0.3, (1.0, 1.0), 1)):     # a half read as 1: a stroke
-        [parts] = judged([[judged_part(whole, pair, digit=digit)]], sure_of)
-        assert len(parts) == 1 and parts[0].image[0, 0] == np.float32(whole)
-        assert parts[0].alternatives is None
-    # errors pass through; a number keeps at most 20 parts
+    assert all(p.inverted and p.light_background and p.halves is None for p in parts)
+    assert all(p.image.base is None for p in parts)  # copies, not views of the halves
+    for whole, left, right, digit in ((0.7, 0.995, 0.999, 0),  # not 0.3 surer than the whole
+                                      (0.3, 0.985, 1.0, 0),    # a half less than 0.99 sure
+                                      (0.3, 1.0, 0.5, 0),
+                                      (0.3, 1.0, 1.0, 1)):     # a half read as 1: a stroke
+        [part] = judged([judged_part(whole, (left, right), digit=digit)], sure_of)
+        assert part.image[0, 0] == np.float32(whole) and part.halves is None
+    # parts not offered cut pass as they are; a number of more than 20 digits is refused, as
+    # prepare_number refuses one
     plain = P.Prepared(np.full((28, 28), 0.5, np.float32), False, False)
-    out = judged(["unreadable", [plain, split], [split] + [plain] * 19], sure_of)
-    assert out[0] == "unreadable" and len(out[1]) == 3 and len(out[2]) == 20
+    assert judged([plain], sure_of)[0] is plain
+    assert len(judged([plain, split], sure_of)) == 3
+    assert len(judged([split] + [plain] * 18, sure_of)) == 20
+    with pytest.raises(P.ImageError, match="^21 digits in a row, more than the 20"):
+        judged([split, split] + [plain] * 17, sure_of)
