@@ -1335,8 +1335,7 @@ def split_touching(a: np.ndarray, height: int, owners: np.ndarray | None = None,
     width in pixels above which a piece is cut as touching digits (None: `TOUCHING` times
     the height)."""
     touching = TOUCHING * height if touching is None else touching
-    cols = np.flatnonzero(a.max(axis=0) > 0.05)
-    if cols[-1] - cols[0] + 1 <= touching:
+    if extent(a, 0) <= touching:
         # condensed outlined digits: cut between their insides into parts as wide as digits
         inside = inside_cut(a, owners, height) if owners is not None else []
         if inside and digit_wide(inside, height) and keeps_counters(a, inside):
@@ -1353,19 +1352,18 @@ def split_touching(a: np.ndarray, height: int, owners: np.ndarray | None = None,
     return [unshear(part, shifts, a.shape[1]) for part in upright]
 
 
-def cut_touching(a: np.ndarray, height: int, owners: np.ndarray | None = None,
-                 touching: float | None = None) -> list[np.ndarray]:
+def cut_touching(a: np.ndarray, height: int, owners: np.ndarray | None,
+                 touching: float) -> list[np.ndarray]:
     """`split_touching`'s cut of a piece standing upright: one wider than `touching` pixels
-    (None: `TOUCHING` times the height) is cut into the parts, each `PART` (a share of the
-    height) wide, whose cuts cost least on average: where two digits touch, a cut crosses a
-    point of ink and the ink's outline narrows; through a digit, it crosses its strokes and
-    its whole height.
+    is cut into the parts, each `PART` (a share of the height) wide, whose cuts cost least on
+    average: where two digits touch, a cut crosses a point of ink and the ink's outline
+    narrows; through a digit, it crosses its strokes and its whole height.
     Outlined digits (`owners`: `inside_owners`) are cut between their strokes' insides
     instead, when that makes as many parts or parts as wide. A narrower piece (stood
     upright, a slanted pair can be) goes to `waist_cut`."""
     start, stop, profile = cut_costs(a)
     width = stop - start
-    if width <= (TOUCHING * height if touching is None else touching):
+    if width <= touching:
         return waist_cut(a, height)
     inside = inside_cut(a, owners, height) if owners is not None else []
     narrow, wide = max(1, round(PART[0] * height)), max(2, round(PART[1] * height))
