@@ -23,8 +23,8 @@ from mnist_bp.errors import UserError
 
 FOLDER = Path(__file__).parent / "printed"
 IMAGES, LABELS = "printed-images-idx3-ubyte.gz", "printed-labels-idx1-ubyte.gz"
-SHA256 = {IMAGES: "5ce841215e068ef5728252f514e5558c2759e1b1c50764bf8d0648d0a1eaaee8",
-          LABELS: "0ffefe965fa52192a9fc1cd13af6b5ec8b074b70d08d0eae5403379bf74e4daa"}
+SHA256 = {IMAGES: "c548d49178d6e92852ce8dcdbdfc85655f05e9b67fd7dd84bdb606145f8da315",
+          LABELS: "09ba03f7902ff729c229bbb8ae7c6babbe9c84d710bc6ba95b604538324d76c2"}
 DATASETS = ("mnist",)  # the printed digits are digits: they join digit sets only
 FIX = "reinstall mnist-bp (pip install --force-reinstall), or set data.printed: false"
 
