@@ -29,7 +29,7 @@ import numpy as np
 
 from mnist_bp import limits
 from mnist_bp.data.registry import IMAGE_SIDE
-from mnist_bp.imageprep import ImageError, Prepared, TooManyPixels, inputs_of
+from mnist_bp.imageprep import Cuts, ImageError, Prepared, TooManyPixels, inputs_of
 
 MEMORY = limits.DECODE_MEMORY  # address space of one worker (limits.py says why)
 _HEADER = 4  # bytes of the JSON header's length, big-endian, before the header
@@ -68,12 +68,15 @@ def _worker(conn, memory: int) -> None:
         try:
             inputs = inputs_of(source, request["invert"], request["number"],
                                max_pixels=request["max_pixels"])
-            # each input's flags and how many cuts' halves follow the inputs (two images each)
+            # each input's flags and its cuts' shapes and ways (their pieces' images follow
+            # the inputs')
             header = {"inputs": [[bool(p.inverted), bool(p.light_background),
-                                  0 if p.halves is None else len(p.halves)] for p in inputs]}
+                                  None if p.cuts is None else
+                                  [p.cuts.shapes.tolist(), p.cuts.ways.tolist()]]
+                                 for p in inputs]}
             arrays = b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in
                               [p.image for p in inputs] +
-                              [p.halves for p in inputs if p.halves is not None])
+                              [p.cuts.images for p in inputs if p.cuts is not None])
             conn.send_bytes(_message(header, arrays))
         except ImageError as exc:
             conn.send_bytes(_message({"error": str(exc)}))
@@ -220,13 +223,16 @@ class Decoders:
         images = np.frombuffer(arrays, "<f4").reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
         assert len(images) * side * 4 == len(arrays)
         prepared, at = [], len(header["inputs"])
-        for i, (inv, light, cuts) in enumerate(header["inputs"]):
-            # copies: an input kept in an answer holds no other input's buffer
-            halves = (images[at:at + 2 * cuts].reshape(cuts, 2, IMAGE_SIDE, IMAGE_SIDE)
-                      .astype(np.float32) if cuts else None)
-            at += 2 * cuts
+        for i, (inv, light, offered) in enumerate(header["inputs"]):
+            cuts = None
+            if offered is not None:
+                shapes = np.array(offered[0], np.float32).reshape(-1, 2)
+                # copies: an input kept in an answer holds no other input's buffer
+                cuts = Cuts(images[at:at + len(shapes)].astype(np.float32), shapes,
+                            np.array(offered[1], np.int64).reshape(-1, 3))
+                at += len(shapes)
             prepared.append(Prepared(images[i].astype(np.float32), bool(inv), bool(light),
-                                     halves))
+                                     cuts))
         assert at == len(images)
         return prepared
 

@@ -33,11 +33,13 @@ pieces much wider than high cut where the least ink crosses (touching digits), n
 cut at a waist between two full-height columns once stood upright (slanted touching digits)
 or, heavy, when twice as wide as the number's other digits; parts too short to be digits
 join their nearest neighbour or are dropped; heavy parts as wide as a digit are also offered
-cut in two, for the network to judge (`prediction.judged`); read left to right.
+cut into two or three pieces, for the network to judge (`prediction.judged`); read left to
+right.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -126,9 +128,10 @@ SIBLING, SIBLING_DIGIT, SIBLING_MIN = 1.6, 0.5, 0.9
 # a part of a number spanning less than this share of its height is no digit; it joins a
 # neighbour this near (a share of the height)
 SHORT, JOIN_GAP = 0.4, 0.5
-# a heavy number's part this wide (share of the row's height) or wider is also offered cut in
-# two at its JUDGE_CUTS cheapest columns, each side a pen and JUDGE_SIDE of the height wide
-JUDGE_WIDE, JUDGE_SIDE, JUDGE_CUTS = 0.45, 0.15, 3
+# a heavy number's part this wide (share of the row's height) or wider is also offered cut
+# into two or three pieces, each a pen and JUDGE_SIDE of the height wide, at its JUDGE_CUTS
+# cheapest local minima of the cut's cost and its JUDGE_CHEAPEST cheapest columns
+JUDGE_WIDE, JUDGE_SIDE, JUDGE_CUTS, JUDGE_CHEAPEST = 0.45, 0.15, 6, 3
 LEAN = 0.12  # a touching piece whose strokes lean this much (columns per row) is stood upright
 LEAN_WINDOW = 0.5  # ...the lean taken from the edges this near the estimate (columns per row)
 LEAN_PASSES = 3  # ...estimated this many times
@@ -148,15 +151,26 @@ class Prepared:
 
     `inverted`: whether it is the opposite of the image's own polarity (the network always
     wants light ink on dark). `light_background`: what the source image had.
-    `halves`: None, or `(k, 2, 28, 28)`: this input cut in two at each of its k cheapest
-    columns (a heavy number's part as wide as a digit), for the network to judge whether it
-    is two digits (`prediction.judged`).
+    `cuts`: None, or the ways this input (a heavy number's part as wide as a digit) can be
+    cut into two or three digits, for the network to judge (`prediction.judged`).
     """
 
     image: np.ndarray
     inverted: bool
     light_background: bool
-    halves: np.ndarray | None = None
+    cuts: Cuts | None = None
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """A number's part offered cut into digits. `images` `(n, 28, 28)` float32: the distinct
+    pieces its cuts make, as network inputs; `shapes` `(n, 2)` float32: each piece's ink
+    width and height as shares of the row's height; `ways` `(m, 3)` int: each cut's pieces
+    left to right (rows of `images`; -1 after the second piece of a cut in two)."""
+
+    images: np.ndarray
+    shapes: np.ndarray
+    ways: np.ndarray
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -1115,32 +1129,55 @@ def prepare_number(gray: np.ndarray, invert: str = "auto") -> list[Prepared]:
         raise too_many_digits(len(parts))
     prepared = [polarity(place(part), ink.light_background, invert) for part in parts]
     # heavy digits can merge along their height with no neck or waist to cut at: each part
-    # as wide as a digit is offered cut in two too, and the network judges
+    # as wide as a digit is offered cut into digits too, and the network judges
     if heavy:
-        prepared = [replace(p, halves=halves_of(part, pen, height, ink.light_background,
-                                                invert))
+        prepared = [replace(p, cuts=cuts_of(part, pen, height, ink.light_background, invert))
                     for p, part in zip(prepared, parts, strict=True)]
     return prepared
 
 
-def halves_of(a: np.ndarray, pen: float, height: int, light: bool,
-              invert: str) -> np.ndarray | None:
+def cuts_of(a: np.ndarray, pen: float, height: int, light: bool,
+            invert: str) -> Cuts | None:
     """A heavy number's part `a` (full image coordinates) at least `JUDGE_WIDE` of the row's
-    `height` wide, cut in two at each of its `JUDGE_CUTS` cheapest columns (`cut_costs`),
-    each side at least a pen and `JUDGE_SIDE` of the height wide: `(k, 2, 28, 28)` network
-    inputs, as `invert` asks. Heavy digits can merge along their height (a 1 beside a 3)
-    with no waist or neck to cut at; whether the part is one digit or two is the network's
-    call (`prediction.judged`). None for a narrower part."""
+    `height` wide, cut into two and into three pieces at its candidate columns, each piece at
+    least a pen and `JUDGE_SIDE` of the height wide, as network inputs `invert` asks for.
+    The candidates: the `JUDGE_CUTS` cheapest columns (`cut_costs`) no dearer than the two
+    columns on each side (where the ink narrows between digits), and the `JUDGE_CHEAPEST`
+    cheapest of all (but those next to one already taken). Heavy digits can merge along
+    their height (a 1 beside a 3, or between a 1 and a 3) with no waist or neck to cut at;
+    whether the part is one digit, two or three is the network's call
+    (`prediction.judged`). None for a narrower part."""
     if extent(a, 0) < JUDGE_WIDE * height:
         return None
     start, stop, profile = cut_costs(a)
     side = max(1, round(max(pen, JUDGE_SIDE * height)))
     inner = np.arange(side, stop - start - side)
-    cuts = [cut_at(a, [start, start + int(c), stop])
-            for c in inner[np.argsort(profile[inner], kind="stable")[:JUDGE_CUTS]]]
-    pairs = [[polarity(place(h), light, invert).image for h in halves]
-             for halves in cuts if len(halves) == 2]
-    return np.array(pairs, np.float32) if pairs else None
+    lows = [int(c) for c in inner if profile[c] <= profile[max(c - 2, 0):c + 3].min()]
+    columns = sorted(lows, key=lambda c: profile[c])[:JUDGE_CUTS]
+    for c in inner[np.argsort(profile[inner], kind="stable")[:JUDGE_CHEAPEST]]:
+        if all(abs(c - o) > 1 for o in columns):
+            columns.append(int(c))
+    pieces: dict[tuple[int, int], int | None] = {}  # columns [left, right) -> row of images
+    images, shapes, ways = [], [], []
+    for count in (1, 2):
+        for cut in itertools.combinations(sorted(start + c for c in columns), count):
+            if any(right - left < side for left, right in itertools.pairwise(cut)):
+                continue
+            edges = [start, *cut, stop]
+            for span in itertools.pairwise(edges):
+                if span not in pieces:
+                    piece = a[:, span[0]:span[1]]
+                    pieces[span] = None if piece.max() <= 0.05 else len(images)
+                    if pieces[span] is not None:
+                        images.append(polarity(place(piece), light, invert).image)
+                        shapes.append((extent(piece, 0) / height, extent(piece, 1) / height))
+            way = [pieces[span] for span in itertools.pairwise(edges)]
+            if None not in way:
+                ways.append(way + [-1] * (3 - len(way)))
+    if not ways:
+        return None
+    return Cuts(np.array(images, np.float32), np.array(shapes, np.float32),
+                np.array(ways, np.int64))
 
 
 def extent(a: np.ndarray, axis: int) -> int:

@@ -13,7 +13,8 @@ holds them:
 The 28x28 inputs the network saw are attributes (`input`, `inputs`), not keys: arrays, for
 `--save-inputs` and the page, not for JSON. `predictions` makes them, the one function every
 caller goes through; for a number, `judged` first lets the network decide whether a heavy
-part the preprocessing offers cut in two is two digits (`Model.prepare` calls it).
+part the preprocessing offers cut into digits is two or three digits (`Model.prepare` calls
+it).
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ import numpy as np
 from mnist_bp.imageprep import too_many_digits
 from mnist_bp.limits import NUMBER_DIGITS
 
-# a part of a number offered cut in two (`Prepared.halves`) is read as two digits when the
-# network is this sure of both halves (neither read as a 1), and surer by this much than of
-# the part as a whole
+# a part of a number offered cut into digits (`Prepared.cuts`) is read as the two pieces of
+# a cut when the network is this sure of both (neither read as a 1), and surer by this much
+# than of the part as a whole...
 SPLIT_SURE, SPLIT_MARGIN = 0.99, 0.3
+# ...or as the pieces of a cut into two or three that it is this sure of (and surer than of
+# the whole) when they are shaped like a number's digits: each spans PIECE_SPAN of the row's
+# height, a 1 is at most ONE_WIDE of it wide and any other digit at least DIGIT_WIDE
+SPLIT_FAIR, PIECE_SPAN, ONE_WIDE, DIGIT_WIDE = 0.75, 0.8, 0.4, 0.25
 
 KEYS = ("file", "digit", "number", "confidence", "probabilities", "digits", "inverted", "error")
 
@@ -111,35 +116,63 @@ def predictions(probs: np.ndarray, prepared: list, names: list | None, number: b
 
 def judged(inputs: list, probabilities) -> list:
     """One image's `inputs` (`imageprep.Prepared`: one, or one per digit of a number) with
-    each part offered cut in two (`Prepared.halves`) read as the two halves of its best cut
-    (whose less sure half is the surest) when `probabilities` (the network: images -> rows)
-    reads neither half as a 1, is at least `SPLIT_SURE` sure of both and `SPLIT_MARGIN`
-    surer of the less sure half than of the whole part; otherwise the part stays whole.
-    The network is seldom sure of two digits merged into one, and sure of a digit's half
-    mostly when it is a stroke, which it reads as a 1. The halves are dropped either way.
-    One forward pass per image: its answer does not depend on the images read beside it.
-    ImageError when the number would have more than `NUMBER_DIGITS` digits."""
-    asked = [p for p in inputs if p.halves is not None]
+    each part offered cut into digits (`Prepared.cuts`) read as the pieces of the cut
+    `best_cut` picks, or whole; the cuts are dropped either way. `probabilities` is the
+    network (images -> rows). One forward pass per image: its answer does not depend on the
+    images read beside it. ImageError when the number would have more than `NUMBER_DIGITS`
+    digits."""
+    asked = [p for p in inputs if p.cuts is not None]
     if not asked:
         return inputs
     probs = probabilities(np.concatenate([np.stack([p.image for p in asked]),
-                                          *[p.halves.reshape(-1, *p.image.shape)
-                                            for p in asked]]))
-    sure = probs.max(axis=1)
-    # a stroke cut off a digit reads as a 1 as surely as a 1 does: no evidence of two digits
-    halves_sure = np.where(probs.argmax(axis=1) == 1, 0.0, sure)
+                                          *[p.cuts.images for p in asked]]))
+    sure, digit = probs.max(axis=1), probs.argmax(axis=1)
     out, k, at = [], 0, len(asked)
     for p in inputs:
-        if p.halves is None:
+        if p.cuts is None:
             out.append(p)
             continue
-        both = halves_sure[at:at + 2 * len(p.halves)].reshape(-1, 2).min(axis=1)
-        best = int(np.argmax(both))
-        if both[best] >= SPLIT_SURE and both[best] >= sure[k] + SPLIT_MARGIN:
-            out += [replace(p, image=h.copy(), halves=None) for h in p.halves[best]]
+        rows = slice(at, at + len(p.cuts.images))
+        pieces = best_cut(p.cuts, sure[rows], digit[rows], float(sure[k]))
+        if pieces is None:
+            out.append(replace(p, cuts=None))
         else:
-            out.append(replace(p, halves=None))
-        k, at = k + 1, at + 2 * len(p.halves)
+            out += [replace(p, image=p.cuts.images[i].copy(), cuts=None) for i in pieces]
+        k, at = k + 1, rows.stop
     if len(out) > NUMBER_DIGITS:
         raise too_many_digits(len(out))
     return out
+
+
+def best_cut(cuts, sure: np.ndarray, digit: np.ndarray, whole: float) -> list[int] | None:
+    """The pieces (rows of `cuts.images`) of the cut of a part the network reads as digits,
+    given how `sure` it is of each piece, the `digit` it reads, and how sure it is of the
+    `whole` part; None to read the part whole.
+
+    The network is seldom sure of digits merged into one, and a stroke cut off a digit reads
+    as a 1 as surely as a 1 does. So a cut in two whose pieces it reads at least `SPLIT_SURE`
+    sure, neither as a 1, and `SPLIT_MARGIN` surer than the whole, is taken at once. Failing
+    that, a cut into two or three is taken when the network is at least `SPLIT_FAIR` and no
+    less sure of each piece than of the whole, and every piece is shaped like one of a
+    number's digits: as tall as the row (`PIECE_SPAN`), a 1 a stroke's width (`ONE_WIDE`),
+    any other digit wider than a stroke (`DIGIT_WIDE`), not all of them 1s (the strokes of a
+    flagged 1 read as two). Of the cuts each rule allows, the one whose least sure piece is
+    the surest."""
+    used = cuts.ways >= 0
+    ones = digit == 1
+
+    def least(score: np.ndarray) -> np.ndarray:  # each cut's least score over its pieces
+        return np.where(used, score[cuts.ways], np.inf).min(axis=1)
+
+    plain = np.where(used[:, 2], 0.0, least(np.where(ones, 0.0, sure)))
+    best = int(np.argmax(plain))
+    if plain[best] >= SPLIT_SURE and plain[best] >= whole + SPLIT_MARGIN:
+        return [int(i) for i in cuts.ways[best, :2]]
+    width, span = cuts.shapes.T
+    shaped = (span >= PIECE_SPAN) & np.where(ones, width <= ONE_WIDE, width >= DIGIT_WIDE)
+    fair = least(np.where(shaped, sure, 0.0))
+    fair[np.where(used, ones[cuts.ways], True).all(axis=1)] = 0.0
+    best = int(np.argmax(fair))
+    if fair[best] >= SPLIT_FAIR and fair[best] >= whole:
+        return [int(i) for i in cuts.ways[best][used[best]]]
+    return None

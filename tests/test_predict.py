@@ -372,7 +372,7 @@ def test_one_prediction_type_for_predict_serve_and_the_api(checkpoint, tmp_path)
 @pytest.mark.parametrize("sure", [0.0, 1.01])
 def test_the_network_judges_whether_a_heavy_part_is_two_digits(checkpoint, tmp_path,
                                                                monkeypatch, sure):
-    """A heavy ring as wide as a digit comes offered cut in two; whether it is read as two
+    """A heavy ring as wide as a digit comes offered cut into digits; whether it is read as two
     digits is the network's call (`prediction.judged`), in every path: a JPEG prepared by a
     decoding worker, a PNG prepared in this process, an array. Here the network is made
     always sure enough (0) or never (1.01)."""
@@ -380,6 +380,7 @@ def test_the_network_judges_whether_a_heavy_part_is_two_digits(checkpoint, tmp_p
 
     monkeypatch.setattr(prediction, "SPLIT_SURE", sure)
     monkeypatch.setattr(prediction, "SPLIT_MARGIN", -1.0)
+    monkeypatch.setattr(prediction, "SPLIT_FAIR", 1.01)
     page = np.full((120, 236), 245, np.uint8)
     page[20:100, 80:150] = 20  # a pen 14 pixels wide, 0.18 of the height
     page[34:86, 94:136] = 245
@@ -395,5 +396,7 @@ def test_the_network_judges_whether_a_heavy_part_is_two_digits(checkpoint, tmp_p
     [whole] = P.prepare_number(page.astype(np.float32) / 255)
     read = load(checkpoint).predict_image(page.astype(np.float32) / 255, number=True)
     assert len(read["digits"]) == want
-    if want == 2:  # the network read the halves of one of the cuts offered
-        assert any(np.array_equal(np.stack(read.inputs), cut) for cut in whole.halves)
+    if want == 2:  # the network read the pieces of one of the cuts into two offered
+        cuts = whole.cuts
+        assert any(np.array_equal(np.stack(read.inputs), cuts.images[way[:2]])
+                   for way in cuts.ways if way[2] < 0)

@@ -930,34 +930,48 @@ def test_emboldened_digits_that_touch_are_cut_at_their_neck(digits, overlap):
                for p, d in zip(parts, digits, strict=True)) < 0.02
 
 
-def test_a_heavy_part_as_wide_as_a_digit_is_offered_cut_in_two(monkeypatch):
-    # heavy digits can merge along their height (a 1 beside a 3) with no neck or waist to cut
-    # at: a heavy part 0.45 of the row's height wide or wider comes with its halves, cut at
-    # each of its 3 cheapest columns at least a pen (here 0.2 of the height) from either
-    # side, each prepared as a digit is, for the network to judge
+def test_a_heavy_part_as_wide_as_a_digit_is_offered_cut_into_digits(monkeypatch):
+    # heavy digits can merge along their height (a 1 beside a 3, or between a 1 and a 3)
+    # with no neck or waist to cut at: a heavy part 0.45 of the row's height wide or wider
+    # comes with the pieces of its cuts into two and into three, each piece at least a pen
+    # (here 0.2 of the height) wide, each prepared as a digit is, for the network to judge
     placed = []
     place = P.place
     monkeypatch.setattr(P, "place", lambda a: placed.append(a) or place(a))
     [zero] = P.prepare_number(page(0, "heavy"))
-    part, halves = placed[0], placed[1:]
-    assert zero.halves.shape == (3, 2, 28, 28) and zero.halves.dtype == np.float32
+    part, pieces = placed[0], placed[1:]
+    cuts = zero.cuts
+    assert cuts.images.dtype == cuts.shapes.dtype == np.float32
+    assert len(cuts.images) == len(cuts.shapes) == len(pieces) and cuts.ways.shape[1] == 3
     start, stop, cost = P.cut_costs(part)
+    height = P.extent(part, 1)
     side = round(0.2 * HEIGHT)
-    cheapest = np.sort(cost[side:stop - start - side])[:3]
-    for k, (left, right) in enumerate(zip(halves[::2], halves[1::2], strict=True)):
-        assert np.array_equal(zero.halves[k, 0], place(left))
-        assert np.array_equal(zero.halves[k, 1], place(right))
-        assert np.array_equal(left + right, part)
-        cut = int(np.flatnonzero(right.any(axis=0))[0])
-        assert not left[:, cut:].any() and side <= cut - start <= stop - start - side
-        assert cost[cut - start] == cheapest[k]
+    for image, shape, piece in zip(cuts.images, cuts.shapes, pieces, strict=True):
+        assert np.array_equal(image, place(piece)) and piece.shape[1] >= side
+        assert np.allclose(shape, [P.extent(piece, 0) / height, P.extent(piece, 1) / height])
+    # each cut's pieces, left to right, are the part
+    for way in cuts.ways:
+        assert np.array_equal(np.hstack([pieces[i] for i in way if i >= 0]),
+                              part[:, start:stop])
+    # cuts in two: at (or next to) the 3 cheapest columns, and at columns no dearer than the
+    # 2 on each side
+    at = sorted(start + pieces[way[0]].shape[1] for way in cuts.ways if way[2] < 0)
+    inner = np.arange(side, stop - start - side)
+    cheapest = inner[np.argsort(cost[inner], kind="stable")[:3]] + start
+    assert 3 <= len(at) <= 9 and all(np.abs(np.array(at) - c).min() <= 1 for c in cheapest)
+    assert all(cost[c - start] <= cost[c - start - 2:c - start + 3].min() or c in cheapest
+               for c in at)
+    # cuts into three: at each two of those columns a pen apart
+    threes = {(start + pieces[w[0]].shape[1], stop - pieces[w[2]].shape[1])
+              for w in cuts.ways if w[2] >= 0}
+    assert threes == {(a, b) for a in at for b in at if b - a >= side}
     # narrower (a heavy 1), or no heavier than MNIST's pen: nothing to judge
-    assert P.prepare_number(page(1, "heavy"))[0].halves is None
-    assert P.prepare_number(page(0, "pen"))[0].halves is None
-    assert P.prepare(page(0, "heavy")).halves is None
+    assert P.prepare_number(page(1, "heavy"))[0].cuts is None
+    assert P.prepare_number(page(0, "pen"))[0].cuts is None
+    assert P.prepare(page(0, "heavy")).cuts is None
 
 
-def test_halves_come_back_from_a_decoding_worker_as_they_were_made():
+def test_cuts_come_back_from_a_decoding_worker_as_they_were_made():
     from mnist_bp.decoding import Decoders
 
     buf = io.BytesIO()
@@ -968,12 +982,14 @@ def test_halves_come_back_from_a_decoding_worker_as_they_were_made():
         there = decoders.prepare(buf.getvalue(), "auto", number=True)
     finally:
         decoders.close()
-    assert len(here) == len(there) == 1 and here[0].halves is not None
+    assert len(here) == len(there) == 1 and here[0].cuts is not None
     assert np.array_equal(here[0].image, there[0].image)
-    assert np.array_equal(here[0].halves, there[0].halves)
+    for field in ("images", "shapes", "ways"):
+        mine, theirs = getattr(here[0].cuts, field), getattr(there[0].cuts, field)
+        assert np.array_equal(mine, theirs) and mine.dtype == theirs.dtype
     # each its own array: an input kept holds no other's buffer
-    assert there[0].image.base is None and there[0].halves.base is None
-    assert there[0].halves.shape == (3, 2, 28, 28)
+    assert there[0].image.base is None and there[0].cuts.images.base is None
+    assert len(there[0].cuts.ways) >= 3
 
 
 def sure_of(images: np.ndarray) -> np.ndarray:
@@ -985,32 +1001,48 @@ def sure_of(images: np.ndarray) -> np.ndarray:
     return probs
 
 
-def judged_part(whole: float, *cuts, digit: int = 0) -> P.Prepared:
-    """A part the stand-in network reads `whole` sure, offered `cuts`: pairs of halves it
-    reads (left, right) sure (the right ones as `digit`, the others as 0)."""
+def judged_part(whole: float, *ways) -> P.Prepared:
+    """A part the stand-in network reads `whole` sure (as 0), offered cut `ways`: each a
+    list of pieces `(sure, digit, width, span)`, read as `digit` that `sure`, as wide and
+    tall as those shares of the row's height."""
     def image(sure, read=0):
         out = np.zeros((28, 28), np.float32)
         out[0, :2] = sure, read
         return out
-    return P.Prepared(image(whole), True, True, np.array(
-        [[image(left), image(right, digit)] for left, right in cuts], np.float32))
+    pieces = [piece for way in ways for piece in way]
+    rows = np.cumsum([0] + [len(way) for way in ways])
+    return P.Prepared(image(whole), True, True, P.Cuts(
+        np.array([image(sure, read) for sure, read, _, _ in pieces], np.float32),
+        np.array([shape for _, _, *shape in pieces], np.float32),
+        np.array([list(range(a, b)) + [-1] * (3 - (b - a))
+                  for a, b in zip(rows[:-1], rows[1:], strict=True)])))
 
 
-def test_the_network_reads_a_part_as_two_digits_only_when_sure_of_both():
+def read_as(whole: float, *ways) -> list[tuple[float, float]]:
+    """How sure the stand-in network is of each digit `judged` reads, and which digit."""
     from mnist_bp.prediction import judged
 
-    split = judged_part(0.6, (0.995, 0.98), (0.999, 0.991))
+    return [(round(float(p.image[0, 0]), 6), float(p.image[0, 1]))
+            for p in judged([judged_part(whole, *ways)], sure_of)]
+
+
+def test_the_network_reads_a_part_as_two_digits_when_sure_of_both():
+    from mnist_bp.prediction import judged
+
+    odd = (0.2, 0.3)  # shaped like no digit: the network's word is enough
+    split = judged_part(0.6, [(0.995, 0, *odd), (0.98, 2, *odd)],
+                        [(0.999, 0, *odd), (0.991, 2, *odd)])
     parts = judged([split], sure_of)
-    # the cut whose less sure half is the surest: both 0.99 sure, 0.3 surer than the whole
-    assert [p.image[0, 0] for p in parts] == [np.float32(0.999), np.float32(0.991)]
-    assert all(p.inverted and p.light_background and p.halves is None for p in parts)
-    assert all(p.image.base is None for p in parts)  # copies, not views of the halves
+    # the cut whose less sure piece is the surest: both 0.99 sure, 0.3 surer than the whole
+    assert [(p.image[0, 0], p.image[0, 1]) for p in parts] == [(np.float32(0.999), 0),
+                                                               (np.float32(0.991), 2)]
+    assert all(p.inverted and p.light_background and p.cuts is None for p in parts)
+    assert all(p.image.base is None for p in parts)  # copies, not views of the pieces
     for whole, left, right, digit in ((0.7, 0.995, 0.999, 0),  # not 0.3 surer than the whole
-                                      (0.3, 0.985, 1.0, 0),    # a half less than 0.99 sure
+                                      (0.3, 0.985, 1.0, 0),    # a piece less than 0.99 sure
                                       (0.3, 1.0, 0.5, 0),
-                                      (0.3, 1.0, 1.0, 1)):     # a half read as 1: a stroke
-        [part] = judged([judged_part(whole, (left, right), digit=digit)], sure_of)
-        assert part.image[0, 0] == np.float32(whole) and part.halves is None
+                                      (0.3, 1.0, 1.0, 1)):     # a piece read as 1: a stroke
+        assert read_as(whole, [(left, 0, *odd), (right, digit, *odd)]) == [(whole, 0)]
     # parts not offered cut pass as they are; a number of more than 20 digits is refused, as
     # prepare_number refuses one
     plain = P.Prepared(np.full((28, 28), 0.5, np.float32), False, False)
@@ -1019,3 +1051,27 @@ def test_the_network_reads_a_part_as_two_digits_only_when_sure_of_both():
     assert len(judged([split] + [plain] * 18, sure_of)) == 20
     with pytest.raises(P.ImageError, match="^21 digits in a row, more than the 20"):
         judged([split, split] + [plain] * 17, sure_of)
+
+
+def test_a_part_is_read_as_pieces_shaped_like_digits_when_surer_of_them():
+    # 1 3 1 merged: the network is 0.8 sure of each piece, 0.4 of the whole
+    one, three = (0.8, 1, 0.25, 0.95), (0.8, 3, 0.4, 0.9)
+    assert read_as(0.4, [one, three, one]) == [(0.8, 1), (0.8, 3), (0.8, 1)]
+    # the cut whose least sure piece is the surest, into two or three
+    assert read_as(0.4, [one, three, one], [(0.9, 1, 0.25, 0.95), (0.95, 3, 0.6, 0.9)]) == [
+        (0.9, 1), (0.95, 3)]
+    assert read_as(0.75, [(0.75, 2, 0.5, 0.9), (0.75, 8, 0.5, 0.85)]) == [(0.75, 2),
+                                                                         (0.75, 8)]
+
+    def whole(*way, sure=0.4):
+        return read_as(sure, list(way)) == [(sure, 0)]
+
+    assert whole(one, three, one, sure=0.81)  # less sure of a piece than of the whole
+    assert whole(one, (0.74, 3, 0.4, 0.9))    # a piece less than 0.75 sure
+    assert whole(one, (0.8, 3, 0.4, 0.79))    # a piece shorter than the row
+    assert whole((0.8, 1, 0.3, 0.79), three)  # ...a 1 too
+    assert whole((0.8, 1, 0.41, 0.95), three)  # a 1 wider than a stroke
+    assert whole(one, (0.8, 3, 0.24, 0.9))    # another digit as narrow as one
+    assert whole(one, one)                    # the strokes of a flagged 1: no evidence
+    assert whole(one, one, one)
+    assert not whole(one, (0.8, 3, 0.25, 0.8)) and not whole((0.8, 1, 0.4, 0.8), three)
