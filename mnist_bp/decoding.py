@@ -72,7 +72,8 @@ def _worker(conn, memory: int) -> None:
             # the inputs')
             header = {"inputs": [[bool(p.inverted), bool(p.light_background),
                                   None if p.cuts is None else
-                                  [p.cuts.shapes.tolist(), p.cuts.ways.tolist()]]
+                                  [p.cuts.shapes.tolist(), p.cuts.ways.tolist(),
+                                   p.cuts.clean.tolist()]]
                                  for p in inputs]}
             arrays = b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in
                               [p.image for p in inputs] +
@@ -229,7 +230,8 @@ class Decoders:
                 shapes = np.array(offered[0], np.float32).reshape(-1, 2)
                 # copies: an input kept in an answer holds no other input's buffer
                 cuts = Cuts(images[at:at + len(shapes)].astype(np.float32), shapes,
-                            np.array(offered[1], np.int64).reshape(-1, 3))
+                            np.array(offered[1], np.int64).reshape(-1, 3),
+                            np.array(offered[2], bool))
                 at += len(shapes)
             prepared.append(Prepared(images[i].astype(np.float32), bool(inv), bool(light),
                                      cuts))

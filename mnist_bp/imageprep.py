@@ -130,8 +130,10 @@ SIBLING, SIBLING_DIGIT, SIBLING_MIN = 1.6, 0.5, 0.9
 SHORT, JOIN_GAP = 0.4, 0.5
 # a heavy number's part this wide (share of the row's height) or wider is also offered cut
 # into two or three pieces, each a pen and JUDGE_SIDE of the height wide, at its JUDGE_CUTS
-# cheapest local minima of the cut's cost and its JUDGE_CHEAPEST cheapest columns
-JUDGE_WIDE, JUDGE_SIDE, JUDGE_CUTS, JUDGE_CHEAPEST = 0.45, 0.15, 6, 3
+# cheapest local minima of the cut's cost and its JUDGE_CHEAPEST cheapest columns; a cut
+# costing at most JUDGE_COST of the part's median column, and leaving each counter mostly
+# to one side (COUNTER_SHARE), keeps to the paper between digits
+JUDGE_WIDE, JUDGE_SIDE, JUDGE_CUTS, JUDGE_CHEAPEST, JUDGE_COST = 0.45, 0.15, 6, 3, 0.97
 LEAN = 0.12  # a touching piece whose strokes lean this much (columns per row) is stood upright
 LEAN_WINDOW = 0.5  # ...the lean taken from the edges this near the estimate (columns per row)
 LEAN_PASSES = 3  # ...estimated this many times
@@ -166,11 +168,14 @@ class Cuts:
     """A number's part offered cut into digits. `images` `(n, 28, 28)` float32: the distinct
     pieces its cuts make, as network inputs; `shapes` `(n, 2)` float32: each piece's ink
     width and height as shares of the row's height; `ways` `(m, 3)` int: each cut's pieces
-    left to right (rows of `images`; -1 after the second piece of a cut in two)."""
+    left to right (rows of `images`; -1 after the second piece of a cut in two); `clean`
+    `(m,)` bool: whether each cut keeps to the paper between digits (`JUDGE_COST`), not
+    through a round digit, which it crosses top and bottom, or through its counter."""
 
     images: np.ndarray
     shapes: np.ndarray
     ways: np.ndarray
+    clean: np.ndarray
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -1157,10 +1162,14 @@ def cuts_of(a: np.ndarray, pen: float, height: int, light: bool,
     for c in inner[np.argsort(profile[inner], kind="stable")[:JUDGE_CHEAPEST]]:
         if all(abs(c - o) > 1 for o in columns):
             columns.append(int(c))
+    columns = sorted(columns)
+    clean = dict(zip(columns, (profile[columns] <= JUDGE_COST * np.median(profile))
+                     & (counter_shares(a, [start + c for c in columns]) >= COUNTER_SHARE),
+                     strict=True))
     pieces: dict[tuple[int, int], int | None] = {}  # columns [left, right) -> row of images
-    images, shapes, ways = [], [], []
+    images, shapes, ways, cleans = [], [], [], []
     for count in (1, 2):
-        for cut in itertools.combinations(sorted(start + c for c in columns), count):
+        for cut in itertools.combinations([start + c for c in columns], count):
             if any(right - left < side for left, right in itertools.pairwise(cut)):
                 continue
             edges = [start, *cut, stop]
@@ -1174,10 +1183,34 @@ def cuts_of(a: np.ndarray, pen: float, height: int, light: bool,
             way = [pieces[span] for span in itertools.pairwise(edges)]
             if None not in way:
                 ways.append(way + [-1] * (3 - len(way)))
+                cleans.append(all(clean[c - start] for c in cut))
     if not ways:
         return None
     return Cuts(np.array(images, np.float32), np.array(shapes, np.float32),
-                np.array(ways, np.int64))
+                np.array(ways, np.int64), np.array(cleans, bool))
+
+
+def counter_shares(a: np.ndarray, columns: list[int]) -> np.ndarray:
+    """For each of `columns` (of `a`), the least share of a counter of `a` (paper its ink
+    encloses, more than `PINHOLE` pixels wide) left on one side of a cut down it; 1 when
+    `a` has no counter."""
+    from scipy import ndimage
+
+    ink = a > 0.05
+    holes, count = ndimage.label(ndimage.binary_fill_holes(ink) & ~ink)
+    if count == 0:
+        return np.ones(len(columns))
+    width = 2 * np.asarray(ndimage.maximum(ndimage.distance_transform_edt(holes > 0), holes,
+                                           np.arange(1, count + 1)))
+    rows, cols = np.nonzero(holes)
+    # before[k, c]: the pixels of hole k left of column c
+    before = np.zeros((count + 1, a.shape[1] + 1))
+    np.add.at(before, (holes[rows, cols], cols + 1), 1)
+    before = before.cumsum(axis=1)[1:][width > PINHOLE]
+    if not len(before):
+        return np.ones(len(columns))
+    total, left = before[:, -1:], before[:, columns]
+    return (np.maximum(left, total - left) / total).min(axis=0)
 
 
 def extent(a: np.ndarray, axis: int) -> int:

@@ -31,10 +31,11 @@ from mnist_bp.limits import NUMBER_DIGITS
 # a cut when the network is this sure of both (neither read as a 1), and surer by this much
 # than of the part as a whole...
 SPLIT_SURE, SPLIT_MARGIN = 0.99, 0.3
-# ...or as the pieces of a cut into two or three that it is this sure of (and surer than of
-# the whole) when they are shaped like a number's digits: each spans PIECE_SPAN of the row's
-# height, a 1 is at most ONE_WIDE of it wide and any other digit at least DIGIT_WIDE
-SPLIT_FAIR, PIECE_SPAN, ONE_WIDE, DIGIT_WIDE = 0.75, 0.8, 0.4, 0.25
+# ...or as the pieces of a cut into two or three between digits (`Cuts.clean`) that it is
+# this sure of (and no less sure than of the whole) when they are shaped like a number's
+# digits: each spans PIECE_SPAN of the row's height, a 1 is at most ONE_WIDE of it wide and
+# any other digit at least DIGIT_WIDE
+SPLIT_FAIR, PIECE_SPAN, ONE_WIDE, DIGIT_WIDE = 0.5, 0.8, 0.4, 0.25
 
 KEYS = ("file", "digit", "number", "confidence", "probabilities", "digits", "inverted", "error")
 
@@ -133,7 +134,7 @@ def judged(inputs: list, probabilities) -> list:
             out.append(p)
             continue
         rows = slice(at, at + len(p.cuts.images))
-        pieces = best_cut(p.cuts, sure[rows], digit[rows], float(sure[k]))
+        pieces = best_cut(p.cuts, sure[rows], digit[rows], float(sure[k]), int(digit[k]))
         if pieces is None:
             out.append(replace(p, cuts=None))
         else:
@@ -144,20 +145,23 @@ def judged(inputs: list, probabilities) -> list:
     return out
 
 
-def best_cut(cuts, sure: np.ndarray, digit: np.ndarray, whole: float) -> list[int] | None:
+def best_cut(cuts, sure: np.ndarray, digit: np.ndarray, whole: float,
+             whole_digit: int) -> list[int] | None:
     """The pieces (rows of `cuts.images`) of the cut of a part the network reads as digits,
-    given how `sure` it is of each piece, the `digit` it reads, and how sure it is of the
-    `whole` part; None to read the part whole.
+    given how `sure` it is of each piece, the `digit` it reads, how sure it is of the
+    `whole` part and the digit it reads it as; None to read the part whole.
 
     The network is seldom sure of digits merged into one, and a stroke cut off a digit reads
     as a 1 as surely as a 1 does. So a cut in two whose pieces it reads at least `SPLIT_SURE`
     sure, neither as a 1, and `SPLIT_MARGIN` surer than the whole, is taken at once. Failing
-    that, a cut into two or three is taken when the network is at least `SPLIT_FAIR` and no
-    less sure of each piece than of the whole, and every piece is shaped like one of a
-    number's digits: as tall as the row (`PIECE_SPAN`), a 1 a stroke's width (`ONE_WIDE`),
-    any other digit wider than a stroke (`DIGIT_WIDE`), not all of them 1s (the strokes of a
-    flagged 1 read as two). Of the cuts each rule allows, the one whose least sure piece is
-    the surest."""
+    that, a cut into two or three that keeps to the paper between digits (`Cuts.clean`: the
+    halves of a round digit read as digits too, a 6 as a 1 and a 3) is taken when the
+    network is at least `SPLIT_FAIR` and no less sure of each piece than of the whole, and
+    every piece is shaped like one of a number's digits: as tall as the row (`PIECE_SPAN`),
+    a 1 a stroke's width (`ONE_WIDE`), any other digit wider than a stroke (`DIGIT_WIDE`),
+    and not a digit's strokes: not all 1s (a flagged 1's two strokes), nor 1s beside the
+    digit the whole part reads as (a 4 and its stem). Of the cuts each rule allows, the one
+    whose least sure piece is the surest."""
     used = cuts.ways >= 0
     ones = digit == 1
 
@@ -170,8 +174,12 @@ def best_cut(cuts, sure: np.ndarray, digit: np.ndarray, whole: float) -> list[in
         return [int(i) for i in cuts.ways[best, :2]]
     width, span = cuts.shapes.T
     shaped = (span >= PIECE_SPAN) & np.where(ones, width <= ONE_WIDE, width >= DIGIT_WIDE)
-    fair = least(np.where(shaped, sure, 0.0))
-    fair[np.where(used, ones[cuts.ways], True).all(axis=1)] = 0.0
+    fair = np.where(cuts.clean, least(np.where(shaped, sure, 0.0)), 0.0)
+    # cuts of 1s only, or of 1s and one digit read as the whole was: strokes cut off a digit
+    # (a flagged 1's, a 4's stem) read as 1s, and the rest of it as that digit still
+    others = np.where(used, ~ones[cuts.ways], False)
+    kept = np.where(others, digit[cuts.ways], -1).max(axis=1)
+    fair[(others.sum(axis=1) == 0) | ((others.sum(axis=1) == 1) & (kept == whole_digit))] = 0.0
     best = int(np.argmax(fair))
     if fair[best] >= SPLIT_FAIR and fair[best] >= whole:
         return [int(i) for i in cuts.ways[best][used[best]]]

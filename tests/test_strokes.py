@@ -965,6 +965,21 @@ def test_a_heavy_part_as_wide_as_a_digit_is_offered_cut_into_digits(monkeypatch)
     threes = {(start + pieces[w[0]].shape[1], stop - pieces[w[2]].shape[1])
               for w in cuts.ways if w[2] >= 0}
     assert threes == {(a, b) for a in at for b in at if b - a >= side}
+    # a cut keeps to the paper between digits when each of its columns costs at most 0.97 of
+    # the part's median column and leaves at least 0.7 of the counter on one side: none of
+    # a 0's do (down its middle, the ring is crossed twice; near its sides, the counter is
+    # halved)
+    holes, count = ndimage.label(ndimage.binary_fill_holes(part > 0.05) & (part <= 0.05))
+    assert count == 1
+
+    def clean(c):
+        left = (holes[:, :c] == 1).sum() / (holes == 1).sum()
+        return cost[c - start] <= 0.97 * np.median(cost) and max(left, 1 - left) >= 0.7
+
+    for way, kept in zip(cuts.ways, cuts.clean, strict=True):
+        edges = np.cumsum([start] + [pieces[i].shape[1] for i in way if i >= 0])[1:-1]
+        assert kept == all(clean(c) for c in edges)
+    assert cuts.clean.dtype == bool and not cuts.clean.any()
     # narrower (a heavy 1), or no heavier than MNIST's pen: nothing to judge
     assert P.prepare_number(page(1, "heavy"))[0].cuts is None
     assert P.prepare_number(page(0, "pen"))[0].cuts is None
@@ -984,7 +999,7 @@ def test_cuts_come_back_from_a_decoding_worker_as_they_were_made():
         decoders.close()
     assert len(here) == len(there) == 1 and here[0].cuts is not None
     assert np.array_equal(here[0].image, there[0].image)
-    for field in ("images", "shapes", "ways"):
+    for field in ("images", "shapes", "ways", "clean"):
         mine, theirs = getattr(here[0].cuts, field), getattr(there[0].cuts, field)
         assert np.array_equal(mine, theirs) and mine.dtype == theirs.dtype
     # each its own array: an input kept holds no other's buffer
@@ -1001,10 +1016,10 @@ def sure_of(images: np.ndarray) -> np.ndarray:
     return probs
 
 
-def judged_part(whole: float, *ways) -> P.Prepared:
-    """A part the stand-in network reads `whole` sure (as 0), offered cut `ways`: each a
-    list of pieces `(sure, digit, width, span)`, read as `digit` that `sure`, as wide and
-    tall as those shares of the row's height."""
+def judged_part(whole: float, *ways, clean: bool = True) -> P.Prepared:
+    """A part the stand-in network reads `whole` sure (as 0), offered cut `ways` (each
+    `clean` or not): each a list of pieces `(sure, digit, width, span)`, read as `digit`
+    that `sure`, as wide and tall as those shares of the row's height."""
     def image(sure, read=0):
         out = np.zeros((28, 28), np.float32)
         out[0, :2] = sure, read
@@ -1015,15 +1030,16 @@ def judged_part(whole: float, *ways) -> P.Prepared:
         np.array([image(sure, read) for sure, read, _, _ in pieces], np.float32),
         np.array([shape for _, _, *shape in pieces], np.float32),
         np.array([list(range(a, b)) + [-1] * (3 - (b - a))
-                  for a, b in zip(rows[:-1], rows[1:], strict=True)])))
+                  for a, b in zip(rows[:-1], rows[1:], strict=True)]),
+        np.full(len(ways), clean)))
 
 
-def read_as(whole: float, *ways) -> list[tuple[float, float]]:
+def read_as(whole: float, *ways, clean: bool = True) -> list[tuple[float, float]]:
     """How sure the stand-in network is of each digit `judged` reads, and which digit."""
     from mnist_bp.prediction import judged
 
     return [(round(float(p.image[0, 0]), 6), float(p.image[0, 1]))
-            for p in judged([judged_part(whole, *ways)], sure_of)]
+            for p in judged([judged_part(whole, *ways, clean=clean)], sure_of)]
 
 
 def test_the_network_reads_a_part_as_two_digits_when_sure_of_both():
@@ -1031,7 +1047,7 @@ def test_the_network_reads_a_part_as_two_digits_when_sure_of_both():
 
     odd = (0.2, 0.3)  # shaped like no digit: the network's word is enough
     split = judged_part(0.6, [(0.995, 0, *odd), (0.98, 2, *odd)],
-                        [(0.999, 0, *odd), (0.991, 2, *odd)])
+                        [(0.999, 0, *odd), (0.991, 2, *odd)], clean=False)
     parts = judged([split], sure_of)
     # the cut whose less sure piece is the surest: both 0.99 sure, 0.3 surer than the whole
     assert [(p.image[0, 0], p.image[0, 1]) for p in parts] == [(np.float32(0.999), 0),
@@ -1060,14 +1076,14 @@ def test_a_part_is_read_as_pieces_shaped_like_digits_when_surer_of_them():
     # the cut whose least sure piece is the surest, into two or three
     assert read_as(0.4, [one, three, one], [(0.9, 1, 0.25, 0.95), (0.95, 3, 0.6, 0.9)]) == [
         (0.9, 1), (0.95, 3)]
-    assert read_as(0.75, [(0.75, 2, 0.5, 0.9), (0.75, 8, 0.5, 0.85)]) == [(0.75, 2),
-                                                                         (0.75, 8)]
+    assert read_as(0.5, [(0.5, 2, 0.5, 0.9), (0.5, 8, 0.5, 0.85)]) == [(0.5, 2), (0.5, 8)]
 
-    def whole(*way, sure=0.4):
-        return read_as(sure, list(way)) == [(sure, 0)]
+    def whole(*way, sure=0.4, clean=True):
+        return read_as(sure, list(way), clean=clean) == [(sure, 0)]
 
     assert whole(one, three, one, sure=0.81)  # less sure of a piece than of the whole
-    assert whole(one, (0.74, 3, 0.4, 0.9))    # a piece less than 0.75 sure
+    assert whole(one, (0.49, 3, 0.4, 0.9), sure=0.3)  # a piece less than 0.5 sure
+    assert whole(one, three, clean=False)     # cut through a digit's ring or counter
     assert whole(one, (0.8, 3, 0.4, 0.79))    # a piece shorter than the row
     assert whole((0.8, 1, 0.3, 0.79), three)  # ...a 1 too
     assert whole((0.8, 1, 0.41, 0.95), three)  # a 1 wider than a stroke
@@ -1075,3 +1091,15 @@ def test_a_part_is_read_as_pieces_shaped_like_digits_when_surer_of_them():
     assert whole(one, one)                    # the strokes of a flagged 1: no evidence
     assert whole(one, one, one)
     assert not whole(one, (0.8, 3, 0.25, 0.8)) and not whole((0.8, 1, 0.4, 0.8), three)
+
+
+def test_counter_shares_are_the_least_share_of_a_counter_on_one_side_of_a_cut():
+    a = np.zeros((40, 60), np.float32)
+    a[5:35, 5:25] = 1
+    a[10:30, 10:20] = 0  # a counter 10 columns wide (10-19)
+    a[5:35, 30:40] = 1   # a bar beside it
+    a[20:22, 34:36] = 0  # a pinhole in the bar: no counter
+    assert P.counter_shares(a, [15, 12, 10, 28, 35]).tolist() == [0.5, 0.8, 1.0, 1.0, 1.0]
+    bar = np.zeros((40, 60), np.float32)
+    bar[5:35, 30:40] = 1
+    assert P.counter_shares(bar, [33, 35]).tolist() == [1.0, 1.0]
