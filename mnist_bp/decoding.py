@@ -4,7 +4,7 @@ No header check foresees every decoder pathology: a progressive JPEG with thousa
 costs by its scans, not its pixels, and a small file can keep a decoder busy for minutes.
 So `predict`, `serve` and the API's paths read and preprocess each image
 (`imageprep.inputs_of`) in a worker process of a `Decoders` pool (small PNG, GIF and BMP
-images excepted: `linear_and_small`); a worker that takes longer
+images of one digit excepted: `linear_and_small`); a worker that takes longer
 than its time limit is killed and replaced, and that image gets one ImageError (one line in
 `predict`, a 400 in `serve`) while everything else goes on. A worker's address space is
 limited too (`MEMORY`), so a decoder that allocates without end fails alone.
@@ -44,6 +44,33 @@ def _parse(data: bytes) -> tuple[dict, memoryview]:
     size = int.from_bytes(data[:_HEADER], "big")
     view = memoryview(data)
     return json.loads(bytes(view[_HEADER:_HEADER + size])), view[_HEADER + size:]
+
+
+def _answer(header: dict, arrays: memoryview) -> list[Prepared]:
+    """A worker's prepared inputs from its answer, each array a copy (an input kept in an
+    answer holds no other input's buffer). The worker decoded an image from outside: its
+    answer is checked to add up (ValueError, TypeError, KeyError or IndexError if not)."""
+    if len(arrays) % (IMAGE_SIDE * IMAGE_SIDE * 4):
+        raise ValueError("a partial image")
+    images = np.frombuffer(arrays, "<f4").reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    inputs = header["inputs"]
+    prepared, at = [], len(inputs)
+    for i, (inv, light, offered) in enumerate(inputs):
+        cuts = None
+        if offered is not None:
+            shapes = np.array(offered[0], np.float32).reshape(-1, 2)
+            ways = np.array(offered[1], np.int64).reshape(-1, 3)
+            clean = np.array(offered[2], bool).reshape(-1)
+            if (not len(shapes) or not len(ways) or len(clean) != len(ways)
+                    or at + len(shapes) > len(images) or (ways[:, :2] < 0).any()
+                    or (ways < -1).any() or (ways >= len(shapes)).any()):
+                raise ValueError("cuts that do not match their pieces")
+            cuts = Cuts(images[at:at + len(shapes)].astype(np.float32), shapes, ways, clean)
+            at += len(shapes)
+        prepared.append(Prepared(images[i].astype(np.float32), bool(inv), bool(light), cuts))
+    if at != len(images):
+        raise ValueError("images that no input has")
+    return prepared
 
 
 def _worker(conn, memory: int) -> None:
@@ -188,13 +215,14 @@ class Decoders:
         """`imageprep.inputs_of(source, ...)` in a worker: a path or bytes (anything else,
         arrays and PIL images, is prepared here: nothing to decode)."""
         here = None
+        # a row of digits costs by its marks and cuts, not its pixels: always a worker's
         if isinstance(source, (bytes, bytearray, memoryview)):
             kind, payload = "bytes", bytes(source)
-            if linear_and_small(payload):
+            if not number and linear_and_small(payload):
                 here = prepare_here(payload, invert, number, max_pixels)
         elif isinstance(source, (str, os.PathLike)):  # absolute: workers have their own cwd
             kind, payload = "path", os.fsencode(os.path.abspath(Path(source)))
-            if linear_and_small(source):
+            if not number and linear_and_small(source):
                 here = prepare_here(source, invert, number, max_pixels)
         else:
             return inputs_of(source, invert, number, max_pixels=max_pixels)
@@ -219,24 +247,12 @@ class Decoders:
                              "plain PNG or JPEG") from None
         self.idle.put(worker)
         if "error" in header:
-            raise ImageError(header["error"])
-        side = IMAGE_SIDE * IMAGE_SIDE
-        images = np.frombuffer(arrays, "<f4").reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
-        assert len(images) * side * 4 == len(arrays)
-        prepared, at = [], len(header["inputs"])
-        for i, (inv, light, offered) in enumerate(header["inputs"]):
-            cuts = None
-            if offered is not None:
-                shapes = np.array(offered[0], np.float32).reshape(-1, 2)
-                # copies: an input kept in an answer holds no other input's buffer
-                cuts = Cuts(images[at:at + len(shapes)].astype(np.float32), shapes,
-                            np.array(offered[1], np.int64).reshape(-1, 3),
-                            np.array(offered[2], bool))
-                at += len(shapes)
-            prepared.append(Prepared(images[i].astype(np.float32), bool(inv), bool(light),
-                                     cuts))
-        assert at == len(images)
-        return prepared
+            raise ImageError(str(header["error"]))
+        try:
+            return _answer(header, arrays)
+        except (ValueError, TypeError, KeyError, IndexError):
+            raise ImageError("its decoder gave an answer that does not add up; save it again "
+                             "as a plain PNG or JPEG") from None
 
     def _replace(self, worker: _Process) -> None:
         worker.kill()

@@ -115,10 +115,11 @@ TABLE = {
     "DECODE_SECONDS": ("seconds to decode and prepare one image (predict, explain, API)",
                        "a 50-megapixel photo takes about 1 s; a file made to be slow is "
                        "killed with its worker process"),
-    "FAST_DECODE_PIXELS": ("pixels up to which a PNG, GIF or BMP is decoded in the calling "
-                           "process, not a worker", "their decoding is linear in bytes and "
-                           "pixels: a megapixel takes under 20 ms; a worker would add 2 ms "
-                           "to each drawn digit"),
+    "FAST_DECODE_PIXELS": ("pixels up to which a PNG, GIF or BMP of one digit is decoded "
+                           "in the calling process, not a worker (a row of digits, which "
+                           "costs by its marks and cuts, always goes to a worker)",
+                           "their decoding is linear in bytes and pixels: a megapixel takes "
+                           "under 20 ms; a worker would add 2 ms to each drawn digit"),
     "FAST_DECODE_BYTES": ("bytes up to which such a PNG, GIF or BMP is decoded in the calling "
                           "process", "a drawn digit is a few kB; a file of millions of tiny "
                           "chunks or comment blocks costs time and memory per byte, and gets "

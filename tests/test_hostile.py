@@ -939,3 +939,74 @@ def test_a_gif_whose_frame_grows_the_canvas_goes_to_a_worker():
         assert decoders.started == 1
     finally:
         decoders.close()
+
+
+def test_a_row_of_digits_is_always_prepared_by_a_worker(tmp_path, monkeypatch):
+    # a small PNG of one digit is prepared in the calling process; a row of digits costs by
+    # its marks and cuts, not its pixels (a 250-byte PNG of ten heavy blocks with holes
+    # in a grid makes hundreds of pieces), so it goes to a worker with a time limit
+    from mnist_bp import decoding
+
+    page = np.full((60, 300), 255, np.uint8)
+    page[10:50, 20:60] = page[10:50, 100:140] = 0
+    png = encoded(Image.fromarray(page), "PNG")
+    (tmp_path / "row.png").write_bytes(png)
+    here = []
+    prepare_here = decoding.prepare_here
+    monkeypatch.setattr(decoding, "prepare_here", lambda *a, **k: here.append(a[2]) or
+                        prepare_here(*a, **k))
+    decoders = decoding.Decoders(workers=1, seconds=5.0)
+    try:
+        assert len(decoders.prepare(png, number=True)) == 2 and decoders.started == 1
+        assert len(decoders.prepare(tmp_path / "row.png", number=True)) == 2
+        assert here == []
+        decoders.prepare(png)  # one digit: here
+        assert here == [False] and decoders.started == 1
+    finally:
+        decoders.close()
+
+
+def test_predict_sends_each_row_of_digits_to_a_worker(checkpoint_path, tmp_path, monkeypatch):
+    from mnist_bp import decoding
+    from mnist_bp.model import load
+
+    page = np.full((60, 300), 255, np.uint8)
+    page[10:50, 20:60] = page[10:50, 100:140] = 0
+    (tmp_path / "row.png").write_bytes(encoded(Image.fromarray(page), "PNG"))
+    here = []
+    prepare_here = decoding.prepare_here
+    monkeypatch.setattr(decoding, "prepare_here", lambda *a, **k: here.append(a[2]) or
+                        prepare_here(*a, **k))
+    model = load(checkpoint_path)
+    [row] = model.predict_paths([tmp_path / "row.png"], number=True)
+    assert len(row.digits) == 2 and here == []
+    [digit] = model.predict_paths([tmp_path / "row.png"])
+    assert digit.ok and here == [False]
+
+
+def test_a_workers_answer_that_does_not_add_up_is_refused():
+    from mnist_bp.decoding import _answer
+
+    side = 28 * 28 * 4
+    image = np.full((28, 28), 0.5, "<f4").tobytes()
+
+    def answer(offered, images):
+        return _answer({"inputs": [[True, False, offered]]}, memoryview(image * images))
+
+    shapes, ways, clean = [[0.4, 0.9], [0.3, 0.9]], [[0, 1, -1]], [True]
+    [part] = answer([shapes, ways, clean], 3)
+    assert part.cuts.images.shape == (2, 28, 28) and part.cuts.ways.tolist() == ways
+    assert part.cuts.clean.tolist() == [True] and part.inverted and not part.light_background
+    assert answer(None, 1)[0].cuts is None
+    for offered, images in (([shapes, ways, clean], 2),           # a piece missing
+                            ([shapes, ways, clean], 4),           # an image no input has
+                            ([shapes, [[0, 2, -1]], clean], 3),   # a piece out of range
+                            ([shapes, [[0, -2, -1]], clean], 3),
+                            ([shapes, [[-1, 1, -1]], clean], 3),  # a cut of one piece
+                            ([shapes, ways, [True, False]], 3),
+                            ([[], [], []], 1),
+                            ([shapes, "ways", clean], 3)):
+        with pytest.raises((ValueError, TypeError, KeyError, IndexError)):
+            answer(offered, images)
+    with pytest.raises(ValueError, match="partial"):
+        _answer({"inputs": []}, memoryview(image[:side - 4]))
