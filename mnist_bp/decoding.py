@@ -235,7 +235,7 @@ class Decoders:
             worker.conn.send_bytes(request)
             if not worker.conn.poll(self.seconds):
                 raise TimeoutError
-            header, arrays = _parse(worker.conn.recv_bytes())
+            answer = worker.conn.recv_bytes()
         except TimeoutError:
             self._replace(worker)
             raise ImageError(f"took longer than {self.seconds:g} s to decode and prepare (an "
@@ -245,14 +245,24 @@ class Decoders:
             self._replace(worker)
             raise ImageError("its decoder crashed or ran out of memory; save it again as a "
                              "plain PNG or JPEG") from None
-        self.idle.put(worker)
-        if "error" in header:
-            raise ImageError(str(header["error"]))
         try:
-            return _answer(header, arrays)
-        except (ValueError, TypeError, KeyError, IndexError):
+            header, arrays = _parse(answer)
+            if not isinstance(header, dict):
+                raise TypeError("no header")
+            if "error" in header:
+                error = ImageError(str(header["error"]))
+            else:
+                prepared = _answer(header, arrays)
+        except (ValueError, TypeError, KeyError, IndexError, ArithmeticError, RecursionError):
+            # the worker decoded an image from outside: an answer that does not parse or add
+            # up ends that worker, and that image gets one line
+            self._replace(worker)
             raise ImageError("its decoder gave an answer that does not add up; save it again "
                              "as a plain PNG or JPEG") from None
+        self.idle.put(worker)
+        if "error" in header:
+            raise error
+        return prepared
 
     def _replace(self, worker: _Process) -> None:
         worker.kill()

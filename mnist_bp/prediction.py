@@ -31,11 +31,13 @@ from mnist_bp.limits import NUMBER_DIGITS
 # a cut when the network is this sure of both (neither read as a 1), and surer by this much
 # than of the part as a whole...
 SPLIT_SURE, SPLIT_MARGIN = 0.99, 0.3
-# ...or as the pieces of a cut into two or three between digits (`Cuts.clean`) that it is
-# this sure of (and no less sure than of the whole) when they are shaped like a number's
-# digits: each spans PIECE_SPAN of the row's height, a 1 is at most ONE_WIDE of it wide and
-# any other digit at least DIGIT_WIDE
-SPLIT_FAIR, PIECE_SPAN, ONE_WIDE, DIGIT_WIDE = 0.5, 0.8, 0.4, 0.25
+# ...or, when it reads the whole part less sure than FAIR_WHOLE, as the pieces of a cut into
+# two or three between digits (`Cuts.clean`) that it is SPLIT_FAIR sure of, and FAIR_MARGIN
+# surer than of the whole, when they are shaped like a number's digits: each spans
+# PIECE_SPAN of the row's height, a 1 is at most ONE_WIDE of it wide and any other digit at
+# least DIGIT_WIDE
+SPLIT_FAIR, FAIR_WHOLE, FAIR_MARGIN = 0.5, 0.85, 0.1
+PIECE_SPAN, ONE_WIDE, DIGIT_WIDE = 0.8, 0.4, 0.25
 
 KEYS = ("file", "digit", "number", "confidence", "probabilities", "digits", "inverted", "error")
 
@@ -154,14 +156,15 @@ def best_cut(cuts, sure: np.ndarray, digit: np.ndarray, whole: float,
     The network is seldom sure of digits merged into one, and a stroke cut off a digit reads
     as a 1 as surely as a 1 does. So a cut in two whose pieces it reads at least `SPLIT_SURE`
     sure, neither as a 1, and `SPLIT_MARGIN` surer than the whole, is taken at once. Failing
-    that, a cut into two or three that keeps to the paper between digits (`Cuts.clean`: the
-    halves of a round digit read as digits too, a 6 as a 1 and a 3) is taken when the
-    network is at least `SPLIT_FAIR` and no less sure of each piece than of the whole, and
-    every piece is shaped like one of a number's digits: as tall as the row (`PIECE_SPAN`),
-    a 1 a stroke's width (`ONE_WIDE`), any other digit wider than a stroke (`DIGIT_WIDE`),
-    and not a digit's strokes: not all 1s (a flagged 1's two strokes), nor 1s beside the
-    digit the whole part reads as (a 4 and its stem). Of the cuts each rule allows, the one
-    whose least sure piece is the surest."""
+    that, when the network is unsure of the whole (less than `FAIR_WHOLE`: a part it reads
+    surely is one digit), a cut into two or three that keeps to the paper between digits
+    (`Cuts.clean`: the halves of a round digit read as digits too, a 6 as a 1 and a 3) is
+    taken when the network is at least `SPLIT_FAIR` and `FAIR_MARGIN` surer of each piece
+    than of the whole, and every piece is shaped like one of a number's digits: as tall as
+    the row (`PIECE_SPAN`), a 1 a stroke's width (`ONE_WIDE`), any other digit wider than a
+    stroke (`DIGIT_WIDE`), and not a digit's strokes: not all 1s (a flagged 1's two
+    strokes), nor 1s beside the digit the whole part reads as (a 4 and its stem). Of the
+    cuts each rule allows, the one whose least sure piece is the surest."""
     used = cuts.ways >= 0
     ones = digit == 1
 
@@ -181,6 +184,6 @@ def best_cut(cuts, sure: np.ndarray, digit: np.ndarray, whole: float,
     kept = np.where(others, digit[cuts.ways], -1).max(axis=1)
     fair[(others.sum(axis=1) == 0) | ((others.sum(axis=1) == 1) & (kept == whole_digit))] = 0.0
     best = int(np.argmax(fair))
-    if fair[best] >= SPLIT_FAIR and fair[best] >= whole:
+    if whole < FAIR_WHOLE and fair[best] >= max(SPLIT_FAIR, whole + FAIR_MARGIN):
         return [int(i) for i in cuts.ways[best][used[best]]]
     return None

@@ -1010,3 +1010,37 @@ def test_a_workers_answer_that_does_not_add_up_is_refused():
             answer(offered, images)
     with pytest.raises(ValueError, match="partial"):
         _answer({"inputs": []}, memoryview(image[:side - 4]))
+
+
+@pytest.mark.parametrize("answer", [
+    b"\x00\x00\x00\x05{not json",
+    b"\x00\x00\x00\x05\"str\"",
+    b"\x00\x10\x00\x00" + b"[" * 200_000,  # nesting deeper than JSON's recursion limit
+    "ways",  # a piece index too large for an integer array
+])
+def test_a_workers_answer_that_does_not_parse_ends_that_worker(answer):
+    from mnist_bp import decoding
+
+    if answer == "ways":
+        answer = decoding._message(
+            {"inputs": [[True, False, [[[0.4, 0.9]], [[10**30, 0, -1]], [True]]]]},
+            np.zeros((2, 28, 28), "<f4").tobytes())
+
+    class Conn:
+        def send_bytes(self, data):
+            pass
+
+        def poll(self, seconds):
+            return True
+
+        def recv_bytes(self):
+            return answer
+
+    worker, replaced = type("Worker", (), {"conn": Conn()})(), []
+    decoders = decoding.Decoders(workers=1, seconds=5.0)
+    decoders._get = lambda: worker
+    decoders._replace = replaced.append
+    with pytest.raises(imageprep.ImageError, match="^its decoder gave an answer that does not "
+                                                    "add up; save it again as a plain PNG"):
+        decoders.prepare(b"not small: no PNG header", number=True)
+    assert replaced == [worker] and decoders.idle.empty()

@@ -1076,12 +1076,16 @@ def test_a_part_is_read_as_pieces_shaped_like_digits_when_surer_of_them():
     # the cut whose least sure piece is the surest, into two or three
     assert read_as(0.4, [one, three, one], [(0.9, 1, 0.25, 0.95), (0.95, 3, 0.6, 0.9)]) == [
         (0.9, 1), (0.95, 3)]
-    assert read_as(0.5, [(0.5, 2, 0.5, 0.9), (0.5, 8, 0.5, 0.85)]) == [(0.5, 2), (0.5, 8)]
+    assert read_as(0.39, [(0.5, 2, 0.5, 0.9), (0.5, 8, 0.5, 0.85)]) == [(0.5, 2), (0.5, 8)]
 
     def whole(*way, sure=0.4, clean=True):
         return read_as(sure, list(way), clean=clean) == [(sure, 0)]
 
-    assert whole(one, three, one, sure=0.81)  # less sure of a piece than of the whole
+    assert whole(one, three, one, sure=0.71)  # not 0.1 surer of each piece than the whole
+    assert not whole(one, three, one, sure=0.7)
+    sure_one, sure_three = (1.0, 1, 0.25, 0.95), (1.0, 3, 0.4, 0.9)
+    assert whole(sure_one, sure_three, sure=0.85)  # a whole read 0.85 sure is one digit
+    assert not whole(sure_one, sure_three, sure=0.84)
     assert whole(one, (0.49, 3, 0.4, 0.9), sure=0.3)  # a piece less than 0.5 sure
     assert whole(one, three, clean=False)     # cut through a digit's ring or counter
     assert whole(one, (0.8, 3, 0.4, 0.79))    # a piece shorter than the row
