@@ -49,7 +49,8 @@ def _parse(data: bytes) -> tuple[dict, memoryview]:
 def _answer(header: dict, arrays: memoryview) -> list[Prepared]:
     """A worker's prepared inputs from its answer, each array a copy (an input kept in an
     answer holds no other input's buffer). The worker decoded an image from outside: its
-    answer is checked to add up (ValueError, TypeError, KeyError or IndexError if not)."""
+    answer is checked to add up (ValueError, TypeError, KeyError, IndexError or
+    OverflowError if not)."""
     if len(arrays) % (IMAGE_SIDE * IMAGE_SIDE * 4):
         raise ValueError("a partial image")
     images = np.frombuffer(arrays, "<f4").reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
