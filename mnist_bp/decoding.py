@@ -153,6 +153,13 @@ def linear_and_small(source) -> bool:
         return False
 
 
+def skips_worker(source, number: bool) -> bool:
+    """Whether `source` (bytes or a path) is prepared in the calling process: one digit in
+    a small PNG, GIF or BMP (`linear_and_small`). A row of digits costs by its marks and
+    cuts, not its pixels: always a worker's."""
+    return not number and linear_and_small(source)
+
+
 def prepare_here(source, invert: str, number: bool, max_pixels: int | None = None):
     """`inputs_of` in the calling process, for a source `linear_and_small` found small; None
     when the opened image is larger than FAST_DECODE_PIXELS after all (a GIF's first frame
@@ -216,14 +223,13 @@ class Decoders:
         """`imageprep.inputs_of(source, ...)` in a worker: a path or bytes (anything else,
         arrays and PIL images, is prepared here: nothing to decode)."""
         here = None
-        # a row of digits costs by its marks and cuts, not its pixels: always a worker's
         if isinstance(source, (bytes, bytearray, memoryview)):
             kind, payload = "bytes", bytes(source)
-            if not number and linear_and_small(payload):
+            if skips_worker(payload, number):
                 here = prepare_here(payload, invert, number, max_pixels)
         elif isinstance(source, (str, os.PathLike)):  # absolute: workers have their own cwd
             kind, payload = "path", os.fsencode(os.path.abspath(Path(source)))
-            if not number and linear_and_small(source):
+            if skips_worker(source, number):
                 here = prepare_here(source, invert, number, max_pixels)
         else:
             return inputs_of(source, invert, number, max_pixels=max_pixels)
@@ -250,9 +256,8 @@ class Decoders:
             header, arrays = _parse(answer)
             if not isinstance(header, dict):
                 raise TypeError("no header")
-            if "error" in header:
-                error = ImageError(str(header["error"]))
-            else:
+            error = ImageError(str(header["error"])) if "error" in header else None
+            if error is None:
                 prepared = _answer(header, arrays)
         except (ValueError, TypeError, KeyError, IndexError, ArithmeticError, RecursionError):
             # the worker decoded an image from outside: an answer that does not parse or add
@@ -261,7 +266,7 @@ class Decoders:
             raise ImageError("its decoder gave an answer that does not add up; save it again "
                              "as a plain PNG or JPEG") from None
         self.idle.put(worker)
-        if "error" in header:
+        if error is not None:
             raise error
         return prepared
 

@@ -288,13 +288,11 @@ class Model:
                 return str(exc)
 
         # small PNG/GIF/BMP files of one digit are prepared here, one after the other
-        # (threads would only contend for the GIL); the others, and every row of digits
-        # (which costs by its marks and cuts, not its pixels), wait for a decoding worker,
+        # (threads would only contend for the GIL); the others wait for a decoding worker,
         # two at a time
-        from mnist_bp.decoding import linear_and_small, prepare_here
+        from mnist_bp.decoding import prepare_here, skips_worker
 
-        local = [not number and isinstance(s, (str, Path)) and linear_and_small(s)
-                 for s in sources]
+        local = [isinstance(s, (str, Path)) and skips_worker(s, number) for s in sources]
         prepared = [prepared_or_error(s, here=True) if here else None
                     for s, here in zip(sources, local, strict=True)]
         remote = [i for i, here in enumerate(local) if not here]

@@ -175,15 +175,17 @@ def best_cut(cuts, sure: np.ndarray, digit: np.ndarray, whole: float,
     best = int(np.argmax(plain))
     if plain[best] >= SPLIT_SURE and plain[best] >= whole + SPLIT_MARGIN:
         return [int(i) for i in cuts.ways[best, :2]]
+    if whole >= FAIR_WHOLE:
+        return None
     width, span = cuts.shapes.T
     shaped = (span >= PIECE_SPAN) & np.where(ones, width <= ONE_WIDE, width >= DIGIT_WIDE)
     fair = np.where(cuts.clean, least(np.where(shaped, sure, 0.0)), 0.0)
     # cuts of 1s only, or of 1s and one digit read as the whole was: strokes cut off a digit
     # (a flagged 1's, a 4's stem) read as 1s, and the rest of it as that digit still
     others = np.where(used, ~ones[cuts.ways], False)
-    kept = np.where(others, digit[cuts.ways], -1).max(axis=1)
-    fair[(others.sum(axis=1) == 0) | ((others.sum(axis=1) == 1) & (kept == whole_digit))] = 0.0
+    count, kept = others.sum(axis=1), np.where(others, digit[cuts.ways], -1).max(axis=1)
+    fair[(count == 0) | ((count == 1) & (kept == whole_digit))] = 0.0
     best = int(np.argmax(fair))
-    if whole < FAIR_WHOLE and fair[best] >= max(SPLIT_FAIR, whole + FAIR_MARGIN):
+    if fair[best] >= max(SPLIT_FAIR, whole + FAIR_MARGIN):
         return [int(i) for i in cuts.ways[best][used[best]]]
     return None
